@@ -1,0 +1,90 @@
+"""``asyncio``: an event loop on a background thread.
+
+Coroutine functions run on the loop, many at once (how network I/O scales without threads);
+plain functions run in a small thread pool so they never block the loop. Either way ``submit``
+returns a ``concurrent.futures.Future``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import functools
+import inspect
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from backends.base import Backend
+from backends.chunks import run_chunk, run_chunk_async
+
+
+class AsyncioBackend(Backend):
+    """Event-loop backend; ``workers`` is the number of tasks allowed to run at once (default 256)."""
+
+    name = "asyncio"
+    in_process = True
+    uses_threads = True
+    supports_coroutines = True
+
+    @classmethod
+    def default_workers(cls) -> int:
+        return 256
+
+    def __init__(self, workers: int | None = None) -> None:
+        super().__init__(workers)
+        self._loop = asyncio.new_event_loop()
+        self._limit = asyncio.Semaphore(self.workers)
+        self._pool = cf.ThreadPoolExecutor(
+            min(self.workers, (os.cpu_count() or 1) + 4), thread_name_prefix="smallbig-asyncio"
+        )
+        self._pending: set[cf.Future] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="smallbig-asyncio-loop", daemon=True
+        )
+        self._thread.start()
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
+        future = asyncio.run_coroutine_threadsafe(self._run(fn, args, kwargs), self._loop)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    async def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        async with self._limit:
+            if inspect.iscoroutinefunction(fn):
+                return await fn(*args, **kwargs)
+            call = functools.partial(fn, *args, **kwargs)
+            return await self._loop.run_in_executor(self._pool, call)
+
+    def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return run_chunk_async if inspect.iscoroutinefunction(fn) else run_chunk
+
+    def _forget(self, future: cf.Future) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        if wait:
+            cf.wait(pending)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+        else:
+            # Let the loop drain what is running, then stop; nobody waits for it.
+            self._loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(self._stop_when_idle(pending))
+            )
+        self._pool.shutdown(wait=wait)
+
+    async def _stop_when_idle(self, pending: list[cf.Future]) -> None:
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in pending), return_exceptions=True)
+        self._loop.stop()

@@ -1,0 +1,312 @@
+"""The executor protocol every smallbig backend implements.
+
+A backend *is* a :class:`concurrent.futures.Executor`: ``submit`` returns a real
+``concurrent.futures.Future`` on every engine, so ``wait`` and ``as_completed`` mix futures from
+any backends. ``map`` is written once here, on top of ``submit``, and honours ``chunksize``
+(including ``"auto"``) on every backend.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+from backends.chunks import BatchSizer, check_chunksize, run_chunk
+
+_LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_live_backends() -> None:
+    # A script that never called shutdown() (or died on Ctrl-C outside a ``with``) must not
+    # leave clusters or pools behind when the interpreter exits.
+    for backend in list(_LIVE):
+        try:
+            backend.shutdown(wait=False, cancel_futures=True)
+        except Exception:
+            pass
+
+
+class Backend(cf.Executor):
+    """Base class of all backends.
+
+    Subclasses implement ``_submit`` (return a ``cf.Future``) and ``_shutdown``, and may override
+    ``put``, ``_prepare`` and ``_chunk_runner``.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of parallel workers; must be > 0. ``None`` picks the backend's default.
+    """
+
+    name: ClassVar[str] = ""
+    #: Importable module whose version ``info()`` reports.
+    engine: ClassVar[str] = "python"
+    #: pip extra that installs the engine (``None``: always installed).
+    extra: ClassVar[str | None] = None
+    in_process: ClassVar[bool] = False
+    distributed: ClassVar[bool] = False
+    uses_threads: ClassVar[bool] = False
+    supports_coroutines: ClassVar[bool] = False
+    accepts_address: ClassVar[bool] = False
+    listens_on_all_interfaces: ClassVar[bool] = False
+
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is not None and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+        ):
+            raise ValueError(f"workers must be an integer greater than 0, got {workers!r}")
+        self.workers: int = workers if workers is not None else self.default_workers()
+        self.address: str | None = None
+        self.startup_s: float = 0.0
+        self._closed = False
+        self._close_lock = threading.Lock()
+        _LIVE.add(self)
+
+    @classmethod
+    def default_workers(cls) -> int:
+        """Workers used when none are given."""
+        import os
+
+        return os.cpu_count() or 1
+
+    # -- the Executor protocol -----------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        """Schedule ``fn(*args, **kwargs)``; return a ``concurrent.futures.Future``."""
+        self._check_open()
+        return self._submit(self._prepare(fn), args, kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | str = 1,
+    ) -> Iterator[Any]:
+        """Like the builtin ``map``, run in parallel; results come back in input order.
+
+        Parameters
+        ----------
+        fn : callable
+            Top-level function (processes, Dask and Ray pickle it).
+        *iterables
+            Collected at once, as ``concurrent.futures.Executor.map`` does.
+        timeout : float, optional
+            Seconds from this call; reaching an item later raises ``TimeoutError``.
+        chunksize : int or "auto"
+            Items per task. ``"auto"`` sizes batches from measured task durations so that
+            per-task overhead is hidden (see :class:`backends.chunks.BatchSizer`).
+
+        Returns
+        -------
+        iterator
+            Yields results in order; an item's exception is raised when the iterator reaches it.
+        """
+        chunksize = check_chunksize(chunksize)
+        end = None if timeout is None else time.monotonic() + timeout
+        self._check_open()
+        items = list(zip(*iterables, strict=False))
+        fn = self._prepare(fn)
+        if chunksize == 1:
+            return _iter_single([self._submit(fn, args, {}) for args in items], end)
+        runner = self._chunk_runner(fn)
+        if chunksize == "auto":
+            return _iter_batches(_AutoDispatch(self, runner, fn, items), end)
+        batches = [
+            (self._submit(runner, (fn, items[i : i + chunksize]), {}))
+            for i in range(0, len(items), chunksize)
+        ]
+        return _iter_batches(_FixedBatches(batches), end)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Release the engine's resources; idempotent. Clusters this backend did not start stay up."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        _LIVE.discard(self)
+        self._shutdown(wait, cancel_futures)
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
+        # On an error (Ctrl-C included) nobody wants the remaining work: cancel it so that the
+        # pool or cluster comes down promptly instead of finishing the queue first.
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
+
+    # -- smallbig extras ----------------------------------------------------------------------
+    def put(self, obj: Any) -> Any:
+        """Ship ``obj`` once; pass the handle to tasks, which receive ``obj`` itself.
+
+        In-process backends return ``obj`` itself: sharing memory is the cheapest correct thing.
+        """
+        self._check_open()
+        return obj
+
+    def info(self) -> dict[str, Any]:
+        """Engine, version, workers, address, start-up seconds and capabilities."""
+        return {
+            "name": self.name,
+            "engine": self.engine,
+            "version": engine_version(self.engine),
+            "workers": self.workers,
+            "address": self.address,
+            "startup_s": self.startup_s,
+            "in_process": self.in_process,
+            "distributed": self.distributed,
+            "uses_threads": self.uses_threads,
+            "supports_coroutines": self.supports_coroutines,
+            "listens_on_all_interfaces": self.listens_on_all_interfaces,
+        }
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        where = f" at {self.address}" if self.address else ""
+        return f"<{type(self).__name__} {self.name!r} workers={self.workers}{where} {state}>"
+
+    # -- hooks for subclasses -------------------------------------------------------------------
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
+        raise NotImplementedError
+
+    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        raise NotImplementedError
+
+    def _prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Make ``fn`` shippable to this backend's workers (processes wrap ``__main__`` code)."""
+        return fn
+
+    def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return run_chunk
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def engine_version(module: str) -> str:
+    """Version string of an importable engine module (Python's own for ``"python"``)."""
+    if module == "python":
+        import platform
+
+        return platform.python_version()
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _iter_single(futures: list[cf.Future], end: float | None) -> Iterator[Any]:
+    # A generator nested in map() so that every task is submitted before the first result is
+    # asked for (the same reason CPython's Executor.map closes over its futures).
+    def results() -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                remaining = None if end is None else end - time.monotonic()
+                yield futures.pop().result(remaining)
+        finally:
+            for future in futures:
+                future.cancel()
+
+    return results()
+
+
+class _FixedBatches:
+    """Batch futures submitted up front, in order."""
+
+    def __init__(self, futures: list[cf.Future]) -> None:
+        self._futures = futures
+
+    def next(self, end: float | None) -> cf.Future | None:
+        return self._futures.pop(0) if self._futures else None
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.cancel()
+
+
+class _AutoDispatch:
+    """Submit batches of growing size from a helper thread as earlier batches finish.
+
+    A thread (not the engines' completion callbacks) submits, because some engines deliver
+    callbacks on their own I/O thread where submitting again could deadlock.
+    """
+
+    def __init__(self, backend: Backend, runner: Callable, fn: Callable, items: list) -> None:
+        self._backend, self._runner, self._fn, self._items = backend, runner, fn, items
+        self._sizer = BatchSizer(backend.workers, items[0] if items else None)
+        self._done: queue.SimpleQueue[cf.Future] = queue.SimpleQueue()
+        self._ordered: queue.Queue[cf.Future | BaseException | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._sizes: dict[int, int] = {}
+        threading.Thread(target=self._dispatch, name="smallbig-autobatch", daemon=True).start()
+
+    def _dispatch(self) -> None:
+        items, pos, in_flight = self._items, 0, 0
+        # Two batches per worker in flight: one running, one queued behind it, so no worker
+        # waits for the round trip of its next batch.
+        window = 2 * self._backend.workers
+        try:
+            while pos < len(items) and not self._stop.is_set():
+                while in_flight < window and pos < len(items):
+                    size = self._sizer.next_size(len(items) - pos)
+                    chunk = items[pos : pos + size]
+                    pos += size
+                    future = self._backend._submit(self._runner, (self._fn, chunk), {})
+                    self._sizes[id(future)] = len(chunk)
+                    self._ordered.put(future)
+                    future.add_done_callback(self._done.put)
+                    in_flight += 1
+                if pos >= len(items):
+                    break
+                finished = self._done.get()
+                in_flight -= 1
+                if not finished.cancelled() and finished.exception() is None:
+                    _, _, elapsed = finished.result()
+                    self._sizer.record(self._sizes[id(finished)], elapsed)
+        except BaseException as exc:  # e.g. RuntimeError: the backend was shut down meanwhile
+            self._ordered.put(exc)
+        finally:
+            self._ordered.put(None)
+
+    def next(self, end: float | None) -> cf.Future | None:
+        remaining = None if end is None else max(0.0, end - time.monotonic())
+        try:
+            item = self._ordered.get(timeout=remaining)
+        except queue.Empty:
+            raise TimeoutError from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:
+            try:
+                item = self._ordered.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, cf.Future):
+                item.cancel()
+
+
+def _iter_batches(batches: _FixedBatches | _AutoDispatch, end: float | None) -> Iterator[Any]:
+    def results() -> Iterator[Any]:
+        try:
+            while (future := batches.next(end)) is not None:
+                remaining = None if end is None else end - time.monotonic()
+                values, error, _ = future.result(remaining)
+                yield from values
+                if error is not None:
+                    raise error
+        finally:
+            batches.close()
+
+    return results()

@@ -1,0 +1,100 @@
+"""Batching of map items into chunks: the task functions that run a chunk, and the auto sizer.
+
+Both runners are top-level functions so that process pools, Dask and Ray can pickle them by
+reference. They never raise for an item's exception: they return the results computed before it
+and the exception itself, so that ``map`` can yield the earlier items before raising at the
+failing item's position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+ChunkResult = tuple[list[Any], BaseException | None, float]
+
+# Auto-batching aims each batch at this much compute. joblib aims at 0.2-2 s; a per-task
+# overhead of ~2 ms (Dask's, the largest we measure) is then hidden to within 1%.
+TARGET_BATCH_SECONDS = 0.2
+# Never pack more than this many pickled bytes into one batch: a batch of large payloads would
+# otherwise be sized by compute time alone and could exhaust memory.
+MAX_BATCH_BYTES = 64 * 2**20
+
+
+def run_chunk(fn: Callable[..., Any], chunk: Sequence[tuple]) -> ChunkResult:
+    """Call ``fn(*args)`` for each ``args`` in ``chunk``, in order; stop at the first exception."""
+    results: list[Any] = []
+    start = time.perf_counter()
+    for args in chunk:
+        try:
+            results.append(fn(*args))
+        except Exception as exc:
+            return results, exc, time.perf_counter() - start
+    return results, None, time.perf_counter() - start
+
+
+async def run_chunk_async(fn: Callable[..., Any], chunk: Sequence[tuple]) -> ChunkResult:
+    """Await ``fn(*args)`` for every item of ``chunk`` concurrently; results in input order."""
+    start = time.perf_counter()
+    outcomes = await asyncio.gather(*(fn(*args) for args in chunk), return_exceptions=True)
+    results: list[Any] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            return results, outcome, time.perf_counter() - start
+        results.append(outcome)
+    return results, None, time.perf_counter() - start
+
+
+def check_chunksize(chunksize: int | str) -> int | str:
+    """Return ``chunksize`` if it is a positive int or ``"auto"``; raise ``ValueError`` otherwise."""
+    if chunksize == "auto":
+        return chunksize
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"chunksize must be a positive int or 'auto', got {chunksize!r}")
+    return chunksize
+
+
+class BatchSizer:
+    """Choose the next batch size from the per-item time measured inside the workers.
+
+    The first batches hold one item each (nothing is known yet). After that a batch holds enough
+    items for ``TARGET_BATCH_SECONDS`` of compute, but never more than the remaining items split
+    over twice the workers ("guided" scheduling, so every worker stays busy until the end) and
+    never more than ``MAX_BATCH_BYTES`` of pickled items.
+    """
+
+    def __init__(self, workers: int, sample_item: tuple | None = None) -> None:
+        self.workers = max(1, workers)
+        self.per_item_s: float | None = None
+        self.max_items = _items_within_bytes(sample_item)
+
+    def record(self, n_items: int, elapsed_s: float) -> None:
+        """Fold a finished batch's measured compute time into the per-item estimate."""
+        if n_items <= 0:
+            return
+        per_item = elapsed_s / n_items
+        # Equal weights for history and the new batch: quick to adapt, not jumpy.
+        self.per_item_s = per_item if self.per_item_s is None else (self.per_item_s + per_item) / 2
+
+    def next_size(self, remaining: int) -> int:
+        """Number of items for the next batch, out of ``remaining`` undispatched items."""
+        if self.per_item_s is None or remaining <= 1:
+            return 1
+        guided = math.ceil(remaining / (2 * self.workers))
+        ideal = TARGET_BATCH_SECONDS / max(self.per_item_s, 1e-9)
+        return max(1, min(guided, self.max_items, int(ideal)))
+
+
+def _items_within_bytes(sample_item: tuple | None) -> int:
+    if sample_item is None:
+        return 1 << 62
+    try:
+        size = len(pickle.dumps(sample_item, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        # Unpicklable locally (e.g. a lambda in the item): the engine will say so; size by time.
+        return 1 << 62
+    return max(1, MAX_BATCH_BYTES // max(size, 1))

@@ -1,0 +1,141 @@
+"""``processes``: a process pool on the ``forkserver`` start method.
+
+Why forkserver: ``fork`` is the fastest start but copies a parent that may hold threads (our
+asyncio loop, HTTP servers, Dask's client) in arbitrary states, which can deadlock the child;
+``spawn`` is safe but re-imports everything in every worker. A forkserver is a clean
+single-threaded process started once, from which workers fork quickly and safely.
+
+Functions the workers cannot import by name (defined in ``__main__``, a notebook, or a lambda)
+are shipped by value with cloudpickle, as Dask and Ray do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import multiprocessing
+import os
+import pickle
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from backends.base import Backend
+
+_THREAD_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_threads_in_worker(threads: int) -> None:
+    """Cap the native thread pools of a worker so that workers × threads ≤ cores.
+
+    Must run before numba or NumPy's BLAS is imported in the worker; they read these once.
+    """
+    for var in _THREAD_ENV:
+        os.environ[var] = str(threads)
+
+
+class ProcessesBackend(Backend):
+    """A ``ProcessPoolExecutor`` (forkserver); ``workers`` defaults to the CPU count."""
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None) -> None:
+        super().__init__(workers)
+        start = time.perf_counter()
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self._pool = cf.ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=limit_threads_in_worker,
+            initargs=(threads,),
+        )
+        self._portable: weakref.WeakKeyDictionary[Any, _Portable] = weakref.WeakKeyDictionary()
+        self._put_dir: str | None = None
+        # The pool forks workers lazily; start them all now so that start-up is measured
+        # here and not charged to the first tasks.
+        for f in [self._pool.submit(os.getpid) for _ in range(self.workers)]:
+            f.result()
+        self.startup_s = time.perf_counter() - start
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def _prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not _needs_by_value(fn):
+            return fn
+        try:
+            return self._portable[fn]
+        except (KeyError, TypeError):
+            portable = _Portable(cloudpickle.dumps(fn))
+            try:
+                self._portable[fn] = portable
+            except TypeError:  # not weak-referenceable (e.g. a bound method): just don't cache
+                pass
+            return portable
+
+    def put(self, obj: Any) -> Any:
+        """Write ``obj`` once to a private temp file; each worker loads it once and caches it."""
+        self._check_open()
+        if self._put_dir is None:
+            self._put_dir = tempfile.mkdtemp(prefix="smallbig-put-")
+        fd, path = tempfile.mkstemp(dir=self._put_dir, suffix=".pkl")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        return SharedRef(path)
+
+    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if self._put_dir is not None:
+            shutil.rmtree(self._put_dir, ignore_errors=True)
+
+
+def _needs_by_value(fn: Callable[..., Any]) -> bool:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    return module in (None, "__main__") or "<lambda>" in qualname or "<locals>" in qualname
+
+
+_LOADED: dict[str, Any] = {}
+
+
+class _Portable:
+    """A callable shipped by value; each worker unpickles it once and keeps it."""
+
+    def __init__(self, payload: bytes, key: str | None = None) -> None:
+        self.payload = payload
+        self.key = key or hashlib.sha1(payload).hexdigest()
+
+    def __reduce__(self) -> tuple:
+        return (_Portable, (self.payload, self.key))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = _LOADED.get(self.key)
+        if fn is None:
+            fn = _LOADED[self.key] = cloudpickle.loads(self.payload)
+        return fn(*args, **kwargs)
+
+
+class SharedRef:
+    """Handle returned by ``ProcessesBackend.put``: unpickles, in a worker, as the object."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (_load_shared, (self.path,))
+
+    def __repr__(self) -> str:
+        return f"SharedRef({self.path!r})"
+
+
+def _load_shared(path: str) -> Any:
+    obj = _LOADED.get(path)
+    if obj is None:
+        with open(path, "rb") as f:
+            obj = _LOADED[path] = pickle.load(f)
+    return obj

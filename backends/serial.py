@@ -1,0 +1,73 @@
+"""``serial``: every task runs in the caller, in order — the baseline every speedup is against."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from backends.base import Backend
+from backends.chunks import BatchSizer, check_chunksize, run_chunk
+
+
+class SerialBackend(Backend):
+    """Run each task in the calling thread.
+
+    ``submit`` runs the task before returning its (already finished) future. ``map`` is lazy:
+    each batch runs when the iterator reaches it, so ``timeout`` can be honoured between batches.
+    """
+
+    name = "serial"
+    in_process = True
+
+    @classmethod
+    def default_workers(cls) -> int:
+        return 1
+
+    def __init__(self, workers: int | None = None) -> None:
+        super().__init__(workers)
+        if self.workers != 1:
+            raise ValueError(f"the serial backend has exactly 1 worker, got workers={workers}")
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
+        future: cf.Future = cf.Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | str = 1,
+    ) -> Iterator[Any]:
+        """Lazy ``map`` in the caller; see :meth:`backends.base.Backend.map`."""
+        chunksize = check_chunksize(chunksize)
+        end = None if timeout is None else time.monotonic() + timeout
+        self._check_open()
+        items = list(zip(*iterables, strict=False))
+
+        def results() -> Iterator[Any]:
+            sizer = BatchSizer(1, items[0] if items else None)
+            pos = 0
+            while pos < len(items):
+                if end is not None and time.monotonic() > end:
+                    raise TimeoutError
+                size = sizer.next_size(len(items) - pos) if chunksize == "auto" else chunksize
+                values, error, elapsed = run_chunk(fn, items[pos : pos + size])
+                sizer.record(size, elapsed)
+                pos += size
+                yield from values
+                if error is not None:
+                    raise error
+
+        return results()
+
+    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        # Nothing is ever pending: every task finished inside submit().
+        pass
