@@ -18,10 +18,11 @@ from typing import Any
 
 from backends.base import Backend
 from backends.chunks import run_chunk, run_chunk_async
+from backends.futures import PendingSet
 
 
 class AsyncioBackend(Backend):
-    """Event-loop backend; ``workers`` is the number of tasks allowed to run at once (default 256)."""
+    """Event-loop backend; ``workers`` caps the tasks running at once (default 256)."""
 
     name = "asyncio"
     in_process = True
@@ -39,42 +40,44 @@ class AsyncioBackend(Backend):
         self._pool = cf.ThreadPoolExecutor(
             min(self.workers, (os.cpu_count() or 1) + 4), thread_name_prefix="smallbig-asyncio"
         )
-        self._pending: set[cf.Future] = set()
-        self._lock = threading.Lock()
+        self._pending = PendingSet()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="smallbig-asyncio-loop", daemon=True
         )
         self._thread.start()
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
-        future = asyncio.run_coroutine_threadsafe(self._run(fn, args, kwargs), self._loop)
-        with self._lock:
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
+        # Our own future, not run_coroutine_threadsafe's: it stays PENDING while the task waits
+        # for a slot and turns RUNNING when it gets one, so cancel() and
+        # shutdown(cancel_futures=True) behave as on the stdlib pools.
+        future: cf.Future = cf.Future()
+        self._pending.add(future)
+        coro = self._run(future, fn, args, kwargs)
+        self._loop.call_soon_threadsafe(self._loop.create_task, coro)
         return future
 
-    async def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    async def _run(self, future: cf.Future, fn: Callable, args: tuple, kwargs: dict) -> None:
         async with self._limit:
-            if inspect.iscoroutinefunction(fn):
-                return await fn(*args, **kwargs)
-            call = functools.partial(fn, *args, **kwargs)
-            return await self._loop.run_in_executor(self._pool, call)
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                if inspect.iscoroutinefunction(fn):
+                    result = await fn(*args, **kwargs)
+                else:
+                    call = functools.partial(fn, *args, **kwargs)
+                    result = await self._loop.run_in_executor(self._pool, call)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
     def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return run_chunk_async if inspect.iscoroutinefunction(fn) else run_chunk
 
-    def _forget(self, future: cf.Future) -> None:
-        with self._lock:
-            self._pending.discard(future)
-
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
-        with self._lock:
-            pending = list(self._pending)
-        if cancel_futures:
-            for future in pending:
-                future.cancel()
+        pending = self._pending.snapshot()
+        self._pending.cancel_and_wait(cancel_futures, wait)
         if wait:
-            cf.wait(pending)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import contextlib
 import queue
 import threading
 import time
@@ -27,10 +28,8 @@ def _shutdown_live_backends() -> None:
     # A script that never called shutdown() (or died on Ctrl-C outside a ``with``) must not
     # leave clusters or pools behind when the interpreter exits.
     for backend in list(_LIVE):
-        try:
+        with contextlib.suppress(Exception):
             backend.shutdown(wait=False, cancel_futures=True)
-        except Exception:
-            pass
 
 
 class Backend(cf.Executor):
@@ -125,7 +124,12 @@ class Backend(cf.Executor):
         return _iter_batches(_FixedBatches(batches), end)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Release the engine's resources; idempotent. Clusters this backend did not start stay up."""
+        """Release the engine's resources; idempotent. Clusters it did not start stay up.
+
+        With ``cancel_futures``, local backends cancel the tasks not yet running; cluster
+        backends cancel every unfinished task, since their futures cannot tell queued from
+        running without a round trip to the scheduler.
+        """
         with self._close_lock:
             if self._closed:
                 return

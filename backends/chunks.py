@@ -50,7 +50,7 @@ async def run_chunk_async(fn: Callable[..., Any], chunk: Sequence[tuple]) -> Chu
 
 
 def check_chunksize(chunksize: int | str) -> int | str:
-    """Return ``chunksize`` if it is a positive int or ``"auto"``; raise ``ValueError`` otherwise."""
+    """Return ``chunksize`` if it is a positive int or ``"auto"``, else raise ``ValueError``."""
     if chunksize == "auto":
         return chunksize
     if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:

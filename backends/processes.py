@@ -12,6 +12,7 @@ are shipped by value with cloudpickle, as Dask and Ray do.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -72,10 +73,9 @@ class ProcessesBackend(Backend):
             return self._portable[fn]
         except (KeyError, TypeError):
             portable = _Portable(cloudpickle.dumps(fn))
-            try:
+            # A bound method is not weak-referenceable: then it is simply not cached.
+            with contextlib.suppress(TypeError):
                 self._portable[fn] = portable
-            except TypeError:  # not weak-referenceable (e.g. a bound method): just don't cache
-                pass
             return portable
 
     def put(self, obj: Any) -> Any:

@@ -1,0 +1,82 @@
+"""Helpers for backends that build their own futures: reachability checks, pending sets, links."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """Fail fast, naming ``address``, when nothing accepts TCP connections there.
+
+    The engines' own clients retry an unreachable address for a long time (Ray for a minute);
+    a plain connect answers "refused" at once and "unreachable" within ``timeout``.
+    """
+    parsed = urlsplit(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise ValueError(f"cluster address {address!r} must look like HOST:PORT")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach cluster at {address}: {exc}") from exc
+
+
+class PendingSet:
+    """The not-yet-finished futures of a backend, for ``shutdown(cancel_futures=True)``."""
+
+    def __init__(self) -> None:
+        self._futures: set[cf.Future] = set()
+        self._lock = threading.Lock()
+
+    def add(self, future: cf.Future) -> None:
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._discard)
+
+    def _discard(self, future: cf.Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def snapshot(self) -> list[cf.Future]:
+        with self._lock:
+            return list(self._futures)
+
+    def cancel_and_wait(self, cancel: bool, wait: bool) -> None:
+        pending = self.snapshot()
+        if cancel:
+            for future in pending:
+                future.cancel()
+        if wait:
+            cf.wait(pending)
+
+
+def linked_future(cancel_engine: Callable[[], Any]) -> cf.Future:
+    """A pending ``cf.Future`` whose cancellation also cancels the engine's task.
+
+    It stays PENDING until the engine finishes, so ``cancel()`` works until the very end, as on
+    the stdlib pools; :func:`settle` moves the engine's outcome into it.
+    """
+    future: cf.Future = cf.Future()
+
+    def on_done(f: cf.Future) -> None:
+        if f.cancelled():
+            cancel_engine()
+
+    future.add_done_callback(on_done)
+    return future
+
+
+def settle(future: cf.Future, get_result: Callable[[], Any]) -> None:
+    """Copy an engine outcome (value or exception of ``get_result()``) into ``future``."""
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled meanwhile
+    try:
+        future.set_result(get_result())
+    except BaseException as exc:
+        future.set_exception(exc)

@@ -1,0 +1,149 @@
+"""``ray``: a local Ray runtime by default, or an existing Ray cluster by address.
+
+Ray is started only if no Ray runtime is connected in this process, and shut down only by the
+backend that started it. Ray's own processes listen on all network interfaces whatever node IP
+is given (``info()["listens_on_all_interfaces"]``); nothing else of ours is widened.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from backends.base import Backend
+from backends.futures import PendingSet, check_reachable, linked_future, settle
+
+
+class RayBackend(Backend):
+    """Ray backend.
+
+    Parameters
+    ----------
+    workers : int, optional
+        ``num_cpus`` of the local Ray runtime; defaults to the CPU count. With ``address``, or
+        when Ray is already connected, ``workers`` reports the cluster's CPUs.
+    address : str, optional
+        ``HOST:PORT`` of an existing cluster's head (``ray start --head --port PORT``).
+    connect_timeout : float
+        Seconds to wait for the address to answer before failing.
+    object_store_mb : int
+        Object store size of a local runtime (Ray's default takes 30% of memory).
+    """
+
+    name = "ray"
+    engine = "ray"
+    extra = "ray"
+    distributed = True
+    accepts_address = True
+    listens_on_all_interfaces = True
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        address: str | None = None,
+        connect_timeout: float = 15.0,
+        object_store_mb: int = 1024,
+    ) -> None:
+        super().__init__(workers)
+        # Must be set before Ray starts: no usage reporting from a benchmark tool.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+
+        self._ray = ray
+        self._pending = PendingSet()
+        self._owns = False
+        self._temp_dir: str | None = None
+        start = time.perf_counter()
+        if address is not None:
+            check_reachable(address, connect_timeout)
+        if not ray.is_initialized():
+            if address is None:
+                # Under the system temp dir, and short: Ray's socket paths must fit 107 bytes.
+                self._temp_dir = tempfile.mkdtemp(prefix="ray-")
+                ray.init(
+                    num_cpus=self.workers,
+                    include_dashboard=False,
+                    object_store_memory=object_store_mb * 2**20,
+                    _temp_dir=self._temp_dir,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                )
+            else:
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            self._owns = True
+        self.workers = int(ray.cluster_resources().get("CPU", self.workers))
+        self.address = address or ray.get_runtime_context().gcs_address
+        self.startup_s = time.perf_counter() - start
+        self._remote_call = ray.remote(_call)
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
+        ray = self._ray
+        ref = self._remote_call.remote(fn, args, kwargs)
+        future = linked_future(lambda: ray.cancel(ref))
+        ref.future().add_done_callback(lambda done: settle(future, lambda: _unwrap(done)))
+        self._pending.add(future)
+        return future
+
+    def put(self, obj: Any) -> Any:
+        """``ray.put`` ``obj``; tasks given the handle, even inside a chunk, receive ``obj``."""
+        self._check_open()
+        return RayRef(self._ray.put(obj))
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["owns_runtime"] = self._owns
+        return info
+
+    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        try:
+            self._pending.cancel_and_wait(cancel_futures, wait)
+        finally:
+            if self._owns:
+                # For an address this disconnects the driver only; the cluster keeps running.
+                self._ray.shutdown()
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+class RayRef:
+    """Handle returned by ``RayBackend.put``: unpickles, inside a task, as the object itself.
+
+    Ray resolves ``ObjectRef`` arguments only at the top level; this wrapper also works inside
+    the lists a chunked ``map`` ships.
+    """
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+    def __reduce__(self) -> tuple:
+        return (_ray_get, (self.ref,))
+
+
+def _ray_get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref)
+
+
+def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    return fn(*args, **kwargs)
+
+
+def _unwrap(done: cf.Future) -> Any:
+    """Result of a Ray future, re-raising a task's own exception with its original type."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return done.result()
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise

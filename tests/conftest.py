@@ -1,0 +1,193 @@
+"""Fixtures that start real engines and fail any test that leaks processes or threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+# Interpreter-wide helpers that multiprocessing starts once and keeps by design; they are not
+# a test's leak. Everything else a test starts must be gone when it ends.
+ALLOWED_PROCESSES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+# Threads that libraries keep for the life of the process on purpose (thread pools of Dask's
+# offload and future-callback executors, Ray's/gRPC's global workers, asyncio's default
+# executor).
+ALLOWED_THREADS = (
+    "Dask-Offload",
+    "Dask-Callback-Thread",
+    "Dask-Default-Threads",
+    "asyncio_",
+    "ray_",
+    "grpc",
+)
+LEAK_GRACE_S = 20.0
+
+
+def _allowed_process(proc: psutil.Process) -> bool:
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return True
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return True  # gone meanwhile
+    return any(marker in cmdline for marker in ALLOWED_PROCESSES)
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {' '.join(proc.cmdline())[:120]}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
+@pytest.fixture(autouse=True)
+def check_leaks() -> Iterator[None]:
+    """Fail the test if it leaves new child processes or threads behind (as distributed does)."""
+    me = psutil.Process()
+    children_before = {p.pid for p in me.children(recursive=True)}
+    threads_before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        # New direct children only: processes a pre-existing engine forks later (Ray's worker
+        # pool growing) belong to that engine, which its own fixture stops.
+        procs = [
+            p for p in me.children() if p.pid not in children_before and not _allowed_process(p)
+        ]
+        threads = [
+            t
+            for t in threading.enumerate()
+            if t not in threads_before and t.is_alive() and not t.name.startswith(ALLOWED_THREADS)
+        ]
+        if not procs and not threads:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"Test leaked subprocesses: {[_describe(p) for p in procs]} "
+                f"and threads: {[t.name for t in threads]}"
+            )
+        time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float, procs: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop exactly the processes we started, with everything they started, and reap them."""
+    family: list[psutil.Process] = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(proc.pid)
+            family += [parent, *parent.children(recursive=True)]
+    for p in family:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    for proc in procs:
+        proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def dask_cluster(n_workers: int = 2) -> Iterator[str]:
+    """A real ``dask scheduler`` on 127.0.0.1 with ``dask worker`` processes; yields its address."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = os.path.dirname(sys.executable)
+    dask = shutil.which("dask", path=bin_dir) or shutil.which("dask")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            **quiet,
+        )
+    ]
+    try:
+        _wait_for_port(port, 60, procs)
+        for _ in range(n_workers):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--host",
+                        "127.0.0.1",
+                        "--no-dashboard",
+                    ],
+                    **quiet,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(n_workers, timeout=60)
+        yield address
+    finally:
+        _stop(procs)
+
+
+@contextlib.contextmanager
+def ray_cluster(num_cpus: int = 2) -> Iterator[str]:
+    """A real ``ray start --head`` on a free port; yields ``HOST:PORT`` and stops only it."""
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rayx-")
+    ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    procs = [
+        subprocess.Popen(
+            [
+                ray,
+                "start",
+                "--head",
+                "--block",
+                f"--port={port}",
+                f"--num-cpus={num_cpus}",
+                "--node-ip-address=127.0.0.1",
+                "--include-dashboard=false",
+                f"--temp-dir={temp_dir}",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        _wait_for_port(port, 90, procs)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(procs)
+        shutil.rmtree(temp_dir, ignore_errors=True)

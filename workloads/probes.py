@@ -1,0 +1,76 @@
+"""Overhead probes: tasks that isolate one cost of a backend each.
+
+``noop`` measures per-task overhead, ``payload`` transfer cost, ``sleep`` latency hiding, and
+``spin`` pure-Python CPU work under the GIL. ``echo``, ``fail`` and ``die_once`` probe argument
+passing, error transport and fault tolerance. All are top-level functions of small arguments, so
+every backend, external clusters included, can ship them by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+
+
+def noop(_item: Any = None) -> None:
+    """Do nothing: the task's cost is all backend overhead."""
+    return None
+
+
+def payload(array: np.ndarray) -> tuple[int, int]:
+    """Receive an array; return ``(nbytes, byte sum)``: transfer, not compute, dominates.
+
+    The sum is over the raw bytes as integers, exact whatever the buffer's alignment (a float
+    sum's rounding depends on it, so it could differ between backends for the same data).
+    """
+    raw = np.ascontiguousarray(array).view(np.uint8)
+    return int(raw.nbytes), int(raw.sum(dtype=np.uint64))
+
+
+def make_payload(nbytes: int, seed: int = 0) -> np.ndarray:
+    """A float64 array of about ``nbytes`` bytes, deterministic by ``seed``."""
+    return np.random.default_rng(seed).random(max(1, nbytes // 8))
+
+
+def sleep(seconds: float) -> float:
+    """Sleep (releasing the GIL, like waiting on I/O); return ``seconds``."""
+    time.sleep(seconds)
+    return seconds
+
+
+def spin(seconds: float) -> int:
+    """Busy-loop in pure Python (holding the GIL) for ``seconds``; return the loop count."""
+    end = time.perf_counter() + seconds
+    count = 0
+    while time.perf_counter() < end:
+        count += 1
+    return count
+
+
+def echo(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+    """Return the arguments as received."""
+    return args, kwargs
+
+
+def fail(message: str = "probe failure") -> None:
+    """Raise ``ValueError(message)``: checks that an exception crosses the backend intact."""
+    raise ValueError(message)
+
+
+def die_once(marker: str, value: Any = None) -> Any:
+    """Kill this worker process with SIGKILL the first time ``marker`` is seen; then return.
+
+    The marker file is created before dying, so the engine's retry of the same task (on a
+    restarted or another worker) returns ``value``: this measures fault tolerance for real.
+    """
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return value
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return value  # not reached
