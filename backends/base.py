@@ -118,7 +118,7 @@ class Backend(cf.Executor):
         if chunksize == "auto":
             return _iter_batches(_AutoDispatch(self, runner, fn, items), end)
         batches = [
-            (self._submit(runner, (fn, items[i : i + chunksize]), {}))
+            self._submit(runner, (fn, self._pack(items[i : i + chunksize])), {})
             for i in range(0, len(items), chunksize)
         ]
         return _iter_batches(_FixedBatches(batches), end)
@@ -186,6 +186,10 @@ class Backend(cf.Executor):
 
     def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return run_chunk
+
+    def _pack(self, chunk: list[tuple]) -> Any:
+        """What a chunk of items travels as (the chunk runners iterate over it)."""
+        return chunk
 
     def _check_open(self) -> None:
         if self._closed:
@@ -263,7 +267,8 @@ class _AutoDispatch:
                     size = self._sizer.next_size(len(items) - pos)
                     chunk = items[pos : pos + size]
                     pos += size
-                    future = self._backend._submit(self._runner, (self._fn, chunk), {})
+                    packed = self._backend._pack(chunk)
+                    future = self._backend._submit(self._runner, (self._fn, packed), {})
                     self._sizes[id(future)] = len(chunk)
                     self._ordered.put(future)
                     future.add_done_callback(self._done.put)

@@ -20,9 +20,32 @@ ChunkResult = tuple[list[Any], BaseException | None, float]
 # Auto-batching aims each batch at this much compute. joblib aims at 0.2-2 s; a per-task
 # overhead of ~2 ms (Dask's, the largest we measure) is then hidden to within 1%.
 TARGET_BATCH_SECONDS = 0.2
+# Shrinking batches towards the end balances the load only while a batch holds real work:
+# below this much compute a smaller batch just pays another round trip.
+MIN_BATCH_SECONDS = 0.02
 # Never pack more than this many pickled bytes into one batch: a batch of large payloads would
 # otherwise be sized by compute time alone and could exhaust memory.
 MAX_BATCH_BYTES = 64 * 2**20
+
+
+class Batch:
+    """Items of one chunk in an opaque box.
+
+    Dask walks every list and tuple argument looking for futures to resolve; for a chunk of
+    thousands of items that walk cost more than the task itself (50 ms per 12,500 items here).
+    Backends that need no resolving inside a chunk ship it in this box instead.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Sequence[tuple]) -> None:
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 def run_chunk(fn: Callable[..., Any], chunk: Sequence[tuple]) -> ChunkResult:
@@ -63,8 +86,9 @@ class BatchSizer:
 
     The first batches hold one item each (nothing is known yet). After that a batch holds enough
     items for ``TARGET_BATCH_SECONDS`` of compute, but never more than the remaining items split
-    over twice the workers ("guided" scheduling, so every worker stays busy until the end) and
-    never more than ``MAX_BATCH_BYTES`` of pickled items.
+    over twice the workers ("guided" scheduling, so every worker stays busy until the end)
+    unless that would leave less than ``MIN_BATCH_SECONDS`` of compute in it, and never more
+    than ``MAX_BATCH_BYTES`` of pickled items.
     """
 
     def __init__(self, workers: int, sample_item: tuple | None = None) -> None:
@@ -84,9 +108,12 @@ class BatchSizer:
         """Number of items for the next batch, out of ``remaining`` undispatched items."""
         if self.per_item_s is None or remaining <= 1:
             return 1
+        per_item = max(self.per_item_s, 1e-9)
         guided = math.ceil(remaining / (2 * self.workers))
-        ideal = TARGET_BATCH_SECONDS / max(self.per_item_s, 1e-9)
-        return max(1, min(guided, self.max_items, int(ideal)))
+        floor = MIN_BATCH_SECONDS / per_item
+        ideal = TARGET_BATCH_SECONDS / per_item
+        size = min(ideal, max(guided, floor), remaining, self.max_items)
+        return max(1, int(size))
 
 
 def _items_within_bytes(sample_item: tuple | None) -> int:

@@ -7,14 +7,17 @@ default dashboard listens on 0.0.0.0:8787). A cluster given by address is never 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from backends.base import Backend
-from backends.futures import PendingSet, check_reachable, linked_future, settle
+from backends.chunks import Batch
+from backends.futures import PendingSet, check_reachable, linked_future, reject, resolve
 
 
 class DaskBackend(Backend):
@@ -56,6 +59,7 @@ class DaskBackend(Backend):
         super().__init__(workers)
         self._hash_put = hash_put
         self._pending = PendingSet()
+        self._settler: _Settler | None = None
         self._cluster = None
         start = time.perf_counter()
         if address is not None:
@@ -87,29 +91,30 @@ class DaskBackend(Backend):
             except BaseException:
                 self._cluster.close()
                 raise
+        self._settler = _Settler(self._client)
         self.address = self._client.scheduler.address
         self.dashboard_link = self._client.dashboard_link if dashboard else None
         self.startup_s = time.perf_counter() - start
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
-        # kwargs travel inside the task's arguments so that they can never collide with
-        # Client.submit's own keywords (key=, workers=, retries=, ...).
-        task = self._client.submit(_call, fn, args, kwargs, pure=False)
-        holder = [task]  # dropped once settled so the result can leave cluster memory
-
-        def cancel_task() -> None:
-            if holder:
-                holder[0].cancel()
-
-        future = linked_future(cancel_task)
-
-        def on_done(done_task: Any) -> None:
-            settle(future, done_task.result)
-            holder.clear()
-
-        task.add_done_callback(on_done)
+        if kwargs:
+            # kwargs travel inside the task's arguments so that they can never collide with
+            # Client.submit's own keywords (key=, workers=, retries=, ...).
+            task = self._client.submit(_call, fn, args, kwargs, pure=False)
+        else:
+            task = self._client.submit(fn, *args, pure=False)
+        future = linked_future(task.cancel)
+        self._settler.watch(task, future)
         self._pending.add(future)
         return future
+
+    def _pack(self, chunk: list[tuple]) -> Any:
+        from distributed import Future
+
+        # Only a chunk holding put() handles needs Dask to look inside it.
+        if any(isinstance(arg, Future) for args in chunk for arg in args):
+            return chunk
+        return Batch(chunk)
 
     def put(self, obj: Any) -> Any:
         """``scatter`` ``obj`` to one worker; tasks given the handle receive ``obj``."""
@@ -129,6 +134,80 @@ class DaskBackend(Backend):
             self._client.close()
             if self._cluster is not None:
                 self._cluster.close()
+
+
+# Results that finish within this long of each other share one gather request: one request
+# per result cost 16-38% over the native gather of 2,000 no-op tasks; 20 ms brings it to ~5%.
+# A result arriving after a quiet spell is fetched at once, so a lone task pays no delay.
+FLUSH_DELAY_S = 0.02
+
+
+class _Settler:
+    """Moves Dask outcomes into our futures, on the client's event loop.
+
+    As Dask's own ClientExecutor does, it waits on the loop rather than in a thread per task;
+    unlike it, tasks that finish in the same loop tick share one ``gather``: fetching results
+    one by one cost 38% over the native ``client.gather`` of 2,000 no-op tasks.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._incoming: list[tuple[Any, cf.Future]] = []
+        self._lock = threading.Lock()
+        self._ready: list[tuple[Any, cf.Future]] = []
+        self._flush_scheduled = False
+        self._waiting: set[asyncio.Future] = set()
+        self._flushing: set[asyncio.Future] = set()
+        self._last_flush = float("-inf")
+
+    def watch(self, task: Any, future: cf.Future) -> None:
+        """Called from any thread. One loop wake-up takes every task submitted meanwhile: a
+        wake-up per task made the loop thread fight the submitting thread for the GIL."""
+        with self._lock:
+            self._incoming.append((task, future))
+            if len(self._incoming) > 1:
+                return
+        self._client.loop.add_callback(self._take_incoming)
+
+    def _take_incoming(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for task, future in incoming:
+            self._waiting.add(asyncio.ensure_future(self._wait(task, future)))
+
+    async def _wait(self, task: Any, future: cf.Future) -> None:
+        await task._state.wait()  # what Future._result awaits; there is no public async wait
+        self._waiting.discard(asyncio.current_task())
+        self._ready.append((task, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._last_flush + FLUSH_DELAY_S - loop.time())
+            loop.call_later(delay, lambda: self._flushing.add(asyncio.ensure_future(self._flush())))
+
+    async def _flush(self) -> None:
+        self._flushing.discard(asyncio.current_task())
+        ready, self._ready, self._flush_scheduled = self._ready, [], False
+        self._last_flush = asyncio.get_running_loop().time()
+        finished = [(t, f) for t, f in ready if t.status == "finished"]
+        if finished:
+            try:
+                values = await self._client.gather(
+                    [t for t, _ in finished], direct=True, asynchronous=True
+                )
+            except Exception as exc:  # e.g. the worker holding the results died meanwhile
+                for _, future in finished:
+                    reject(future, exc)
+            else:
+                for (_, future), value in zip(finished, values, strict=True):
+                    resolve(future, value)
+        for task, future in ready:
+            if task.status == "cancelled":
+                future.cancel()
+                future.set_running_or_notify_cancel()  # wakes wait()/as_completed() on it
+            elif task.status != "finished":
+                _, exc, tb = await task._result(raiseit=False)
+                reject(future, exc.with_traceback(tb))
 
 
 def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

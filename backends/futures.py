@@ -72,11 +72,23 @@ def linked_future(cancel_engine: Callable[[], Any]) -> cf.Future:
     return future
 
 
-def settle(future: cf.Future, get_result: Callable[[], Any]) -> None:
-    """Copy an engine outcome (value or exception of ``get_result()``) into ``future``."""
-    if not future.set_running_or_notify_cancel():
-        return  # cancelled meanwhile
-    try:
-        future.set_result(get_result())
-    except BaseException as exc:
+def resolve(future: cf.Future, value: Any) -> None:
+    """Finish ``future`` with ``value`` unless it was cancelled meanwhile."""
+    if future.set_running_or_notify_cancel():
+        future.set_result(value)
+
+
+def reject(future: cf.Future, exc: BaseException) -> None:
+    """Finish ``future`` with ``exc`` unless it was cancelled meanwhile."""
+    if future.set_running_or_notify_cancel():
         future.set_exception(exc)
+
+
+def settle(future: cf.Future, get_result: Callable[[], Any]) -> None:
+    """Finish ``future`` with the value, or the exception, of ``get_result()``."""
+    try:
+        value = get_result()
+    except BaseException as exc:
+        reject(future, exc)
+    else:
+        resolve(future, value)

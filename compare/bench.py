@@ -1,0 +1,179 @@
+"""Benchmarks that print figures (not tests): ``smallbig bench overhead``.
+
+Every figure is a median over repeats measured in the same run, after a warm-up, because the
+machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from backends import available, get_backend
+from workloads import probes
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def paired_ratio(
+    ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int
+) -> tuple[float, float, float]:
+    """Median seconds of ``ours`` and ``theirs`` and the median of their per-pair ratios.
+
+    The two run alternately, after a warm-up of each, so that a noisy neighbour slows both of
+    a pair alike; the ratio of each pair is taken before the median.
+    """
+    ours(), theirs()
+    pairs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ours()
+        mid = time.perf_counter()
+        theirs()
+        pairs.append((mid - start, time.perf_counter() - mid))
+    a, b = zip(*pairs, strict=True)
+    return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in pairs)
+
+
+def _map_all(ex: Any, n: int, chunksize: int | str) -> Callable[[], None]:
+    def run() -> None:
+        for _ in ex.map(probes.noop, range(n), chunksize=chunksize):
+            pass
+
+    return run
+
+
+def _submit_all(ex: Any, n: int) -> Callable[[], None]:
+    def run() -> None:
+        for f in [ex.submit(probes.noop, i) for i in range(n)]:
+            f.result()
+
+    return run
+
+
+def _native(ex: Any, n: int) -> Callable[[], None] | None:
+    """The engine's own submit-and-gather path for ``n`` no-op tasks, for comparison."""
+    if ex.name == "dask":
+        client = ex._client
+
+        def run_dask() -> None:
+            client.gather([client.submit(probes.noop, i, pure=False) for i in range(n)])
+
+        return run_dask
+    if ex.name == "ray":
+        import ray
+
+        remote_noop = ray.remote(probes.noop)
+
+        def run_ray() -> None:
+            ray.get([remote_noop.remote(i) for i in range(n)])
+
+        return run_ray
+    return None
+
+
+def overhead(
+    specs: list[str], items: int, single_items: int, tasks: int, repeats: int, workers: int | None
+) -> list[dict[str, Any]]:
+    """Per backend: µs per no-op item of ``map`` (chunksize 1 and "auto"), and the adapter's
+    submit-path cost against the engine's own API."""
+    rows = []
+    for spec in specs:
+        with get_backend(spec, workers=workers) as ex:
+            n1 = items if ex.in_process or ex.name == "processes" else single_items
+            single = median_time(_map_all(ex, n1, 1), repeats) / n1
+            auto = median_time(_map_all(ex, items, "auto"), repeats) / items
+            row = {
+                "backend": spec,
+                "workers": ex.workers,
+                "startup_s": ex.startup_s,
+                "chunk1_items": n1,
+                "chunk1_us": single * 1e6,
+                "auto_us": auto * 1e6,
+            }
+            native = _native(ex, tasks)
+            if native is not None:
+                ours, theirs, ratio = paired_ratio(_submit_all(ex, tasks), native, repeats)
+                row.update(submit_us=ours / tasks * 1e6, native_us=theirs / tasks * 1e6)
+                row["adapter_overhead_pct"] = (ratio - 1) * 100
+            rows.append(row)
+    return rows
+
+
+def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
+    specs = args.backends or available()
+    rows = overhead(specs, args.items, args.single_items, args.tasks, args.repeats, args.workers)
+    table = Table(title=f"map over no-op items: µs per item (median of {args.repeats})")
+    cols = [
+        "backend",
+        "workers",
+        "startup_s",
+        "chunk1_items",
+        "chunk1_us",
+        "auto_us",
+        "submit_us",
+        "native_us",
+        "adapter_overhead_pct",
+    ]
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(col)) for col in cols))
+    console.print(table)
+    console.print(
+        f"auto: {args.items:,} items; submit vs native: {args.tasks:,} no-op tasks, run "
+        "alternately; adapter_overhead_pct is the median of the paired ratios"
+    )
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``smallbig bench ...`` on the CLI's subparsers."""
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    p = kinds.add_parser("overhead", help="per-item cost of map on each backend")
+    p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
+    p.add_argument("--items", type=int, default=100_000, help="items for chunksize='auto'")
+    p.add_argument(
+        "--single-items",
+        type=int,
+        default=2_000,
+        help="items for chunksize=1 on cluster backends (local ones use --items)",
+    )
+    p.add_argument("--tasks", type=int, default=2_000, help="tasks for submit vs native API")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_overhead)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from compare.cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))
