@@ -74,6 +74,8 @@ class RayBackend(Backend):
                     include_dashboard=False,
                     object_store_memory=object_store_mb * 2**20,
                     _temp_dir=self._temp_dir,
+                    # Advertise loopback; Ray still *listens* on every interface.
+                    _node_ip_address="127.0.0.1",
                     logging_level=logging.ERROR,
                     log_to_driver=False,
                 )

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from backends import BACKENDS, backend_class
@@ -22,10 +23,11 @@ def cmd_backends(args: argparse.Namespace, console: Console) -> int:
         try:
             cls = backend_class(name)
         except ImportError:
-            table.add_row(name, "no", engine or "", "-", f"pip install 'smallbig[{extra}]'", "")
+            install = escape(f"pip install 'smallbig[{extra}]'")
+            table.add_row(name, "no", engine or "", "-", install, "")
             continue
         kind = "cluster" if cls.distributed else "in-process" if cls.in_process else "local"
-        install = f"smallbig[{extra}]" if extra else "(core)"
+        install = escape(f"smallbig[{extra}]") if extra else "(core)"
         table.add_row(name, "yes", cls.engine, engine_version(cls.engine), install, kind)
     console.print(table)
     return 0

@@ -1,0 +1,138 @@
+"""Dask and Ray beyond the protocol: loopback, addresses, teardown and killed workers."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+
+import psutil
+import pytest
+from conftest import dask_cluster, ray_cluster
+
+from backends import available, get_backend
+from workloads import probes
+
+needs_dask = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
+needs_ray = pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
+pytestmark = pytest.mark.slow
+
+
+def _listening(pids: set[int]) -> list[str]:
+    return [
+        c.laddr.ip
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+
+
+@needs_dask
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_dask_local_cluster_listens_on_loopback_only(dashboard):
+    me = psutil.Process()
+    with get_backend("dask", workers=2, dashboard=dashboard) as ex:
+        pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+        ips = _listening(pids)
+        assert ips, "the cluster should listen somewhere"
+        assert all(ipaddress.ip_address(ip).is_loopback for ip in ips), ips
+        assert ex.address.startswith("tcp://127.0.0.1:")
+        if dashboard:
+            assert ex.info()["dashboard"].startswith("http://127.0.0.1:")
+        else:
+            assert ex.info()["dashboard"] is None
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param("dask@tcp://127.0.0.1:1", marks=needs_dask),
+        pytest.param("ray@127.0.0.1:1", marks=needs_ray),
+    ],
+)
+def test_unreachable_address_fails_fast_naming_it(spec):
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1\b"):
+        get_backend(spec)
+    assert time.monotonic() - start < 15
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param("dask", marks=needs_dask), pytest.param("ray", marks=needs_ray)]
+)
+def test_error_in_with_block_tears_the_cluster_down(name):
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    with pytest.raises(ZeroDivisionError), get_backend(name, workers=2) as ex:
+        started = {p.pid for p in me.children(recursive=True)} - before
+        assert started, "a local cluster runs in processes of its own"
+        assert ex.info()["startup_s"] > 0
+        ex.submit(probes.sleep, 5.0)
+        1 / 0  # noqa: B018 - the error under test
+    alive = [
+        pid
+        for pid in started
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    deadline = time.monotonic() + 15
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [
+            pid
+            for pid in alive
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
+    assert not alive
+    if name == "ray":
+        import ray
+
+        assert not ray.is_initialized()
+
+
+@needs_dask
+def test_external_dask_cluster_survives_backend_shutdown():
+    from distributed import Client
+
+    with dask_cluster() as address:
+        with get_backend(f"dask@{address}") as ex:
+            assert ex.workers == 2 and not ex.info()["owns_cluster"]
+            assert ex.submit(pow, 2, 5).result(timeout=60) == 32
+        with Client(address, timeout=30, set_as_default=False) as client:
+            assert client.submit(pow, 3, 3).result(timeout=60) == 27
+            assert len(client.scheduler_info()["workers"]) == 2
+
+
+@needs_ray
+def test_external_ray_cluster_survives_backend_shutdown():
+    with ray_cluster() as address:
+        with get_backend(f"ray@{address}") as ex:
+            assert ex.info()["owns_runtime"]  # it connected the driver, so it disconnects it
+            assert ex.submit(pow, 2, 5).result(timeout=60) == 32
+        with get_backend(f"ray@{address}") as again:
+            assert again.submit(pow, 3, 3).result(timeout=60) == 27
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param("dask", marks=needs_dask), pytest.param("ray", marks=needs_ray)]
+)
+def test_worker_killed_mid_map_is_retried(name, tmp_path):
+    """A SIGKILLed worker: Dask (nanny restart, allowed-failures=3) and Ray (max_retries=3)
+    rerun its task, so the map completes with every result."""
+    marker = str(tmp_path / "died")
+    with get_backend(name, workers=2) as ex:
+        values = list(range(8))
+        out = list(ex.map(probes.die_once, [marker] * 8, values, timeout=120))
+    assert out == values
+    assert (tmp_path / "died").exists()  # a worker really died
+
+
+def test_processes_worker_killed_mid_map_raises_clearly(tmp_path):
+    """The stdlib pool does not retry: the map raises BrokenProcessPool at the lost item."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    marker = str(tmp_path / "died")
+    with get_backend("processes", workers=2) as ex:
+        with pytest.raises(BrokenProcessPool):
+            list(ex.map(probes.die_once, [marker] * 4, range(4), timeout=60))
+        with contextlib.suppress(BrokenProcessPool), pytest.raises(RuntimeError):
+            ex.submit(pow, 2, 2).result()
+    assert (tmp_path / "died").exists()
