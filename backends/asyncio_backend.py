@@ -78,6 +78,9 @@ class AsyncioBackend(Backend):
         pending = self._pending.snapshot()
         self._pending.cancel_and_wait(cancel_futures, wait)
         if wait:
+            # As asyncio.run does: let suspended async generators (e.g. an HTTP client's
+            # session holder) close cleanly before the loop goes.
+            asyncio.run_coroutine_threadsafe(self._loop.shutdown_asyncgens(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()

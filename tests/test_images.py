@@ -1,0 +1,110 @@
+"""The images workload on real files: kernels agree, backends agree, bad files are recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backends import available, get_backend
+from workloads.base import checksum
+from workloads.imagegen import make_images
+from workloads.images import ImageItem, images_workload, process_image
+from workloads.kernels import KERNELS
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("images")
+    make_images(directory, 12, seed=3)
+    return directory
+
+
+def test_dataset_is_a_realistic_deterministic_mix(image_dir, tmp_path):
+    files = sorted(image_dir.iterdir())
+    assert len(files) == 12
+    kinds = set()
+    for path in files:
+        with Image.open(path) as image:
+            kinds.add((image.format, image.mode))
+            assert min(image.size) >= 200 and max(image.size) <= 3000 * 1.35
+            pixels = np.asarray(image.convert("L"), dtype=np.float64)
+            assert pixels.std() > 10  # structure and noise, not flat colour
+    assert {fmt for fmt, _ in kinds} == {"JPEG", "PNG"} and {m for _, m in kinds} >= {"L"}
+    again = make_images(tmp_path, 12, seed=3)
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in files]
+
+
+def test_four_kernels_agree_on_a_decoded_image(image_dir):
+    path = sorted(image_dir.glob("*.jpg"))[0]
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L").resize((97, 83)))
+    outputs = {name: kernel(pixels) for name, kernel in KERNELS.items()}
+    for name, out in outputs.items():
+        assert out.dtype == np.uint8 and out.shape == pixels.shape
+        np.testing.assert_array_equal(out, outputs["python"], err_msg=name)
+    assert not np.array_equal(outputs["numpy"], pixels)  # the kernel does change the image
+
+
+def test_process_image_returns_a_small_summary(image_dir, tmp_path):
+    path = sorted(image_dir.iterdir())[0]
+    result = process_image(ImageItem(str(path), out_dir=str(tmp_path)))
+    assert result["shape"] == [256, 256]
+    with Image.open(result["output"]) as saved:
+        assert saved.size == (256, 256) and saved.mode == "L"
+    assert len(repr(result)) < 400  # never the array
+
+
+SPECS = ["serial", "threads", "processes"] + [n for n in ("dask", "ray") if n in available()]
+
+
+def test_checksums_equal_on_every_backend(image_dir):
+    workload = images_workload(image_dir)
+    items = workload.prepare(20, seed=1)
+    sums = {}
+    for spec in SPECS:
+        with get_backend(spec, workers=None if spec == "serial" else 2) as ex:
+            outcomes = workload.run(ex, items)
+        assert all(o.error is None for o in outcomes), spec
+        sums[spec] = checksum(outcomes)
+    assert len(set(sums.values())) == 1, sums
+
+
+def _bad_files(directory, good_source):
+    data = good_source.read_bytes()
+    (directory / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (directory / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    (directory / "empty.jpg").write_bytes(b"")
+    (directory / "notes.txt").write_text("not an image at all\n")
+    # 196 megapixels of 1-bit zeros: a few KB on disk, over twice Pillow's pixel limit.
+    Image.new("1", (14_000, 14_000)).save(directory / "bomb.png")
+    (directory / "good.jpg").write_bytes(data)
+
+
+@pytest.mark.parametrize("spec", ["serial", "processes"])
+def test_bad_files_are_recorded_and_the_rest_completes(image_dir, tmp_path, spec):
+    _bad_files(tmp_path, sorted(image_dir.glob("*.jpg"))[0])
+    workload = images_workload(tmp_path)
+    items = sorted(workload.prepare(6), key=lambda i: i.id)
+    with get_backend(spec, workers=None if spec == "serial" else 2) as ex:
+        outcomes = {o.item: o for o in workload.run(ex, items, chunksize="auto")}
+    assert outcomes["good.jpg"].error is None and outcomes["good.jpg"].value["shape"] == [256, 256]
+    expected = {
+        "truncated.jpg": "OSError",
+        "corrupt.png": "UnidentifiedImageError",
+        "empty.jpg": "UnidentifiedImageError",
+        "notes.txt": "UnidentifiedImageError",
+        "bomb.png": "DecompressionBombError",
+    }
+    for name, error in expected.items():
+        assert outcomes[name].error is not None and outcomes[name].error.startswith(error), (
+            name,
+            outcomes[name],
+        )
+
+
+def test_unknown_kernel_and_empty_folder_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="unknown kernel 'gpu'"):
+        images_workload(tmp_path, kernel="gpu")
+    with pytest.raises(ValueError, match="no files in image folder"):
+        images_workload(tmp_path)

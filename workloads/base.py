@@ -1,0 +1,100 @@
+"""The shape every workload has: items from a seed, a task per item, per-item outcomes.
+
+Workloads know nothing about backends. A task is a top-level function of one small, picklable
+item; :func:`guarded` turns its exception into a recorded error so that one bad item never
+aborts a run, and :func:`checksum` proves every backend computed the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one item produced: a small JSON-able ``value``, or the ``error`` it raised."""
+
+    item: str
+    value: Any = None
+    error: str | None = None
+
+
+def guarded(task: Callable[[Any], Any], item: Any) -> Outcome:
+    """Run ``task(item)``; record an exception as the item's error instead of raising it."""
+    try:
+        return Outcome(item_id(item), task(item))
+    except Exception as exc:
+        return Outcome(item_id(item), error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+
+
+async def guarded_async(task: Callable[[Any], Any], item: Any) -> Outcome:
+    """Coroutine twin of :func:`guarded`, for the asyncio backend."""
+    try:
+        return Outcome(item_id(item), await task(item))
+    except Exception as exc:
+        return Outcome(item_id(item), error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+
+
+def item_id(item: Any) -> str:
+    """A short, stable name for an item (its ``id`` attribute if it has one)."""
+    return str(getattr(item, "id", item))
+
+
+def checksum(outcomes: Sequence[Outcome]) -> str:
+    """SHA-256 (16 hex digits) over every item's id, value and error, in order."""
+    digest = hashlib.sha256()
+    for o in outcomes:
+        digest.update(json.dumps([o.item, o.value, o.error], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def item_bytes(item: Any) -> int:
+    """Bytes one item costs to ship (its pickle)."""
+    return len(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+@dataclass
+class Workload:
+    """A named workload.
+
+    Parameters
+    ----------
+    name : str
+        Its name in the CLI and the records.
+    prepare : callable
+        ``prepare(n, seed) -> list`` of ``n`` items, deterministic by ``seed``.
+    task : callable
+        Top-level ``item -> value`` function; may raise for a bad item.
+    async_task : callable, optional
+        Coroutine version of ``task``, used on backends that run coroutines.
+    """
+
+    name: str
+    prepare: Callable[[int, int], list]
+    task: Callable[[Any], Any]
+    async_task: Callable[[Any], Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    serial_item_s: float | None = None  # measured once by compare, per item
+
+    def runner(self, backend: Any) -> Callable[[Any], Any]:
+        """The picklable per-item callable to ``map`` on ``backend``."""
+        if self.async_task is not None and getattr(backend, "supports_coroutines", False):
+            return functools.partial(guarded_async, self.async_task)
+        return functools.partial(guarded, self.task)
+
+    def run(self, backend: Any, items: Sequence[Any], chunksize: int | str = "auto") -> list:
+        """Map the task over ``items`` on ``backend``; per-item outcomes, in order."""
+        return list(backend.map(self.runner(backend), items, chunksize=chunksize))
+
+    def item_bytes(self, items: Sequence[Any]) -> int:
+        """Median bytes shipped per item."""
+        sizes = sorted(item_bytes(i) for i in items[:50]) or [0]
+        return sizes[len(sizes) // 2]

@@ -1,0 +1,121 @@
+"""The images workload: decode a file, standardise it, run the pixel kernel, return a summary.
+
+Aspect ratio: the image is centre-cropped to the target's aspect ratio, then resized
+(``ImageOps.fit``), as training pipelines for X-ray classifiers usually do, so nothing is
+stretched and no padding enters the statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from workloads.base import Workload
+from workloads.imagegen import make_images
+from workloads.kernels import KERNELS
+
+SIZE = (256, 256)
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One file to process; small, so shipping it costs a few hundred bytes."""
+
+    path: str
+    size: tuple[int, int] = SIZE
+    kernel: str = "numba"
+    out_dir: str | None = None
+
+    @property
+    def id(self) -> str:
+        return Path(self.path).name
+
+
+def process_image(item: ImageItem) -> dict:
+    """Decode, convert to 8-bit grayscale, fit to ``item.size``, apply the kernel.
+
+    Returns
+    -------
+    dict
+        ``source`` (width, height, mode), ``shape``, ``mean`` and ``sha1`` of the output
+        pixels, and ``output`` (path) when ``item.out_dir`` is set. Never the array itself.
+
+    Raises
+    ------
+    OSError, PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError
+        For corrupt, truncated, empty or non-image files, and for decompression bombs
+        (Pillow's limit, its warning included).
+    """
+    with warnings.catch_warnings():
+        # Pillow only warns between 1x and 2x its pixel limit; a bomb is a bomb.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(item.path) as image:
+            source = (image.width, image.height, image.mode)
+            image.load()
+            gray = image.convert("L")
+    fitted = ImageOps.fit(gray, item.size, method=Image.Resampling.BILINEAR)
+    pixels = KERNELS[item.kernel](np.asarray(fitted))
+    result = {
+        "source": list(source),
+        "shape": list(pixels.shape),
+        "mean": round(float(pixels.mean()), 6),
+        "sha1": hashlib.sha1(pixels.tobytes()).hexdigest()[:16],
+    }
+    if item.out_dir is not None:
+        out = Path(item.out_dir) / f"{Path(item.path).stem}.png"
+        Image.fromarray(pixels).save(out)
+        result["output"] = str(out)
+    return result
+
+
+def image_files(directory: str | Path) -> list[Path]:
+    """Every regular file in ``directory`` (sorted); Pillow decides what is an image."""
+    return sorted(
+        p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def images_workload(
+    directory: str | Path | None = None,
+    *,
+    count: int = 48,
+    kernel: str = "numba",
+    size: tuple[int, int] = SIZE,
+    out_dir: str | None = None,
+) -> Workload:
+    """The images workload over ``directory`` (a user folder, or a generated dataset).
+
+    With no ``directory``, ``count`` files are generated (once, then cached) under the user's
+    cache dir. Items cycle over the files when more are asked for than exist.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}, expected one of {sorted(KERNELS)}")
+    if directory is None:
+        directory = default_dataset_dir()
+        make_images(directory, count)
+    files = image_files(directory)
+    if not files:
+        raise ValueError(f"no files in image folder {directory}")
+
+    def prepare(n: int, seed: int = 0) -> list[ImageItem]:
+        # Deterministic order by seed, so every backend sees the same items.
+        order = np.random.default_rng(seed).permutation(len(files))
+        return [
+            ImageItem(str(files[order[i % len(files)]]), size, kernel, out_dir) for i in range(n)
+        ]
+
+    params = {"directory": str(directory), "kernel": kernel, "size": list(size)}
+    return Workload("images", prepare, process_image, params=params)
+
+
+def default_dataset_dir() -> Path:
+    """Where the generated dataset is cached between runs."""
+    import os
+
+    base = os.environ.get("SMALLBIG_CACHE") or Path.home() / ".cache" / "smallbig"
+    return Path(base) / "images"
