@@ -152,6 +152,92 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def kernels(side: int, repeats: int) -> list[dict[str, Any]]:
+    """First call and steady state of the four kernels on a ``side``×``side`` scan."""
+    import numpy as np
+
+    from workloads import kernels as k
+    from workloads.imagegen import _scan
+
+    image = _scan(np.random.default_rng(0), side, side, "L")
+    rows = []
+    for name, kernel in k.KERNELS.items():
+        start = time.perf_counter()
+        kernel(image)
+        first = time.perf_counter() - start
+        # Pure Python takes tens of seconds at 2000²: its first call is its steady state.
+        steady = first if name == "python" else median_time(lambda f=kernel: f(image), repeats)
+        rows.append({"kernel": name, "first_s": first, "steady_s": steady})
+    base = {r["kernel"]: r["steady_s"] for r in rows}
+    for row in rows:
+        row["vs_python"] = base["python"] / row["steady_s"]
+        row["vs_numpy"] = base["numpy"] / row["steady_s"]
+    hits = k._blur_serial.stats.cache_hits
+    rows.append(
+        {
+            "kernel": f"(numba disk cache {'warm' if hits else 'cold'}: first_s "
+            f"{'loads' if hits else 'compiles'})"
+        }
+    )
+    return rows
+
+
+def api_throughput(concurrency: list[int], latency_s: float, rounds: int) -> list[dict]:
+    """Requests/s of threads and asyncio at each concurrency, against concurrency/latency."""
+    from workloads.api import api_workload
+    from workloads.weather_server import Faults, serve_api_process
+
+    rows = []
+    with serve_api_process(Faults(latency_s=latency_s)) as server:
+        workload = api_workload(server.url)
+        for conc in concurrency:
+            items = workload.prepare(conc * rounds)
+            for spec in ("threads", "asyncio"):
+                with get_backend(spec, workers=conc) as ex:
+                    workload.run(ex, items[:conc], chunksize=1)  # warm connections up
+                    start = time.perf_counter()
+                    outcomes = workload.run(ex, items, chunksize=1)
+                    rate = len(items) / (time.perf_counter() - start)
+                ideal = conc / latency_s
+                errors = sum(o.error is not None for o in outcomes)
+                rows.append(
+                    {
+                        "backend": spec,
+                        "concurrency": conc,
+                        "requests": len(items),
+                        "req_per_s": rate,
+                        "ideal": ideal,
+                        "pct_ideal": 100 * rate / ideal,
+                        "errors": errors,
+                    }
+                )
+    return rows
+
+
+def _print_rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    cols = list(dict.fromkeys(c for row in rows for c in row))
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(col)) for col in cols))
+    console.print(table)
+
+
+def cmd_kernels(args: argparse.Namespace, console: Console) -> int:
+    rows = kernels(args.side, args.repeats)
+    _print_rows(
+        console, f"pixel kernel on {args.side}×{args.side} (steady: median of {args.repeats})", rows
+    )
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, console: Console) -> int:
+    rows = api_throughput(args.concurrency, args.latency, args.rounds)
+    _print_rows(console, f"weather API, {args.latency * 1000:.0f} ms latency", rows)
+    return 0
+
+
 def add_parser(sub: Any) -> None:
     """Register ``smallbig bench ...`` on the CLI's subparsers."""
     bench = sub.add_parser("bench", help="benchmarks that print figures")
@@ -169,6 +255,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(func=cmd_overhead)
+    p = kinds.add_parser("kernels", help="the four pixel kernels: first call and steady state")
+    p.add_argument("--side", type=int, default=2000)
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(func=cmd_kernels)
+    p = kinds.add_parser("api", help="HTTP throughput of threads and asyncio vs the ideal")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
+    p.add_argument("--latency", type=float, default=0.05)
+    p.add_argument("--rounds", type=int, default=10, help="requests per unit of concurrency")
+    p.set_defaults(func=cmd_api)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,12 @@ def _blur_body(vals: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 # cache=True: compiled code is written beside this module and loaded by every worker process
-# instead of each one spending the compile time again.
-_blur_row = numba.njit(cache=True)(_blur_body)
+# instead of each one spending the compile time again. nogil=True: a thread pool can run
+# kernels side by side, as it does NumPy's.
+_blur_row = numba.njit(cache=True, nogil=True)(_blur_body)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _blur_serial(vals: np.ndarray) -> np.ndarray:
     out = np.empty(vals.shape, np.uint8)
     for i in range(vals.shape[0]):

@@ -74,3 +74,27 @@ def die_once(marker: str, value: Any = None) -> Any:
     os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
     return value  # not reached
+
+
+def probe_workloads(payload_bytes: int = 1 << 20, sleep_s: float = 0.01, spin_s: float = 0.001):
+    """The probes as workloads: ``noop``, ``payload``, ``sleep`` and ``spin``."""
+    from workloads.base import Workload
+
+    def same(value):
+        return lambda n, seed=0: [value] * n
+
+    def arrays(n: int, seed: int = 0) -> list:
+        return [make_payload(payload_bytes, seed + i) for i in range(n)]
+
+    return {
+        "noop": Workload("noop", same(None), noop),
+        "payload": Workload("payload", arrays, payload, params={"bytes": payload_bytes}),
+        "sleep": Workload("sleep", same(sleep_s), sleep, params={"seconds": sleep_s}),
+        "spin": Workload("spin", same(spin_s), _spin_fixed, params={"seconds": spin_s}),
+    }
+
+
+def _spin_fixed(seconds: float) -> float:
+    # The loop count of spin() varies run to run; the checksum needs a stable value.
+    spin(seconds)
+    return seconds

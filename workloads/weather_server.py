@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from aiohttp import web
 
 SGT = timezone(timedelta(hours=8))
+STATS = web.AppKey("stats", dict)
 
 # endpoint -> (reading_type, reading_unit, low, high)
 ENDPOINTS = {
@@ -164,7 +165,7 @@ def make_app(faults: Faults = Faults()) -> web.Application:
         return web.json_response(payload(endpoint, timestamps))
 
     app = web.Application()
-    app["stats"] = stats
+    app[STATS] = stats
     app.router.add_get("/v1/environment/{endpoint}", environment)
     return app
 
@@ -219,7 +220,7 @@ def serve_api(
         thread.join()
         raise started["error"]
     try:
-        yield ApiServer(f"http://{host}:{started['port']}", app["stats"])
+        yield ApiServer(f"http://{host}:{started['port']}", app[STATS])
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)

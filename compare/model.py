@@ -1,0 +1,106 @@
+"""The cost model and the thresholds it implies — pure functions over records.
+
+Per backend and workload, warm time is fitted as ``T(n) = fixed + per_item · n`` (least squares
+on the medians); cold time adds the measured start-up. ``per_item`` holds per-task overhead,
+transfer and compute divided over the workers; ``fixed`` the per-run cost (dispatch, ramp-up).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Fit:
+    """``T(n) = fixed_s + per_item_s · n`` and how well it fits (median relative error)."""
+
+    fixed_s: float
+    per_item_s: float
+    median_rel_error: float
+    points: int
+
+    def predict(self, n: float) -> float:
+        return self.fixed_s + self.per_item_s * n
+
+
+def fit_line(sizes: np.ndarray, times: np.ndarray) -> Fit:
+    """Fit ``fixed + per_item·n`` with weights 1/t, so small and large sizes count alike."""
+    sizes, times = np.asarray(sizes, float), np.asarray(times, float)
+    if len(sizes) == 1:
+        return Fit(0.0, float(times[0] / sizes[0]), 0.0, 1)
+    w = 1.0 / np.maximum(times, 1e-9)
+    design = np.column_stack([np.ones_like(sizes), sizes]) * w[:, None]
+    (fixed, per_item), *_ = np.linalg.lstsq(design, times * w, rcond=None)
+    fixed, per_item = max(fixed, 0.0), max(per_item, 0.0)
+    predicted = fixed + per_item * sizes
+    rel = np.abs(predicted - times) / np.maximum(times, 1e-9)
+    return Fit(float(fixed), float(per_item), float(np.median(rel)), len(sizes))
+
+
+def medians(records: pd.DataFrame, phase: str = "warm") -> pd.DataFrame:
+    """Median wall seconds per (workload, backend, size) for one phase."""
+    sel = records[records["phase"] == phase]
+    return sel.groupby(["workload", "backend", "size"], as_index=False)["wall_s"].median()
+
+
+def fit_all(records: pd.DataFrame) -> dict[tuple[str, str], Fit]:
+    """A warm-time fit per (workload, backend)."""
+    fits = {}
+    for (workload, backend), group in medians(records).groupby(["workload", "backend"]):
+        fits[(workload, backend)] = fit_line(group["size"].to_numpy(), group["wall_s"].to_numpy())
+    return fits
+
+
+def break_even(fast: Fit, slow: Fit, extra_fixed_s: float = 0.0) -> float | None:
+    """Smallest ``n`` where ``fast`` (plus ``extra_fixed_s``, e.g. start-up) beats ``slow``.
+
+    Returns 1.0 if it wins from the first item, ``None`` if it never does (its per-item cost is
+    not below the other's: the overhead per item exceeds what parallelism saves).
+    """
+    fixed_gap = fast.fixed_s + extra_fixed_s - slow.fixed_s
+    slope_gap = slow.per_item_s - fast.per_item_s
+    if fixed_gap <= 0 and slope_gap >= 0:
+        return 1.0
+    if slope_gap <= 0:
+        return None
+    return max(1.0, math.ceil(fixed_gap / slope_gap))
+
+
+def thresholds(
+    records: pd.DataFrame, startup: dict[str, float], baseline: str = "serial"
+) -> pd.DataFrame:
+    """Per workload and backend: warm and cold break-even vs ``baseline``, and for cluster
+    backends the crossover against the best local pool, with the reason when there is none."""
+    fits = fit_all(records)
+    rows = []
+    for workload in sorted({w for w, _ in fits}):
+        base = fits.get((workload, baseline))
+        local = [b for (w, b) in fits if w == workload and b in ("threads", "processes")]
+        for (w, backend), fit in sorted(fits.items()):
+            if w != workload:
+                continue
+            row = {
+                "workload": workload,
+                "backend": backend,
+                "fixed_s": fit.fixed_s,
+                "per_item_ms": fit.per_item_s * 1e3,
+                "fit_error": fit.median_rel_error,
+            }
+            if base is not None and backend != baseline:
+                row["break_even_warm"] = break_even(fit, base)
+                row["break_even_cold"] = break_even(fit, base, startup.get(backend, 0.0))
+                if row["break_even_warm"] is None:
+                    row["reason"] = (
+                        f"per-item cost {fit.per_item_s * 1e3:.3g} ms ≥ serial's "
+                        f"{base.per_item_s * 1e3:.3g} ms"
+                    )
+            if backend.split("@")[0] in ("dask", "ray") and local:
+                best = min(local, key=lambda b: fits[(workload, b)].per_item_s)
+                row["crossover_vs"] = best
+                row["crossover"] = break_even(fit, fits[(workload, best)])
+            rows.append(row)
+    return pd.DataFrame(rows)

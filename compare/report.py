@@ -1,0 +1,77 @@
+"""Tables and advice from records: median time, speedup vs serial, thresholds, best backend."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from compare.model import fit_all, medians, thresholds
+
+
+def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Median warm seconds and speedup vs serial per workload, backend and size."""
+    med = medians(records)
+    serial = med[med["backend"] == "serial"].set_index(["workload", "size"])["wall_s"]
+    med["speedup"] = [
+        serial.get((w, n), float("nan")) / t
+        for w, n, t in zip(med["workload"], med["size"], med["wall_s"], strict=True)
+    ]
+    return med
+
+
+def recommendations(records: pd.DataFrame) -> pd.DataFrame:
+    """Per workload, the backend the fitted model predicts fastest over ranges of size."""
+    fits = fit_all(records)
+    rows = []
+    for workload in sorted({w for w, _ in fits}):
+        cands = {b: f for (w, b), f in fits.items() if w == workload}
+        sizes = sorted(records.loc[records["workload"] == workload, "size"].unique())
+        grid = sorted(
+            {int(x) for x in pd.Series(sizes).pipe(lambda s: [v for lo in s for v in (lo, lo * 3)])}
+            | {10**k for k in range(7)}
+        )
+        best_prev, start = None, None
+        for n in grid:
+            best = min(cands, key=lambda b: cands[b].predict(n))
+            if best != best_prev:
+                if best_prev is not None:
+                    rows.append(
+                        {"workload": workload, "from": start, "to": n - 1, "use": best_prev}
+                    )
+                best_prev, start = best, n
+        rows.append({"workload": workload, "from": start, "to": None, "use": best_prev})
+    return pd.DataFrame(rows)
+
+
+def print_report(records: pd.DataFrame, startup: dict[str, float], console: Console) -> None:
+    """Per workload: the speedup table, thresholds and the recommendation."""
+    table = speedup_table(records)
+    wrong = records[records["correct"] == False]  # noqa: E712 - NaN-aware on purpose
+    if len(wrong):
+        console.print(
+            f"[bold red]WRONG RESULTS: {len(wrong)} measurements differ from "
+            f"serial's checksum:[/bold red]"
+        )
+        console.print(wrong[["workload", "backend", "size", "checksum"]].to_string())
+    th = thresholds(records, startup)
+    advice = recommendations(records)
+    for workload, group in table.groupby("workload"):
+        pivot = group.pivot(index="backend", columns="size", values=["wall_s", "speedup"])
+        out = Table(title=f"{workload}: median warm seconds (speedup vs serial)")
+        out.add_column("backend")
+        sizes = sorted(group["size"].unique())
+        for n in sizes:
+            out.add_column(f"n={n}", justify="right")
+        for backend in pivot.index:
+            cells = []
+            for n in sizes:
+                t, s = pivot.loc[backend, ("wall_s", n)], pivot.loc[backend, ("speedup", n)]
+                cells.append(f"{t:.3f} ({s:.1f}x)")
+            out.add_row(backend, *cells)
+        console.print(out)
+        sel = th[th["workload"] == workload].drop(columns="workload")
+        console.print(sel.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3g}"))
+        for row in advice[advice["workload"] == workload].to_dict("records"):
+            upto = "∞" if pd.isna(row["to"]) else f"{int(row['to']):,}"
+            console.print(f"  {int(row['from']):,}–{upto} items: use [bold]{row['use']}[/bold]")

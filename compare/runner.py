@@ -1,0 +1,185 @@
+"""``smallbig run``: the matrix workloads × backends × sizes, measured into records."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from backends import available, backend_class, get_backend, parse_spec
+from compare.records import Record, RecordWriter, load_records, metadata, write_metadata
+from workloads.base import Workload, checksum
+
+WORKLOADS = ("images", "api", "noop", "sleep")
+# Three orders of magnitude each, sized so that the default run fits in ~3 minutes on 2 cores.
+DEFAULT_SIZES = {
+    "images": [1, 10, 100],
+    "api": [4, 40, 400],
+    "noop": [10, 1000, 10000],
+    "sleep": [2, 20, 200],
+}
+API_LATENCY_S = 0.005
+
+
+def check_options(
+    workloads: Sequence[str],
+    backends: Sequence[str],
+    sizes: Sequence[int] | None,
+    repeats: int,
+    out_dir: Path,
+) -> None:
+    """Fail with a clear message before anything starts."""
+    for name in workloads:
+        if name not in WORKLOADS:
+            raise ValueError(f"unknown workload {name!r}, expected one of {list(WORKLOADS)}")
+    for spec in backends:
+        name, _ = parse_spec(spec)
+        backend_class(name)  # ImportError naming the extra if the engine is missing
+    if sizes is not None and (not sizes or any(s <= 0 for s in sizes)):
+        raise ValueError(f"sizes must be positive item counts, got {list(sizes)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise ValueError(f"output directory {out_dir} is not writable: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _workloads(names: Sequence[str], image_dir: str | None) -> Iterator[dict[str, Workload]]:
+    from workloads.probes import probe_workloads
+
+    with contextlib.ExitStack() as stack:
+        found: dict[str, Workload] = {}
+        for name in names:
+            if name == "images":
+                from workloads.images import images_workload
+
+                found[name] = images_workload(image_dir)
+            elif name == "api":
+                from workloads.api import api_workload
+                from workloads.weather_server import Faults, serve_api_process
+
+                server = stack.enter_context(serve_api_process(Faults(latency_s=API_LATENCY_S)))
+                found[name] = api_workload(server.url)
+            else:
+                found[name] = probe_workloads()[name]
+        yield found
+
+
+def run(
+    workloads: Sequence[str] = WORKLOADS,
+    backends: Sequence[str] | None = None,
+    sizes: Sequence[int] | None = None,
+    repeats: int = 3,
+    out_dir: str | Path = "smallbig-results",
+    workers: int | None = None,
+    resume: bool = False,
+    image_dir: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Measure every workload × backend × size; return the records as a DataFrame.
+
+    Parameters
+    ----------
+    workloads, backends : sequence of str
+        Names (backends also ``dask@ADDRESS`` / ``ray@ADDRESS``); default: all available.
+    sizes : sequence of int, optional
+        Item counts for every workload (default: three orders of magnitude per workload).
+    repeats : int
+        Warm repeats per point, after the cold (first) run.
+    out_dir : path
+        Where ``records.csv`` and ``run.json`` go; rows are written as they are measured.
+    resume : bool
+        Skip points already in ``out_dir/records.csv``.
+    """
+    backends = list(backends or available())
+    out = Path(out_dir)
+    check_options(workloads, backends, sizes, repeats, out)
+    # serial first: it is the reference every checksum is compared with.
+    backends.sort(key=lambda b: b != "serial")
+    writer = RecordWriter(out, resume)
+    infos: dict[str, Any] = {}
+    reference: dict[tuple[str, int], str] = {}
+    if resume:
+        with contextlib.suppress(FileNotFoundError):
+            done = load_records(out)
+            for row in done[done["backend"] == "serial"].itertuples():
+                reference.setdefault((row.workload, row.size), row.checksum)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not progress,
+    )
+    try:
+        with _workloads(workloads, image_dir) as loaded, bar:
+            plan = {w: list(sizes or DEFAULT_SIZES[w]) for w in loaded}
+            total = len(backends) * sum(len(s) for s in plan.values()) * (repeats + 1)
+            task = bar.add_task("measuring", total=total)
+            for spec in backends:
+                todo = [
+                    (w, n, r)
+                    for w in plan
+                    for n in plan[w]
+                    for r in range(repeats + 1)
+                    if (w, spec, n, r, "cold" if r == 0 else "warm") not in writer.done
+                ]
+                bar.advance(task, total // len(backends) - len(todo))
+                if not todo:
+                    continue
+                with get_backend(spec, workers=workers) as ex:
+                    infos[spec] = ex.info()
+                    write_metadata(out, metadata(infos))
+                    for name, n, r in todo:
+                        bar.update(task, description=f"{spec:>10} {name:>6} n={n:<6}")
+                        record = _measure(ex, spec, loaded[name], n, r, reference)
+                        writer.write(record)
+                        bar.advance(task)
+    finally:
+        writer.close()
+    return load_records(out)
+
+
+def _measure(
+    ex: Any,
+    spec: str,
+    workload: Workload,
+    n: int,
+    repeat: int,
+    reference: dict[tuple[str, int], str],
+) -> Record:
+    items = workload.prepare(n, 0)
+    start = time.perf_counter()
+    outcomes = workload.run(ex, items, chunksize="auto")
+    wall = time.perf_counter() - start
+    phase = "cold" if repeat == 0 else "warm"
+    if phase == "cold":
+        wall += ex.startup_s  # the first run on a fresh backend pays for starting it
+    digest = checksum(outcomes)
+    if spec == "serial":
+        reference.setdefault((workload.name, n), digest)
+    expected = reference.get((workload.name, n))
+    return Record(
+        workload=workload.name,
+        backend=spec,
+        workers=ex.workers,
+        size=n,
+        repeat=repeat,
+        phase=phase,
+        wall_s=wall,
+        items_per_s=n / wall if wall > 0 else float("inf"),
+        bytes_shipped=workload.item_bytes(items) * n,
+        errors=sum(o.error is not None for o in outcomes),
+        checksum=digest,
+        correct=None if expected is None else digest == expected,
+    )

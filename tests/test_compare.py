@@ -1,0 +1,119 @@
+"""compare: the model and thresholds on synthetic records; a real small run; bad options."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compare.model import Fit, break_even, fit_line, thresholds
+from compare.records import load_records
+from compare.report import recommendations
+from compare.runner import run
+
+
+def _records(lines: dict[str, tuple[float, float]], sizes=(1, 10, 100, 1000)) -> pd.DataFrame:
+    rows = [
+        {
+            "workload": "w",
+            "backend": b,
+            "size": n,
+            "phase": "warm",
+            "wall_s": fixed + per * n,
+            "correct": True,
+        }
+        for b, (fixed, per) in lines.items()
+        for n in sizes
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_fit_line_recovers_known_terms():
+    sizes = np.array([1, 10, 100, 1000])
+    fit = fit_line(sizes, 0.5 + 0.002 * sizes)
+    assert fit.fixed_s == pytest.approx(0.5) and fit.per_item_s == pytest.approx(0.002)
+    assert fit.median_rel_error < 1e-9 and fit.predict(500) == pytest.approx(1.5)
+
+
+def test_break_even_known_answers():
+    serial = Fit(0.0, 0.010, 0, 4)
+    pool = Fit(0.2, 0.004, 0, 4)  # pays 0.2 s up front, saves 6 ms per item
+    assert break_even(pool, serial) == 34  # ceil(0.2 / 0.006)
+    assert break_even(pool, serial, extra_fixed_s=1.0) == 200
+    assert break_even(Fit(0, 0.001, 0, 4), serial) == 1.0
+    assert break_even(Fit(0.1, 0.02, 0, 4), serial) is None
+
+
+def test_thresholds_and_advice_on_synthetic_records():
+    records = _records(
+        {
+            "serial": (0.0, 0.010),
+            "processes": (0.2, 0.004),
+            "dask": (1.0, 0.002),
+            "threads": (0.01, 0.012),
+        }
+    )
+    th = thresholds(records, startup={"dask": 2.0, "processes": 0.2}).set_index("backend")
+    assert th.loc["processes", "break_even_warm"] == 34
+    assert th.loc["processes", "break_even_cold"] == 67
+    assert (
+        pd.isna(th.loc["threads", "break_even_warm"]) and "≥ serial" in th.loc["threads", "reason"]
+    )
+    assert th.loc["dask", "crossover_vs"] == "processes"
+    assert th.loc["dask", "crossover"] == 400  # ceil(0.8 / 0.002)
+    advice = recommendations(records)
+    assert list(advice["use"]) == ["serial", "processes", "dask"]
+    assert advice.iloc[1]["from"] <= 34 < advice.iloc[2]["from"]
+
+
+def test_small_real_run_writes_records_and_resumes(tmp_path):
+    out = tmp_path / "out"
+    records = run(
+        ["noop", "sleep"],
+        ["serial", "threads"],
+        sizes=[2, 20],
+        repeats=2,
+        out_dir=out,
+        workers=2,
+        progress=False,
+    )
+    assert len(records) == 2 * 2 * 2 * 3
+    assert set(records["phase"]) == {"cold", "warm"}
+    assert records["correct"].all() and (records["errors"] == 0).all()
+    assert (out / "run.json").exists()
+    warm = records[(records.workload == "sleep") & (records.phase == "warm")]
+    by = warm.groupby(["backend", "size"])["wall_s"].median()
+    assert by[("threads", 20)] < by[("serial", 20)]  # sleeps overlap on threads
+    # Resume: nothing is measured again; a larger repeat count adds only the new rows.
+    again = run(
+        ["noop", "sleep"],
+        ["serial", "threads"],
+        sizes=[2, 20],
+        repeats=3,
+        out_dir=out,
+        workers=2,
+        resume=True,
+        progress=False,
+    )
+    assert len(again) == 2 * 2 * 2 * 4
+    assert load_records(out).iloc[: len(records)].equals(records)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backends", "sparkle"], "Invalid backend: 'sparkle'"),
+        (["--workloads", "video"], "unknown workload 'video'"),
+        (["--sizes", "0", "10"], "sizes must be positive"),
+        (["--out", "/proc/smallbig"], "is not writable"),
+    ],
+)
+def test_bad_options_fail_before_anything_starts(args, message, tmp_path):
+    cmd = [sys.executable, "-m", "compare.cli", "run", "--out", str(tmp_path / "o"), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert message in out.stdout
+    assert not (tmp_path / "o" / "records.csv").exists()
