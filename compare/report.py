@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -21,26 +23,35 @@ def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def recommendations(records: pd.DataFrame) -> pd.DataFrame:
-    """Per workload, the backend the fitted model predicts fastest over ranges of size."""
+    """Per workload, the backend the fitted model predicts fastest, over ranges of size.
+
+    The ranges are the lower envelope of the fitted lines, found exactly: from the best backend
+    at n=1, jump to the nearest size where a backend with a smaller per-item cost overtakes it.
+    """
     fits = fit_all(records)
     rows = []
     for workload in sorted({w for w, _ in fits}):
         cands = {b: f for (w, b), f in fits.items() if w == workload}
-        sizes = sorted(records.loc[records["workload"] == workload, "size"].unique())
-        grid = sorted(
-            {int(x) for x in pd.Series(sizes).pipe(lambda s: [v for lo in s for v in (lo, lo * 3)])}
-            | {10**k for k in range(7)}
-        )
-        best_prev, start = None, None
-        for n in grid:
+        n = 1
+        best = min(cands, key=lambda b: cands[b].predict(n))
+        while True:
+            ahead = [
+                (max(n + 1, math.floor(overtake) + 1), b)
+                for b, f in cands.items()
+                if f.per_item_s < cands[best].per_item_s
+                and (
+                    overtake := (f.fixed_s - cands[best].fixed_s)
+                    / (cands[best].per_item_s - f.per_item_s)
+                )
+                is not None
+            ]
+            if not ahead:
+                rows.append({"workload": workload, "from": n, "to": None, "use": best})
+                break
+            point = min(p for p, _ in ahead)
+            rows.append({"workload": workload, "from": n, "to": point - 1, "use": best})
+            n = point
             best = min(cands, key=lambda b: cands[b].predict(n))
-            if best != best_prev:
-                if best_prev is not None:
-                    rows.append(
-                        {"workload": workload, "from": start, "to": n - 1, "use": best_prev}
-                    )
-                best_prev, start = best, n
-        rows.append({"workload": workload, "from": start, "to": None, "use": best_prev})
     return pd.DataFrame(rows)
 
 

@@ -137,7 +137,9 @@ def run(
                 bar.advance(task, total // len(backends) - len(todo))
                 if not todo:
                     continue
-                with get_backend(spec, workers=workers) as ex:
+                # serial is one worker by definition; --workers sizes the others.
+                count = None if spec == "serial" else workers
+                with get_backend(spec, workers=count) as ex:
                     infos[spec] = ex.info()
                     write_metadata(out, metadata(infos))
                     for name, n, r in todo:
