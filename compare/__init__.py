@@ -1,0 +1,26 @@
+"""Run the comparison, fit the cost model, advise — from Python as from the CLI.
+
+Example::
+
+    import compare
+    records = compare.run(["noop"], ["serial", "threads"], sizes=[10, 100], out_dir="out")
+    profile = compare.overhead(["serial", "threads"])
+    best = compare.advise(profile, items=10_000, item_s=0.002)[0].backend
+"""
+
+from compare.advise import predict as advise
+from compare.calibrate import load_profile, overhead
+from compare.model import break_even, fit_all, thresholds
+from compare.records import load_records
+from compare.runner import run
+
+__all__ = [
+    "advise",
+    "break_even",
+    "fit_all",
+    "load_profile",
+    "load_records",
+    "overhead",
+    "run",
+    "thresholds",
+]

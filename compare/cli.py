@@ -64,6 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip points already measured")
     p.add_argument("--images", help="your own image folder (default: a generated dataset)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("overhead", help="measure per-backend overheads; save a calibration")
+    p.add_argument("--backends", nargs="+", metavar="SPEC")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--items", type=int, default=20_000, help="no-op items for the auto figure")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--profile", help="where to save it (default: ~/.cache/smallbig)")
+    p.set_defaults(func=cmd_overhead)
+    p = sub.add_parser("advise", help="rank backends for a task from the calibration")
+    p.add_argument("--workload", choices=list(WORKLOADS))
+    p.add_argument("--items", type=int, required=True)
+    p.add_argument("--item-ms", type=float, help="your task's compute per item")
+    p.add_argument("--item-kb", type=float, help="bytes shipped per item, in kB")
+    p.add_argument("--releases-gil", action="store_true", help="the task releases the GIL")
+    p.add_argument("--workers", type=int, help="extrapolate to a cluster of this many workers")
+    p.add_argument("--latency-ms", type=float, help="extrapolate: network latency per task")
+    p.add_argument("--bandwidth-mbps", type=float, help="extrapolate: network bandwidth")
+    p.add_argument("--profile", help="calibration file (default: ~/.cache/smallbig)")
+    p.set_defaults(func=cmd_advise)
     p = sub.add_parser("make-images", help="write a realistic image dataset to a folder")
     p.add_argument("directory")
     p.add_argument("--count", type=int, default=48)
@@ -101,8 +119,98 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     meta = json.loads((Path(args.out) / "run.json").read_text())
     startup = {b: i.get("startup_s", 0.0) for b, i in meta.get("backends", {}).items()}
     print_report(records, startup, console)
-    console.print(f"records: {Path(args.out).resolve() / 'records.csv'}")
+    from compare import plots
+
+    for workload in sorted(records["workload"].unique()):
+        plots.scaling(records, workload, Path(args.out) / f"{workload}_scaling.png")
+    console.print(f"records and plots: {Path(args.out).resolve()}")
     return 0
+
+
+def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
+    """Measure overhead terms per backend and save the calibration profile."""
+    from compare.calibrate import overhead
+
+    profile = overhead(args.backends, args.workers, args.items, args.repeats, args.profile)
+    table = Table(title="overhead per backend (medians)")
+    cols = [
+        "backend",
+        "workers",
+        "startup_s",
+        "task_overhead_s",
+        "auto_overhead_s",
+        "alpha_value_s",
+        "beta_value_Bps",
+        "fit_error_value",
+        "alpha_put_s",
+        "beta_put_Bps",
+        "fit_error_put",
+    ]
+    for col in cols:
+        table.add_column(col.replace("_", " "), justify="right")
+    for row in profile["backends"].values():
+        table.add_row(
+            *(f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in cols)
+        )
+    console.print(table)
+    console.print(f"calibration saved to {profile['path']}")
+    return 0
+
+
+def cmd_advise(args: argparse.Namespace, console: Console) -> int:
+    """Rank backends for a task by predicted time."""
+    from compare.advise import predict
+    from compare.calibrate import load_profile, overhead
+
+    profile = load_profile(args.profile)
+    if profile is None:
+        console.print("no calibration yet: running a quick one (local backends)")
+        profile = overhead(
+            ["serial", "threads", "processes", "asyncio"], items=5000, repeats=1, path=args.profile
+        )
+    item_s, item_bytes, gil = _task_cost(args)
+    ranked = predict(
+        profile,
+        args.items,
+        item_s,
+        item_bytes,
+        releases_gil=gil,
+        workers=args.workers,
+        latency_s=args.latency_ms and args.latency_ms / 1e3,
+        bandwidth_Bps=args.bandwidth_mbps and args.bandwidth_mbps * 1e6 / 8,
+    )
+    extrapolated = args.workers or args.latency_ms or args.bandwidth_mbps
+    title = (
+        f"{args.items:,} items of {item_s * 1e3:.3g} ms, {item_bytes / 1e3:.3g} kB: "
+        f"PREDICTED{' (extrapolated to a cluster)' if extrapolated else ''}"
+    )
+    table = Table(title=title)
+    for col in ("rank", "backend", "workers", "predicted s", "why"):
+        table.add_column(col)
+    for i, p in enumerate(ranked, 1):
+        table.add_row(str(i), p.backend, str(p.workers), f"{p.seconds:.3g}", p.reason)
+    console.print(table)
+    return 0
+
+
+def _task_cost(args: argparse.Namespace) -> tuple[float, int, bool]:
+    """Per-item seconds, bytes and GIL release of the task described by the options."""
+    if args.workload is None:
+        if args.item_ms is None:
+            raise ValueError("give --workload NAME or --item-ms X (and --item-kb Y)")
+        return args.item_ms / 1e3, int((args.item_kb or 0) * 1e3), args.releases_gil
+    from backends import get_backend
+    from compare.runner import _workloads
+
+    with _workloads([args.workload], None) as loaded, get_backend("serial") as ex:
+        workload = loaded[args.workload]
+        items = workload.prepare(8, 0)
+        workload.run(ex, items[:1])  # warm caches and JIT
+        start = __import__("time").perf_counter()
+        workload.run(ex, items)
+        item_s = (__import__("time").perf_counter() - start) / len(items)
+        # Image decoding, numba (nogil) and HTTP waits release the GIL; the no-op does not.
+        return item_s, workload.item_bytes(items), args.workload in ("images", "api", "sleep")
 
 
 def cmd_make_images(args: argparse.Namespace, console: Console) -> int:

@@ -1,0 +1,105 @@
+"""``smallbig overhead``: measure each backend's fixed costs from the probes; save a profile.
+
+Per backend: start-up seconds; per-task overhead at chunksize 1 and "auto"; transfer latency α
+and bandwidth β (``T(bytes) = α + bytes/β``, by value and via ``put``), with fit quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends import available, get_backend
+from compare.model import fit_line
+from workloads import probes
+
+PAYLOAD_BYTES = (16 * 2**10, 2**20, 8 * 2**20)
+
+
+def default_profile_path() -> Path:
+    """Where this machine's calibration profile is kept."""
+    base = os.environ.get("SMALLBIG_CACHE") or Path.home() / ".cache" / "smallbig"
+    return Path(base) / "calibration.json"
+
+
+def _median_s(fn: Any, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) -> dict:
+    """All overhead terms of one backend, measured in one session of it."""
+    count = None if spec == "serial" else workers
+    with get_backend(spec, workers=count) as ex:
+        row: dict[str, Any] = {
+            "backend": spec,
+            "workers": ex.workers,
+            "startup_s": ex.startup_s,
+            "in_process": ex.in_process,
+            "distributed": ex.distributed,
+        }
+        for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
+            n = items if chunk == "auto" else max(20, items // 20)
+            t = _median_s(
+                lambda n=n, c=chunk: list(ex.map(probes.noop, range(n), chunksize=c)), repeats
+            )
+            row[label] = t / n
+        arrays = {b: probes.make_payload(b) for b in PAYLOAD_BYTES}
+        sizes = np.array(PAYLOAD_BYTES, float)
+        by_value = [
+            _median_s(lambda a=arrays[b]: ex.submit(probes.payload, a).result(), repeats)
+            for b in PAYLOAD_BYTES
+        ]
+
+        def via_put(a: np.ndarray) -> None:
+            ex.submit(probes.payload, ex.put(a)).result()
+
+        by_put = [_median_s(lambda a=arrays[b]: via_put(a), repeats) for b in PAYLOAD_BYTES]
+        for label, times in (("value", by_value), ("put", by_put)):
+            fit = fit_line(sizes, np.array(times))
+            row[f"alpha_{label}_s"] = fit.fixed_s
+            row[f"beta_{label}_Bps"] = 1 / fit.per_item_s if fit.per_item_s > 0 else float("inf")
+            row[f"fit_error_{label}"] = fit.median_rel_error
+    return row
+
+
+def overhead(
+    backends: Sequence[str] | None = None,
+    workers: int | None = None,
+    items: int = 20_000,
+    repeats: int = 3,
+    path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Measure every backend and save the profile (JSON) to ``path``; return it."""
+    import psutil
+
+    rows = [calibrate_backend(s, workers, items, repeats) for s in (backends or available())]
+    profile = {
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "backends": {r["backend"]: r for r in rows},
+    }
+    out = Path(path) if path else default_profile_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(profile, indent=2))
+    profile["path"] = str(out)
+    return profile
+
+
+def load_profile(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The saved profile, or ``None`` if there is none yet."""
+    p = Path(path) if path else default_profile_path()
+    return json.loads(p.read_text()) if p.exists() else None

@@ -1,0 +1,130 @@
+"""advise ranks by the model; calibration measures real backends; plots are real PNGs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from compare import plots
+from compare.advise import predict
+from compare.calibrate import load_profile, overhead
+
+
+def _cal(workers, startup, auto, in_process, distributed=False, alpha=0.0, beta=1e9):
+    return {
+        "workers": workers,
+        "startup_s": startup,
+        "auto_overhead_s": auto,
+        "task_overhead_s": auto * 100,
+        "in_process": in_process,
+        "distributed": distributed,
+        "alpha_value_s": alpha,
+        "beta_value_Bps": beta,
+    }
+
+
+PROFILE = {
+    "backends": {
+        "serial": _cal(1, 0.0, 1e-7, True),
+        "threads": _cal(2, 0.0, 1e-6, True),
+        "processes": _cal(2, 0.2, 2e-6, False, alpha=1e-3, beta=5e8),
+        "dask": _cal(2, 1.0, 5e-6, False, True, alpha=5e-3, beta=2e8),
+    }
+}
+
+
+def test_tiny_jobs_stay_serial():
+    assert predict(PROFILE, items=10, item_s=1e-4)[0].backend == "serial"
+
+
+def test_pure_python_compute_goes_to_processes_not_threads():
+    ranked = predict(PROFILE, items=1000, item_s=0.01)
+    assert ranked[0].backend == "processes"
+    threads = next(p for p in ranked if p.backend == "threads")
+    assert "GIL-bound" in threads.reason
+    assert threads.seconds == pytest.approx(10.0, rel=0.01)
+
+
+def test_gil_releasing_work_goes_to_threads():
+    assert predict(PROFILE, items=1000, item_s=0.01, releases_gil=True)[0].backend == "threads"
+
+
+def test_cluster_extrapolation_wins_with_many_workers():
+    ranked = predict(PROFILE, items=100_000, item_s=0.05, workers=64)
+    assert ranked[0].backend == "dask" and ranked[0].workers == 64
+    # Heavy payloads over a slow network push it back below the local pool.
+    slow = predict(
+        PROFILE, items=100_000, item_s=0.05, item_bytes=10**7, workers=64, bandwidth_Bps=1e6
+    )
+    assert (
+        slow[0].backend != "dask"
+        and "transfer" in next(p for p in slow if p.backend == "dask").reason
+    )
+
+
+def test_bad_task_description_is_rejected():
+    with pytest.raises(ValueError, match="items must be"):
+        predict(PROFILE, items=0, item_s=0.1)
+
+
+def test_calibration_measures_real_backends(tmp_path):
+    path = tmp_path / "cal.json"
+    profile = overhead(["serial", "processes"], workers=2, items=2000, repeats=1, path=path)
+    assert load_profile(path)["backends"].keys() == {"serial", "processes"}
+    proc, serial = profile["backends"]["processes"], profile["backends"]["serial"]
+    assert proc["startup_s"] > 0 and serial["startup_s"] == 0
+    assert proc["task_overhead_s"] > serial["task_overhead_s"]  # a process hop costs more
+    assert proc["beta_value_Bps"] > 1e6  # shipping bytes to a process: at least MB/s
+    # The saved profile feeds advise from the command line.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compare.cli",
+            "advise",
+            "--items",
+            "50",
+            "--item-ms",
+            "0.001",
+            "--profile",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PREDICTED" in out.stdout and "serial" in out.stdout
+
+
+def test_plots_are_readable_pngs(tmp_path):
+    rows = [
+        {
+            "workload": "w",
+            "backend": b,
+            "size": n,
+            "phase": "warm",
+            "correct": True,
+            "wall_s": f + p * n,
+        }
+        for b, (f, p) in {"serial": (0, 0.01), "processes": (0.2, 0.004)}.items()
+        for n in (1, 10, 100)
+    ]
+    records = pd.DataFrame(rows)
+    paths = [
+        plots.scaling(records, "w", tmp_path / "s.png"),
+        plots.overhead_breakdown(json.loads(json.dumps(PROFILE)), tmp_path / "o.png"),
+        plots.phase_diagram(
+            PROFILE, tmp_path / "p.png", plots.measured_winners(records, {"w": 0.01})
+        ),
+    ]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 600 and image.height >= 400
+            assert len(np.unique(np.asarray(image.convert("L")))) > 20  # not a blank canvas
