@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from backends import available, get_backend
+from compare.bench import median_time
 from compare.model import fit_line
 from workloads import probes
 
@@ -27,16 +27,6 @@ def default_profile_path() -> Path:
     """Where this machine's calibration profile is kept."""
     base = os.environ.get("SMALLBIG_CACHE") or Path.home() / ".cache" / "smallbig"
     return Path(base) / "calibration.json"
-
-
-def _median_s(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) -> dict:
@@ -52,21 +42,21 @@ def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) 
         }
         for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
             n = items if chunk == "auto" else max(20, items // 20)
-            t = _median_s(
+            t = median_time(
                 lambda n=n, c=chunk: list(ex.map(probes.noop, range(n), chunksize=c)), repeats
             )
             row[label] = t / n
         arrays = {b: probes.make_payload(b) for b in PAYLOAD_BYTES}
         sizes = np.array(PAYLOAD_BYTES, float)
         by_value = [
-            _median_s(lambda a=arrays[b]: ex.submit(probes.payload, a).result(), repeats)
+            median_time(lambda a=arrays[b]: ex.submit(probes.payload, a).result(), repeats)
             for b in PAYLOAD_BYTES
         ]
 
         def via_put(a: np.ndarray) -> None:
             ex.submit(probes.payload, ex.put(a)).result()
 
-        by_put = [_median_s(lambda a=arrays[b]: via_put(a), repeats) for b in PAYLOAD_BYTES]
+        by_put = [median_time(lambda a=arrays[b]: via_put(a), repeats) for b in PAYLOAD_BYTES]
         for label, times in (("value", by_value), ("put", by_put)):
             fit = fit_line(sizes, np.array(times))
             row[f"alpha_{label}_s"] = fit.fixed_s

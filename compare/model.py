@@ -102,5 +102,12 @@ def thresholds(
                 best = min(local, key=lambda b: fits[(workload, b)].per_item_s)
                 row["crossover_vs"] = best
                 row["crossover"] = break_even(fit, fits[(workload, best)])
+                if row["crossover"] is None:
+                    local_ms = fits[(workload, best)].per_item_s * 1e3
+                    why = (
+                        f"never beats {best}: per-item {fit.per_item_s * 1e3:.3g} ms ≥ "
+                        f"{local_ms:.3g} ms"
+                    )
+                    row["reason"] = "; ".join(filter(None, [row.get("reason"), why]))
             rows.append(row)
     return pd.DataFrame(rows)

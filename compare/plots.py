@@ -26,7 +26,8 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
     fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(11, 4.2))
     for backend, group in table.groupby("backend"):
         line = ax_t.plot(group["size"], group["wall_s"], "o-", label=backend)[0]
-        ax_s.plot(group["size"], group["speedup"], "o-", color=line.get_color(), label=backend)
+        known = group[group["speedup"] > 0]  # no serial baseline: no speedup to draw
+        ax_s.plot(known["size"], known["speedup"], "o-", color=line.get_color(), label=backend)
         base = fits.get((workload, "serial"))
         if base is not None and backend != "serial":
             n = break_even(fits[(workload, backend)], base)

@@ -92,6 +92,7 @@ def run(
     ----------
     workloads, backends : sequence of str
         Names (backends also ``dask@ADDRESS`` / ``ray@ADDRESS``); default: all available.
+        ``serial`` is always added: it is the baseline of speedups and checksums.
     sizes : sequence of int, optional
         Item counts for every workload (default: three orders of magnitude per workload).
     repeats : int
@@ -104,7 +105,10 @@ def run(
     backends = list(backends or available())
     out = Path(out_dir)
     check_options(workloads, backends, sizes, repeats, out)
-    # serial first: it is the reference every checksum is compared with.
+    # serial always runs, first: every speedup is against it and every checksum compared with
+    # its answer.
+    if "serial" not in backends:
+        backends.insert(0, "serial")
     backends.sort(key=lambda b: b != "serial")
     writer = RecordWriter(out, resume)
     infos: dict[str, Any] = {}

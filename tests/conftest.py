@@ -33,6 +33,12 @@ ALLOWED_THREADS = (
 )
 LEAK_GRACE_S = 20.0
 
+# Ray 2.60 turns token authentication on for clusters it starts, but only in the process that
+# started one; a separately started head and a driver then disagree depending on what ran
+# first. Token auth on everywhere (the secure choice): every head and driver here, our CLI
+# subprocesses included, share ~/.ray/auth_token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 
 def _allowed_process(proc: psutil.Process) -> bool:
     try:

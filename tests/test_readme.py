@@ -1,0 +1,128 @@
+"""Every command in README.md runs, with small sizes where the README's would take minutes."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import dask_cluster, ray_cluster
+
+from backends import available
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+pytestmark = pytest.mark.slow
+
+# Appended to a command (argparse keeps the last value): the same command, smaller.
+SMALL = {
+    "run": ["--sizes", "2", "4", "--repeats", "1", "--out", "out"],
+    "overhead": [
+        "--backends",
+        "serial",
+        "threads",
+        "--items",
+        "500",
+        "--repeats",
+        "1",
+        "--profile",
+        "cal.json",
+    ],
+    "advise": ["--profile", "cal.json"],
+    "make-images": ["--count", "3"],
+    "bench overhead": [
+        "--backends",
+        "serial",
+        "threads",
+        "--items",
+        "1000",
+        "--tasks",
+        "100",
+        "--repeats",
+        "1",
+    ],
+    "bench kernels": ["--side", "40", "--repeats", "1"],
+    "bench api": ["--concurrency", "2", "--rounds", "2", "--latency", "0.01"],
+}
+# The default run measures every workload on every backend: keep two cheap ones.
+DEFAULT_RUN = ["--workloads", "noop", "sleep", "--backends", "serial", "threads"]
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.+?)\n```", README.read_text(), re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def _small(argv: list[str]) -> list[str]:
+    sub = " ".join(argv[1:3]) if argv[1] == "bench" else argv[1]
+    extra = SMALL.get(sub, [])
+    if argv[1] == "run" and "--backends" not in argv:
+        extra = DEFAULT_RUN + extra
+    if argv[1] == "run" and "--workloads" in argv and "--backends" not in argv:
+        extra = ["--backends", "serial", "threads", *extra]
+    return argv + extra
+
+
+def test_readme_commands_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMALLBIG_CACHE", str(tmp_path / "cache"))
+    commands = readme_commands()
+    assert commands[:2] == [
+        'pip install -e ".[all]" && smallbig run',
+        'pip install -e ".[all,test]" && pytest',
+    ]
+    ran = 0
+    for command in [*commands[2:], "smallbig run"]:  # the first command's job, small
+        argv = shlex.split(command)
+        assert argv[0] == "smallbig", command
+        if argv[1] == "serve-api" or "@" in command:
+            continue  # run by the tests below, which need a server or a cluster
+        run = [sys.executable, "-m", "compare.cli", *_small(argv)[1:]]
+        out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
+        ran += 1
+    assert ran >= 10
+    assert (tmp_path / "xrays").is_dir() and (tmp_path / "out" / "records.csv").exists()
+
+
+def test_readme_serve_api_command(tmp_path):
+    [command] = [c for c in readme_commands() if c.startswith("smallbig serve-api")]
+    argv = [sys.executable, "-m", "compare.cli", *shlex.split(command)[1:]]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        import requests
+
+        r = requests.get(
+            f"{url}/v1/environment/rainfall",
+            params={"date_time": "2024-01-01T00:00:00"},
+            timeout=10,
+        )
+        assert r.status_code in (200, 500, 503)  # the command asks for 1% injected errors
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("engine", [e for e in ("dask", "ray") if e in available()])
+def test_readme_cluster_commands(engine, tmp_path):
+    [command] = [c for c in readme_commands() if f"{engine}@" in c]
+    start = dask_cluster if engine == "dask" else ray_cluster
+    with start() as address:
+        argv = shlex.split(re.sub(rf"{engine}@\S+", f"{engine}@{address}", command))
+        run = [sys.executable, "-m", "compare.cli", *argv[1:], "--workloads", "noop", *SMALL["run"]]
+        out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    records = (tmp_path / "out" / "records.csv").read_text()
+    assert f"{engine}@" in records and ",serial," in records  # serial: the baseline
+    assert (tmp_path / "out" / "noop_scaling.png").exists()
+
+
+def test_readme_python_example_runs():
+    [code] = re.findall(r"```python\n(.+?)\n```", README.read_text(), re.S)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["results"] == ["A", "B"] and namespace["total"] == 10_000_000
