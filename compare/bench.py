@@ -214,6 +214,65 @@ def api_throughput(concurrency: list[int], latency_s: float, rounds: int) -> lis
     return rows
 
 
+def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Hold out each measured size in turn, fit on the others, predict the held-out one.
+
+    Returns per (workload, held-out size): the advised and the measured fastest backend and
+    the median relative error of the predicted times; and the summary (share of correct
+    advice, median error over all predictions).
+    """
+    from compare.model import fit_line, medians
+
+    med = medians(records)
+    rows, errors = [], []
+    for (workload, size), point in med.groupby(["workload", "size"]):
+        predicted = {}
+        for backend, group in med[med["workload"] == workload].groupby("backend"):
+            train = group[group["size"] != size]
+            if len(train) >= 2 and backend in set(point["backend"]):
+                fit = fit_line(train["size"].to_numpy(), train["wall_s"].to_numpy())
+                predicted[backend] = fit.predict(size)
+        if not predicted:
+            continue
+        measured = point.set_index("backend")["wall_s"]
+        errs = [abs(predicted[b] - measured[b]) / measured[b] for b in predicted]
+        errors += errs
+        advised = min(predicted, key=predicted.get)
+        fastest = measured.idxmin()
+        rows.append(
+            {
+                "workload": workload,
+                "held_out": size,
+                "advised": advised,
+                "fastest": fastest,
+                "advised_s": measured[advised],
+                "fastest_s": measured[fastest],
+                "right": advised == fastest,
+                "median_err_pct": 100 * statistics.median(errs),
+            }
+        )
+    right = [r["right"] for r in rows]
+    summary = {
+        "points": len(rows),
+        "advised_fastest_pct": 100 * sum(right) / max(len(right), 1),
+        "median_error_pct": 100 * statistics.median(errors) if errors else float("nan"),
+    }
+    return rows, summary
+
+
+def cmd_advice(args: argparse.Namespace, console: Console) -> int:
+    from compare.records import load_records
+
+    rows, summary = advice_accuracy(load_records(args.records))
+    _print_rows(console, "advice accuracy, each size held out in turn", rows)
+    console.print(
+        f"advised backend = measured fastest in {summary['advised_fastest_pct']:.0f}% of "
+        f"{summary['points']} held-out points; median error of predicted time "
+        f"{summary['median_error_pct']:.0f}%"
+    )
+    return 0
+
+
 def _print_rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
     cols = list(dict.fromkeys(c for row in rows for c in row))
     table = Table(title=title)
@@ -264,6 +323,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--latency", type=float, default=0.05)
     p.add_argument("--rounds", type=int, default=10, help="requests per unit of concurrency")
     p.set_defaults(func=cmd_api)
+    p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
+    p.add_argument("records", help="output directory of a `smallbig run`")
+    p.set_defaults(func=cmd_advice)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,16 @@ def test_bad_options_fail_before_anything_starts(args, message, tmp_path):
     assert out.returncode == 2
     assert message in out.stdout
     assert not (tmp_path / "o" / "records.csv").exists()
+
+
+def test_advice_accuracy_is_perfect_on_exact_lines():
+    from compare.bench import advice_accuracy
+
+    records = _records(
+        {"serial": (0.0, 0.010), "processes": (0.2, 0.004), "dask": (1.0, 0.002)},
+        sizes=(1, 10, 100, 1000, 10_000),
+    )
+    rows, summary = advice_accuracy(records)
+    assert summary["points"] == 5 and summary["advised_fastest_pct"] == 100
+    assert summary["median_error_pct"] < 1e-6
+    assert [r["fastest"] for r in rows] == ["serial", "serial", "processes", "dask", "dask"]
