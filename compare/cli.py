@@ -123,6 +123,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     for workload in sorted(records["workload"].unique()):
         plots.scaling(records, workload, Path(args.out) / f"{workload}_scaling.png")
+    from compare.calibrate import load_profile
+
+    profile = load_profile()
+    if profile is not None:  # measured winners on top of the predicted regions
+        serial = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
+        item_s = (serial["wall_s"] / serial["size"]).groupby(serial["workload"]).median()
+        known = records[records["backend"].isin(profile["backends"])]
+        winners = plots.measured_winners(known, item_s.to_dict())
+        plots.phase_diagram(profile, Path(args.out) / "phase_diagram.png", winners)
     console.print(f"records and plots: {Path(args.out).resolve()}")
     return 0
 
@@ -153,7 +162,16 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
             *(f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in cols)
         )
     console.print(table)
-    console.print(f"calibration saved to {profile['path']}")
+    from pathlib import Path
+
+    from compare import plots
+
+    folder = Path(profile["path"]).parent
+    drawn = [
+        plots.overhead_breakdown(profile, folder / "overhead.png"),
+        plots.phase_diagram(profile, folder / "phase_diagram.png"),
+    ]
+    console.print(f"calibration saved to {profile['path']}; plots: {', '.join(map(str, drawn))}")
     return 0
 
 

@@ -84,6 +84,7 @@ def test_readme_commands_run(tmp_path, monkeypatch):
         ran += 1
     assert ran >= 10
     assert (tmp_path / "xrays").is_dir() and (tmp_path / "out" / "records.csv").exists()
+    assert (tmp_path / "overhead.png").exists() and (tmp_path / "phase_diagram.png").exists()
 
 
 def test_readme_serve_api_command(tmp_path):
