@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -224,9 +225,9 @@ def _task_cost(args: argparse.Namespace) -> tuple[float, int, bool]:
         workload = loaded[args.workload]
         items = workload.prepare(8, 0)
         workload.run(ex, items[:1])  # warm caches and JIT
-        start = __import__("time").perf_counter()
+        start = time.perf_counter()
         workload.run(ex, items)
-        item_s = (__import__("time").perf_counter() - start) / len(items)
+        item_s = (time.perf_counter() - start) / len(items)
         # Image decoding, numba (nogil) and HTTP waits release the GIL; the no-op does not.
         return item_s, workload.item_bytes(items), args.workload in ("images", "api", "sleep")
 
