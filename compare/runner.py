@@ -113,6 +113,7 @@ def run(
     writer = RecordWriter(out, resume)
     infos: dict[str, Any] = {}
     reference: dict[tuple[str, int], str] = {}
+    prepared: dict[tuple[str, int], tuple[list, int]] = {}
     if resume:
         with contextlib.suppress(FileNotFoundError):
             done = load_records(out)
@@ -148,7 +149,10 @@ def run(
                     write_metadata(out, metadata(infos))
                     for name, n, r in todo:
                         bar.update(task, description=f"{spec:>10} {name:>6} n={n:<6}")
-                        record = _measure(ex, spec, loaded[name], n, r, reference)
+                        if (name, n) not in prepared:  # identical items on every backend
+                            items = loaded[name].prepare(n, 0)
+                            prepared[name, n] = items, loaded[name].item_bytes(items) * n
+                        record = _measure(ex, spec, loaded[name], *prepared[name, n], r, reference)
                         writer.write(record)
                         bar.advance(task)
     finally:
@@ -160,11 +164,12 @@ def _measure(
     ex: Any,
     spec: str,
     workload: Workload,
-    n: int,
+    items: list,
+    bytes_shipped: int,
     repeat: int,
     reference: dict[tuple[str, int], str],
 ) -> Record:
-    items = workload.prepare(n, 0)
+    n = len(items)
     start = time.perf_counter()
     outcomes = workload.run(ex, items, chunksize="auto")
     wall = time.perf_counter() - start
@@ -184,7 +189,7 @@ def _measure(
         phase=phase,
         wall_s=wall,
         items_per_s=n / wall if wall > 0 else float("inf"),
-        bytes_shipped=workload.item_bytes(items) * n,
+        bytes_shipped=bytes_shipped,
         errors=sum(o.error is not None for o in outcomes),
         checksum=digest,
         correct=None if expected is None else digest == expected,

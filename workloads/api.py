@@ -122,7 +122,9 @@ def _fetch_once(item: ApiItem) -> dict:
         raise RetryableError(f"malformed body: {type(exc).__name__}") from exc
 
 
-_async_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+# loop -> (suspended holder, its session); the holder is kept so that it stays alive until
+# the loop closes it, and removes its own entry then.
+_async_sessions: dict[asyncio.AbstractEventLoop, tuple[Any, aiohttp.ClientSession]] = {}
 
 
 async def _session_holder() -> AsyncIterator[aiohttp.ClientSession]:
@@ -138,15 +140,11 @@ async def _session_holder() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def _async_session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
-    session = _async_sessions.get(loop)
-    if session is None or session.closed:
+    entry = _async_sessions.get(loop)
+    if entry is None or entry[1].closed:
         holder = _session_holder()
-        session = _async_sessions[loop] = await holder.__anext__()
-        _holders.add(holder)
-    return session
-
-
-_holders: set = set()  # keep suspended holders alive until the loop closes them
+        entry = _async_sessions[loop] = (holder, await holder.__anext__())
+    return entry[1]
 
 
 async def fetch_summary_async(item: ApiItem) -> dict:
