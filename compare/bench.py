@@ -183,23 +183,38 @@ def kernels(side: int, repeats: int) -> list[dict[str, Any]]:
 
 
 def api_throughput(concurrency: list[int], latency_s: float, rounds: int) -> list[dict]:
-    """Requests/s of threads and asyncio at each concurrency, against concurrency/latency."""
+    """Requests/s of threads and asyncio at each concurrency, against concurrency/latency.
+
+    Also the CPU each request cost the client and the server, and the ceiling those costs set
+    on this machine: client and server each run Python on one core at most (the GIL, one event
+    loop), and together on all of them. Above that ceiling no client design reaches the ideal.
+    """
+    import psutil
+
     from workloads.api import api_workload
     from workloads.weather_server import Faults, serve_api_process
 
+    cores = psutil.cpu_count() or 1
+    client = psutil.Process()
     rows = []
     with serve_api_process(Faults(latency_s=latency_s)) as server:
         workload = api_workload(server.url)
+        server_proc = psutil.Process(server.pid)
         for conc in concurrency:
             items = workload.prepare(conc * rounds)
             for spec in ("threads", "asyncio"):
                 with get_backend(spec, workers=conc) as ex:
                     workload.run(ex, items[:conc], chunksize=1)  # warm connections up
+                    cpu0 = _cpu_seconds(client), _cpu_seconds(server_proc)
                     start = time.perf_counter()
                     outcomes = workload.run(ex, items, chunksize=1)
                     rate = len(items) / (time.perf_counter() - start)
+                    cpu1 = _cpu_seconds(client), _cpu_seconds(server_proc)
+                client_ms, server_ms = (
+                    (b - a) / len(items) * 1e3 for a, b in zip(cpu0, cpu1, strict=True)
+                )
+                ceiling = 1e3 / max(client_ms, server_ms, (client_ms + server_ms) / cores)
                 ideal = conc / latency_s
-                errors = sum(o.error is not None for o in outcomes)
                 rows.append(
                     {
                         "backend": spec,
@@ -208,10 +223,18 @@ def api_throughput(concurrency: list[int], latency_s: float, rounds: int) -> lis
                         "req_per_s": rate,
                         "ideal": ideal,
                         "pct_ideal": 100 * rate / ideal,
-                        "errors": errors,
+                        "client_cpu_ms": client_ms,
+                        "server_cpu_ms": server_ms,
+                        "cpu_ceiling": ceiling,
+                        "errors": sum(o.error is not None for o in outcomes),
                     }
                 )
     return rows
+
+
+def _cpu_seconds(proc: Any) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
 
 
 def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:

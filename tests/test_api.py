@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-import requests
+import urllib3
 
 from backends import get_backend
 from workloads.api import ApiItem, api_workload, fetch_summary, fetch_summary_async
 from workloads.base import checksum
-from workloads.weather_server import ENDPOINTS, Faults, serve_api, serve_api_process
+from workloads.weather_server import (
+    ENDPOINTS,
+    SGT,
+    Faults,
+    encode_payload,
+    payload,
+    serve_api,
+    serve_api_process,
+)
 
 UNITS = {
     "air-temperature": ("DBT 1M F", "deg C"),
@@ -23,6 +33,20 @@ UNITS = {
     "wind-speed": ("Wind Speed AVG(S)10M M1M", "knots"),
     "wind-direction": ("Wind Dir AVG (S) 10M M1M", "degrees"),
 }
+
+
+LIMITS = {name: (low, high) for name, (_, _, low, high) in ENDPOINTS.items()}
+
+
+def get(url: str, **fields: str) -> urllib3.BaseHTTPResponse:
+    return urllib3.request("GET", url, fields=fields, timeout=10)
+
+
+def test_encoded_body_is_the_payload():
+    # The server sends a pre-encoded body; it must decode to exactly the documented payload.
+    moments = [datetime(2024, 3, 1, 12, 34, tzinfo=SGT), datetime(2024, 3, 1, 12, 35, tzinfo=SGT)]
+    for endpoint in ENDPOINTS:
+        assert json.loads(encode_payload(endpoint, moments)) == payload(endpoint, moments)
 
 
 @pytest.fixture
@@ -34,7 +58,7 @@ def server():
 @pytest.mark.parametrize("endpoint", sorted(UNITS))
 def test_json_matches_the_real_api_shape(server, endpoint):
     url = f"{server.url}/v1/environment/{endpoint}"
-    body = requests.get(url, params={"date_time": "2024-03-01T12:34:56"}, timeout=10).json()
+    body = get(url, date_time="2024-03-01T12:34:56").json()
     assert set(body) == {"metadata", "items", "api_info"}
     assert body["api_info"] == {"status": "healthy"}
     meta = body["metadata"]
@@ -44,6 +68,9 @@ def test_json_matches_the_real_api_shape(server, endpoint):
         assert set(station) == {"id", "device_id", "name", "location"}
         assert set(station["location"]) == {"latitude", "longitude"}
         assert isinstance(station["location"]["latitude"], float)
+    low, high = LIMITS[endpoint]
+    values = [r["value"] for r in body["items"][0]["readings"]]
+    assert all(low <= v <= high for v in values) and len(set(values)) > 1
     [item] = body["items"]
     assert set(item) == {"timestamp", "readings"}
     assert item["timestamp"] == "2024-03-01T12:34:00+08:00"
@@ -52,18 +79,25 @@ def test_json_matches_the_real_api_shape(server, endpoint):
         assert set(reading) == {"station_id", "value"} and reading["station_id"] in ids
         assert isinstance(reading["value"], float)
     # Deterministic by (endpoint, timestamp).
-    again = requests.get(url, params={"date_time": "2024-03-01T12:34:56"}, timeout=10).json()
+    again = get(url, date_time="2024-03-01T12:34:56").json()
     assert again == body
-    day = requests.get(url, params={"date": "2024-03-01"}, timeout=10).json()
+    day = get(url, date="2024-03-01").json()
     assert len(day["items"]) == 288
 
 
 @pytest.mark.parametrize(
-    "params", [{"date_time": "yesterday"}, {"date": "2024-13-01"}, {"date_time": "2024-01-01"}]
+    "params",
+    [
+        {"date_time": "yesterday"},
+        {"date": "2024-13-01"},
+        {"date_time": "2024-01-01"},
+        {"date_time": "2024-01-01 00:00:00"},
+        {"date_time": "2024-01-01T00:00:00+08:00"},
+    ],
 )
 def test_bad_query_gets_400_with_json_error(server, params):
-    r = requests.get(f"{server.url}/v1/environment/rainfall", params=params, timeout=10)
-    assert r.status_code == 400
+    r = get(f"{server.url}/v1/environment/rainfall", **params)
+    assert r.status == 400
     assert r.json()["code"] == 400 and "must look like" in r.json()["message"]
 
 
@@ -150,11 +184,11 @@ def test_server_binds_loopback_and_stops_cleanly():
     with serve_api() as srv:
         host, port = urlsplit(srv.url).hostname, urlsplit(srv.url).port
         assert host == "127.0.0.1"
-        assert requests.get(f"{srv.url}/v1/environment/rainfall", timeout=10).ok
+        assert get(f"{srv.url}/v1/environment/rainfall").status == 200
     with pytest.raises(OSError), socket.create_connection((host, port), timeout=2):
         pass
 
 
 def test_unknown_endpoint_is_404(server):
-    r = requests.get(f"{server.url}/v1/environment/snowfall", timeout=10)
-    assert r.status_code == 404 and set(ENDPOINTS).isdisjoint({"snowfall"})
+    r = get(f"{server.url}/v1/environment/snowfall")
+    assert r.status == 404 and set(ENDPOINTS).isdisjoint({"snowfall"})

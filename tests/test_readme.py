@@ -94,14 +94,15 @@ def test_readme_serve_api_command(tmp_path):
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        import requests
+        import urllib3
 
-        r = requests.get(
+        r = urllib3.request(
+            "GET",
             f"{url}/v1/environment/rainfall",
-            params={"date_time": "2024-01-01T00:00:00"},
+            fields={"date_time": "2024-01-01T00:00:00"},
             timeout=10,
         )
-        assert r.status_code in (200, 500, 503)  # the command asks for 1% injected errors
+        assert r.status in (200, 500, 503)  # the command asks for 1% injected errors
     finally:
         proc.terminate()
         proc.wait(timeout=10)
