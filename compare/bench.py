@@ -244,33 +244,37 @@ def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float
     the median relative error of the predicted times; and the summary (share of correct
     advice, median error over all predictions).
     """
-    from compare.model import fit_line, medians
+    from compare.model import fastest, fit_line, medians, predict_times, workers_of
 
     med = medians(records)
+    workers = workers_of(records)
     rows, errors = [], []
     for (workload, size), point in med.groupby(["workload", "size"]):
-        predicted = {}
+        fits = {}
         for backend, group in med[med["workload"] == workload].groupby("backend"):
             train = group[group["size"] != size]
             if len(train) >= 2 and backend in set(point["backend"]):
-                fit = fit_line(train["size"].to_numpy(), train["wall_s"].to_numpy())
-                predicted[backend] = fit.predict(size)
-        if not predicted:
+                fits[backend] = fit_line(train["size"].to_numpy(), train["wall_s"].to_numpy())
+        if not fits:
             continue
+        width = {b: k for (w, b), k in workers.items() if w == workload}
+        predicted = predict_times(fits, width, size)
         measured = point.set_index("backend")["wall_s"]
         errs = [abs(predicted[b] - measured[b]) / measured[b] for b in predicted]
         errors += errs
-        advised = min(predicted, key=predicted.get)
-        fastest = measured.idxmin()
+        advised = fastest(fits, width, size)
+        quickest = measured.idxmin()
         rows.append(
             {
                 "workload": workload,
                 "held_out": size,
                 "advised": advised,
-                "fastest": fastest,
+                "fastest": quickest,
                 "advised_s": measured[advised],
-                "fastest_s": measured[fastest],
-                "right": advised == fastest,
+                "fastest_s": measured[quickest],
+                "right": advised == quickest,
+                # What a wrong pick costs: how much slower the advised backend measured.
+                "slower_pct": 100 * (measured[advised] / measured[quickest] - 1),
                 "median_err_pct": 100 * statistics.median(errs),
             }
         )
@@ -278,6 +282,8 @@ def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float
     summary = {
         "points": len(rows),
         "advised_fastest_pct": 100 * sum(right) / max(len(right), 1),
+        "median_slower_pct": statistics.median(r["slower_pct"] for r in rows) if rows else 0.0,
+        "max_slower_pct": max((r["slower_pct"] for r in rows), default=0.0),
         "median_error_pct": 100 * statistics.median(errors) if errors else float("nan"),
     }
     return rows, summary
@@ -291,7 +297,8 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"advised backend = measured fastest in {summary['advised_fastest_pct']:.0f}% of "
         f"{summary['points']} held-out points; median error of predicted time "
-        f"{summary['median_error_pct']:.0f}%"
+        f"{summary['median_error_pct']:.0f}%; a wrong pick measured at most "
+        f"{summary['max_slower_pct']:.0f}% slower than the fastest"
     )
     return 0
 

@@ -18,11 +18,13 @@ from workloads.base import Workload, checksum
 
 WORKLOADS = ("images", "api", "noop", "sleep")
 # Three orders of magnitude each, sized so that the default run fits in ~3 minutes on 2 cores.
+# Five sizes per workload, about half a decade apart: a held-out size then sits between
+# measured ones, and the fits see the curve's shape, not only its ends.
 DEFAULT_SIZES = {
-    "images": [1, 10, 100],
-    "api": [4, 40, 400],
-    "noop": [10, 1000, 10000],
-    "sleep": [2, 20, 200],
+    "images": [1, 3, 10, 30, 100],
+    "api": [4, 13, 40, 130, 400],
+    "noop": [10, 100, 1000, 3000, 10000],
+    "sleep": [2, 6, 20, 60, 200],
 }
 API_LATENCY_S = 0.005
 

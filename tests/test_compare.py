@@ -9,7 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compare.model import Fit, break_even, fit_line, thresholds
+from compare.model import (
+    Fit,
+    break_even,
+    fastest,
+    fit_all,
+    fit_line,
+    predict_times,
+    thresholds,
+    workers_of,
+)
 from compare.records import load_records
 from compare.report import recommendations
 from compare.runner import run
@@ -130,3 +139,20 @@ def test_advice_accuracy_is_perfect_on_exact_lines():
     assert summary["points"] == 5 and summary["advised_fastest_pct"] == 100
     assert summary["median_error_pct"] < 1e-6
     assert [r["fastest"] for r in rows] == ["serial", "serial", "processes", "dask", "dask"]
+
+
+def test_no_pool_is_predicted_faster_than_its_items_allow():
+    # threads' line says 4 ms per item, but one item cannot run faster than serial's 10 ms,
+    # nor two items faster than 10 ms each on two workers at once.
+    records = _records({"serial": (0.0, 0.010), "threads": (0.0, 0.004)})
+    records["workers"] = records["backend"].map({"serial": 1, "threads": 4})
+    fits = {b: f for (_, b), f in fit_all(records).items()}
+    width = {b: k for (_, b), k in workers_of(records).items()}
+    times = predict_times(fits, width, 1)
+    assert times["threads"] == pytest.approx(0.010) == times["serial"]
+    assert predict_times(fits, width, 2)["threads"] == pytest.approx(0.010)
+    assert predict_times(fits, width, 8)["threads"] == pytest.approx(0.032)  # the line again
+    assert fastest(fits, width, 1) == "serial"  # a tie: the pool would only add dispatch
+    advice = recommendations(records)
+    assert list(advice["use"]) == ["serial", "threads"] and list(advice["from"]) == [1, 2]
+    assert advice["to"].iloc[0] == 1 and pd.isna(advice["to"].iloc[1])

@@ -9,7 +9,7 @@ from PIL import Image
 from backends import available, get_backend
 from workloads.base import checksum
 from workloads.imagegen import make_images
-from workloads.images import ImageItem, images_workload, process_image
+from workloads.images import ImageItem, balanced_order, images_workload, process_image
 from workloads.kernels import KERNELS
 
 
@@ -33,6 +33,26 @@ def test_dataset_is_a_realistic_deterministic_mix(image_dir, tmp_path):
     assert {fmt for fmt, _ in kinds} == {"JPEG", "PNG"} and {m for _, m in kinds} >= {"L"}
     again = make_images(tmp_path, 12, seed=3)
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in files]
+
+
+def test_every_prefix_of_the_order_has_about_the_mean_cost(image_dir):
+    rng = np.random.default_rng(5)
+    costs = list(rng.pareto(1.5, 200) + 1)  # a heavy tail, as a few huge scans make
+    order = balanced_order(costs, seed=1)
+    assert sorted(order) == list(range(200)) and order == balanced_order(costs, seed=1)
+    mean = np.mean(costs)
+    for n in (1, 3, 10, 30, 100):
+        prefix = np.mean([costs[i] for i in order[:n]])
+        assert abs(prefix - mean) / mean < 0.25, n
+    # The folder's own items: one image of about the mean size comes first.
+    items = images_workload(image_dir).prepare(24)
+    pixels = []
+    for item in items:
+        with Image.open(item.path) as image:
+            pixels.append(image.width * image.height)
+    mean = np.mean(pixels[:12])  # the first 12 are the 12 files once each
+    assert sorted(i.path for i in items[:12]) == sorted(str(p) for p in image_dir.iterdir())
+    assert abs(np.mean(pixels[:3]) - mean) / mean < 0.35
 
 
 def test_four_kernels_agree_on_a_decoded_image(image_dir):

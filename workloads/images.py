@@ -7,6 +7,7 @@ stretched and no padding enters the statistics.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -92,6 +93,10 @@ def images_workload(
 
     With no ``directory``, ``count`` files are generated (once, then cached) under the user's
     cache dir. Items cycle over the files when more are asked for than exist.
+
+    ``prepare(n)`` takes the files in a balanced order (:func:`balanced_order`, by pixel
+    count): every size sees about the folder's mean image, so the cost per item does not
+    drift with ``n`` and times at different sizes can be compared and fitted.
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}, expected one of {sorted(KERNELS)}")
@@ -102,15 +107,56 @@ def images_workload(
     if not files:
         raise ValueError(f"no files in image folder {directory}")
 
+    pixels = [_pixels(f) for f in files]
+
     def prepare(n: int, seed: int = 0) -> list[ImageItem]:
-        # Deterministic order by seed, so every backend sees the same items.
-        order = np.random.default_rng(seed).permutation(len(files))
+        # Deterministic by seed, so every backend sees the same items.
+        order = balanced_order(pixels, seed)
         return [
             ImageItem(str(files[order[i % len(files)]]), size, kernel, out_dir) for i in range(n)
         ]
 
     params = {"directory": str(directory), "kernel": kernel, "size": list(size)}
     return Workload("images", prepare, process_image, params=params)
+
+
+def balanced_order(costs: list[float], seed: int = 0) -> list[int]:
+    """A permutation of ``range(len(costs))`` whose every prefix has about the mean cost.
+
+    Greedy: each next item is the one that brings the running total closest to ``k`` times
+    the mean cost. The first item is the one nearest the mean, and large images enter as soon
+    as the prefix can carry them. A random order makes 1 or 10 items as likely to be all
+    large images as typical ones, so time per item would drift with ``n`` and the fits of
+    different sizes would disagree. ``seed`` breaks ties between files of equal cost.
+    """
+    if not costs:
+        return []
+    mean = sum(costs) / len(costs)
+    ties = np.random.default_rng(seed).permutation(len(costs))
+    pool = sorted(zip(costs, ties.tolist(), range(len(costs)), strict=True))
+    keys = [cost for cost, *_ in pool]
+    order, total = [], 0.0
+    for k in range(1, len(costs) + 1):
+        want = k * mean - total
+        at = bisect.bisect_left(keys, want)
+        # The nearest cost is at the insertion point or just before it.
+        if at == len(keys) or (at > 0 and want - keys[at - 1] <= keys[at] - want):
+            at -= 1
+        cost, _, index = pool.pop(at)
+        del keys[at]
+        order.append(index)
+        total += cost
+    return order
+
+
+def _pixels(path: Path) -> float:
+    # The header alone gives the size, which drives decode and resize cost; a file Pillow
+    # cannot read costs nothing to order (it fails fast when processed).
+    try:
+        with Image.open(path) as image:
+            return float(image.width * image.height)
+    except Exception:
+        return 0.0
 
 
 def default_dataset_dir() -> Path:
