@@ -137,6 +137,7 @@ def test_advice_accuracy_is_perfect_on_exact_lines():
     )
     rows, summary = advice_accuracy(records)
     assert summary["points"] == 5 and summary["advised_fastest_pct"] == 100
+    assert summary["advised_fastest_or_tied_pct"] == 100 and summary["max_slower_pct"] == 0
     assert summary["median_error_pct"] < 1e-6
     assert [r["fastest"] for r in rows] == ["serial", "serial", "processes", "dask", "dask"]
 
