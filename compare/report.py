@@ -86,5 +86,11 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
         sel = th[th["workload"] == workload].drop(columns="workload")
         console.print(sel.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3g}"))
         for row in advice[advice["workload"] == workload].to_dict("records"):
-            upto = "∞" if pd.isna(row["to"]) else f"{int(row['to']):,}"
-            console.print(f"  {int(row['from']):,}–{upto} items: use [bold]{row['use']}[/bold]")
+            start = int(row["from"])
+            if pd.isna(row["to"]):
+                span = f"{start:,}–∞ items"
+            elif int(row["to"]) == start:
+                span = f"{start:,} item" + ("" if start == 1 else "s")
+            else:
+                span = f"{start:,}–{int(row['to']):,} items"
+            console.print(f"  {span}: use [bold]{row['use']}[/bold]")
