@@ -7,6 +7,7 @@ machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -143,7 +144,7 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
         return f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
@@ -213,7 +214,9 @@ def api_throughput(concurrency: list[int], latency_s: float, rounds: int) -> lis
                 client_ms, server_ms = (
                     (b - a) / len(items) * 1e3 for a, b in zip(cpu0, cpu1, strict=True)
                 )
-                ceiling = 1e3 / max(client_ms, server_ms, (client_ms + server_ms) / cores)
+                busiest = max(client_ms, server_ms, (client_ms + server_ms) / cores)
+                # CPU times tick every 10 ms: a short run may show none at all.
+                ceiling = 1e3 / busiest if busiest > 0 else float("nan")
                 ideal = conc / latency_s
                 rows.append(
                     {
@@ -302,6 +305,12 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
     from compare.records import load_records
 
     rows, summary = advice_accuracy(load_records(args.records))
+    if not rows:
+        console.print(
+            f"no size in {args.records} can be held out: a backend needs 3 or more measured "
+            "sizes (run with --sizes of at least three values)"
+        )
+        return 2
     _print_rows(console, "advice accuracy, each size held out in turn", rows)
     console.print(
         f"advised backend = measured fastest in {summary['advised_fastest_pct']:.0f}% of "
@@ -361,7 +370,7 @@ def add_parser(sub: Any) -> None:
     p = kinds.add_parser("api", help="HTTP throughput of threads and asyncio vs the ideal")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
     p.add_argument("--latency", type=float, default=0.05)
-    p.add_argument("--rounds", type=int, default=10, help="requests per unit of concurrency")
+    p.add_argument("--rounds", type=int, default=20, help="requests per unit of concurrency")
     p.set_defaults(func=cmd_api)
     p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
     p.add_argument("records", help="output directory of a `smallbig run`")

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 # Appended to a command (argparse keeps the last value): the same command, smaller.
 SMALL = {
-    "run": ["--sizes", "2", "4", "--repeats", "1", "--out", "out"],
+    # Three sizes, so that `bench advice` can hold one out and fit on two.
+    "run": ["--sizes", "2", "4", "8", "--repeats", "1", "--out", "results"],
     "overhead": [
         "--backends",
         "serial",
@@ -83,7 +84,7 @@ def test_readme_commands_run(tmp_path, monkeypatch):
         assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
         ran += 1
     assert ran >= 10
-    assert (tmp_path / "xrays").is_dir() and (tmp_path / "out" / "records.csv").exists()
+    assert (tmp_path / "xrays").is_dir() and (tmp_path / "results" / "records.csv").exists()
     assert (tmp_path / "overhead.png").exists() and (tmp_path / "phase_diagram.png").exists()
 
 
@@ -118,9 +119,9 @@ def test_readme_cluster_commands(engine, tmp_path):
         run = [sys.executable, "-m", "compare.cli", *argv[1:], "--workloads", "noop", *SMALL["run"]]
         out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    records = (tmp_path / "out" / "records.csv").read_text()
+    records = (tmp_path / "results" / "records.csv").read_text()
     assert f"{engine}@" in records and ",serial," in records  # serial: the baseline
-    assert (tmp_path / "out" / "noop_scaling.png").exists()
+    assert (tmp_path / "results" / "noop_scaling.png").exists()
 
 
 def test_readme_python_example_runs():
