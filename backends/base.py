@@ -187,6 +187,10 @@ class Backend(cf.Executor):
     def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return run_chunk
 
+    def _parallelism(self, fn: Callable[..., Any]) -> int:
+        """How many calls of ``fn`` really run at once: what "auto" sizes its window by."""
+        return self.workers
+
     def _pack(self, chunk: list[tuple]) -> Any:
         """What a chunk of items travels as (the chunk runners iterate over it)."""
         return chunk
@@ -249,7 +253,8 @@ class _AutoDispatch:
 
     def __init__(self, backend: Backend, runner: Callable, fn: Callable, items: list) -> None:
         self._backend, self._runner, self._fn, self._items = backend, runner, fn, items
-        self._sizer = BatchSizer(backend.workers, items[0] if items else None)
+        self._parallel = backend._parallelism(fn)
+        self._sizer = BatchSizer(self._parallel, items[0] if items else None)
         self._done: queue.SimpleQueue[cf.Future] = queue.SimpleQueue()
         self._ordered: queue.Queue[cf.Future | BaseException | None] = queue.Queue()
         self._stop = threading.Event()
@@ -260,7 +265,7 @@ class _AutoDispatch:
         items, pos, in_flight = self._items, 0, 0
         # Two batches per worker in flight: one running, one queued behind it, so no worker
         # waits for the round trip of its next batch.
-        window = 2 * self._backend.workers
+        window = 2 * self._parallel
         try:
             while pos < len(items) and not self._stop.is_set():
                 while in_flight < window and pos < len(items):

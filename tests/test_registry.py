@@ -110,3 +110,23 @@ def test_module_docstring_example():
     import doctest
 
     assert doctest.testmod(backends).failed == 0
+
+
+def test_asyncio_auto_sizes_plain_functions_by_its_threads():
+    # Plain functions run on the pool's few threads, not 256 at once: "auto" must start with
+    # a window of a few single-item batches, not 512 of them.
+    import operator
+
+    with get_backend("asyncio") as ex:
+        calls = 0
+        submit = ex._submit
+
+        def counting_submit(*args):
+            nonlocal calls
+            calls += 1
+            return submit(*args)
+
+        ex._submit = counting_submit
+        results = list(ex.map(operator.neg, range(1000), chunksize="auto"))
+        assert results == [-i for i in range(1000)]
+        assert calls < 60, calls
