@@ -247,12 +247,11 @@ def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float
     the median relative error of the predicted times; and the summary (share of correct
     advice, median error over all predictions).
     """
-    from compare.model import fastest, fit_line, medians, predict_times, workers_of
+    from compare.model import fastest, fit_line, medians
 
     med = medians(records)
     warm = records[records["phase"] == "warm"].groupby(["workload", "backend", "size"])["wall_s"]
     low, high = warm.min(), warm.max()
-    workers = workers_of(records)
     rows, errors = [], []
     for (workload, size), point in med.groupby(["workload", "size"]):
         fits = {}
@@ -262,12 +261,11 @@ def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float
                 fits[backend] = fit_line(train["size"].to_numpy(), train["wall_s"].to_numpy())
         if not fits:
             continue
-        width = {b: k for (w, b), k in workers.items() if w == workload}
-        predicted = predict_times(fits, width, size)
+        predicted = {b: fit.predict(size) for b, fit in fits.items()}
         measured = point.set_index("backend")["wall_s"]
         errs = [abs(predicted[b] - measured[b]) / measured[b] for b in predicted]
         errors += errs
-        advised = fastest(fits, width, size)
+        advised = fastest(fits, size)
         quickest = measured.idxmin()
         rows.append(
             {

@@ -3,11 +3,6 @@
 Per backend and workload, warm time is fitted as ``T(n) = fixed + per_item · n`` (least squares
 on the medians); cold time adds the measured start-up. ``per_item`` holds per-task overhead,
 transfer and compute divided over the workers; ``fixed`` the per-run cost (dispatch, ramp-up).
-
-Predictions (:func:`predict_times`) also respect the limit of parallelism: ``n`` items on
-``w`` workers run at most ``min(n, w)`` at a time, so no backend is predicted faster than the
-serial time divided by that. A line fitted over 10–100 items otherwise predicts that one item
-runs faster on a pool than on its own.
 """
 
 from __future__ import annotations
@@ -60,39 +55,13 @@ def fit_all(records: pd.DataFrame) -> dict[tuple[str, str], Fit]:
     return fits
 
 
-def workers_of(records: pd.DataFrame) -> dict[tuple[str, str], int]:
-    """Workers per (workload, backend), where the records say (older records may not)."""
-    if "workers" not in records:
-        return {}
-    first = records.groupby(["workload", "backend"])["workers"].first()
-    return {key: int(w) for key, w in first.items() if pd.notna(w)}
-
-
-def predict_times(
-    fits: dict[str, Fit], workers: dict[str, int], n: float, baseline: str = "serial"
-) -> dict[str, float]:
-    """Predicted warm seconds at ``n`` items per backend: the fitted line, floored by the
-    ``baseline``'s time over ``min(n, workers)`` (the most items that can run at once)."""
-    base = fits.get(baseline)
-    out = {}
-    for backend, fit in fits.items():
-        t = fit.predict(n)
-        if base is not None and backend != baseline and backend in workers:
-            t = max(t, base.predict(n) / min(n, workers[backend]))
-        out[backend] = t
-    return out
-
-
-def fastest(
-    fits: dict[str, Fit], workers: dict[str, int], n: float, baseline: str = "serial"
-) -> str:
-    """The backend :func:`predict_times` puts first at ``n`` items.
-
-    A tie goes to ``baseline``: a pool at its floor only equals it, and pays for dispatch on
-    top. Pools tied with each other at the floor are ordered by their own fitted lines.
-    """
-    predicted = predict_times(fits, workers, n, baseline)
-    return min(predicted, key=lambda b: (predicted[b], b != baseline, fits[b].predict(n), b))
+def fastest(fits: dict[str, Fit], n: float, baseline: str = "serial") -> str:
+    """The backend whose fitted line is lowest at ``n`` items; a tie goes to ``baseline`` (a
+    pool that only equals serial adds dispatch and a failure mode), then by name."""
+    times = {b: fit.predict(n) for b, fit in fits.items()}
+    least = min(times.values())
+    tied = [b for b, t in times.items() if t <= least + 1e-9 * abs(least)]  # equal but rounding
+    return min(tied, key=lambda b: (b != baseline, b))
 
 
 def break_even(fast: Fit, slow: Fit, extra_fixed_s: float = 0.0) -> float | None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from compare.model import fastest, fit_all, medians, thresholds, workers_of
+from compare.model import fastest, fit_all, medians, thresholds
 
 
 def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
@@ -23,37 +22,36 @@ def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
     return med
 
 
-def recommendations(records: pd.DataFrame, limit: int = 10**9) -> pd.DataFrame:
-    """Per workload, the backend the model predicts fastest (:func:`predict_times`), over
-    ranges of size up to ``limit``.
+def recommendations(records: pd.DataFrame) -> pd.DataFrame:
+    """Per workload, the backend the fitted model predicts fastest, over ranges of size.
 
-    Every size up to 10,000 is evaluated (the parallelism floor bends the curves there); above
-    it, sizes 1% apart, each change of winner pinned to the exact size by bisection.
+    The ranges are the lower envelope of the fitted lines, found exactly: from the best backend
+    at n=1, jump to the nearest size where a backend with a smaller per-item cost overtakes it.
     """
     fits = fit_all(records)
-    workers = workers_of(records)
     rows = []
     for workload in sorted({w for w, _ in fits}):
         cands = {b: f for (w, b), f in fits.items() if w == workload}
-        width = {b: k for (w, b), k in workers.items() if w == workload}
-
-        def best(n: int, cands=cands, width=width) -> str:
-            return fastest(cands, width, n)
-
-        sizes = list(range(1, min(limit, 10_000) + 1))
-        while sizes[-1] < limit:
-            sizes.append(min(limit, math.ceil(sizes[-1] * 1.01)))
-        start, winner = 1, best(1)
-        for prev, n in itertools.pairwise(sizes):
-            if (now := best(n)) == winner:
-                continue
-            lo, hi = prev, n  # best(lo) == winner != best(hi)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if best(mid) == winner else (lo, mid)
-            rows.append({"workload": workload, "from": start, "to": lo, "use": winner})
-            start, winner = hi, now if hi == n else best(hi)
-        rows.append({"workload": workload, "from": start, "to": None, "use": winner})
+        n = 1
+        best = fastest(cands, n)
+        while True:
+            ahead = [
+                max(n + 1, math.floor(overtake) + 1)
+                for f in cands.values()
+                if f.per_item_s < cands[best].per_item_s
+                and (
+                    overtake := (f.fixed_s - cands[best].fixed_s)
+                    / (cands[best].per_item_s - f.per_item_s)
+                )
+                is not None
+            ]
+            if not ahead:
+                rows.append({"workload": workload, "from": n, "to": None, "use": best})
+                break
+            point = min(ahead)
+            rows.append({"workload": workload, "from": n, "to": point - 1, "use": best})
+            n = point
+            best = fastest(cands, n)
     return pd.DataFrame(rows)
 
 

@@ -15,9 +15,7 @@ from compare.model import (
     fastest,
     fit_all,
     fit_line,
-    predict_times,
     thresholds,
-    workers_of,
 )
 from compare.records import load_records
 from compare.report import recommendations
@@ -142,18 +140,13 @@ def test_advice_accuracy_is_perfect_on_exact_lines():
     assert [r["fastest"] for r in rows] == ["serial", "serial", "processes", "dask", "dask"]
 
 
-def test_no_pool_is_predicted_faster_than_its_items_allow():
-    # threads' line says 4 ms per item, but one item cannot run faster than serial's 10 ms,
-    # nor two items faster than 10 ms each on two workers at once.
-    records = _records({"serial": (0.0, 0.010), "threads": (0.0, 0.004)})
-    records["workers"] = records["backend"].map({"serial": 1, "threads": 4})
+def test_a_tie_with_serial_goes_to_serial():
+    # At one item both lines give 10 ms: the pool would only add dispatch, so serial is
+    # advised there, and threads from the second item on.
+    records = _records({"threads": (0.006, 0.004), "serial": (0.0, 0.010)})
     fits = {b: f for (_, b), f in fit_all(records).items()}
-    width = {b: k for (_, b), k in workers_of(records).items()}
-    times = predict_times(fits, width, 1)
-    assert times["threads"] == pytest.approx(0.010) == times["serial"]
-    assert predict_times(fits, width, 2)["threads"] == pytest.approx(0.010)
-    assert predict_times(fits, width, 8)["threads"] == pytest.approx(0.032)  # the line again
-    assert fastest(fits, width, 1) == "serial"  # a tie: the pool would only add dispatch
+    assert fits["threads"].predict(1) == pytest.approx(fits["serial"].predict(1))
+    assert fastest(fits, 1) == "serial" and fastest(fits, 2) == "threads"
     advice = recommendations(records)
     assert list(advice["use"]) == ["serial", "threads"] and list(advice["from"]) == [1, 2]
     assert advice["to"].iloc[0] == 1 and pd.isna(advice["to"].iloc[1])
