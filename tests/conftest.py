@@ -86,6 +86,18 @@ def check_leaks() -> Iterator[None]:
         time.sleep(0.2)
 
 
+class SubmitCounter:
+    """Counts the tasks a backend submits: installs itself as ``ex._submit``."""
+
+    def __init__(self, ex) -> None:
+        self.calls, self._submit = 0, ex._submit
+        ex._submit = self
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self._submit(*args)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

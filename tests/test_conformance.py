@@ -12,7 +12,7 @@ import operator
 import time
 
 import pytest
-from conftest import dask_cluster, ray_cluster
+from conftest import SubmitCounter, dask_cluster, ray_cluster
 
 from backends import available, get_backend
 from workloads import probes
@@ -73,20 +73,12 @@ def test_map_equals_builtin_map(ex, chunksize):
 
 
 def test_map_auto_batches_many_items(ex):
-    calls = 0
-    submit = ex._submit
-
-    def counting_submit(*args):
-        nonlocal calls
-        calls += 1
-        return submit(*args)
-
-    ex._submit = counting_submit
+    counter = SubmitCounter(ex)
     n = 20_000
     results = list(ex.map(operator.neg, range(n), chunksize="auto"))
     assert results == [-i for i in range(n)]
     # Serial runs batches inline (no _submit); everyone else must pack many items per task.
-    assert ex.name == "serial" or calls < n / 50
+    assert ex.name == "serial" or counter.calls < n / 50
 
 
 @pytest.mark.parametrize("chunksize", [1, 3, "auto"])

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import SubmitCounter
 
 import backends
 from backends import BACKENDS, available, get_backend, parse_spec
@@ -118,15 +119,7 @@ def test_asyncio_auto_sizes_plain_functions_by_its_threads():
     import operator
 
     with get_backend("asyncio") as ex:
-        calls = 0
-        submit = ex._submit
-
-        def counting_submit(*args):
-            nonlocal calls
-            calls += 1
-            return submit(*args)
-
-        ex._submit = counting_submit
+        counter = SubmitCounter(ex)
         results = list(ex.map(operator.neg, range(1000), chunksize="auto"))
         assert results == [-i for i in range(1000)]
-        assert calls < 60, calls
+        assert counter.calls < 60, counter.calls
