@@ -93,6 +93,7 @@ def test_json_matches_the_real_api_shape(server, endpoint):
         {"date_time": "2024-01-01"},
         {"date_time": "2024-01-01 00:00:00"},
         {"date_time": "2024-01-01T00:00:00+08:00"},
+        {"date_time": "2024-01-01T00:00+08"},
     ],
 )
 def test_bad_query_gets_400_with_json_error(server, params):

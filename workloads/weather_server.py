@@ -75,7 +75,8 @@ class Faults:
 def readings(endpoint: str, timestamp: datetime) -> list[dict]:
     """Deterministic readings of every station for ``endpoint`` at ``timestamp``."""
     _, _, low, high = ENDPOINTS[endpoint]
-    # One 16-bit fraction per station from one hash: a tenth of the cost of seeding a Random.
+    # One 16-bit fraction per station from one hash: cheaper per request than seeding a
+    # Random (25 vs 43 µs for the whole list).
     digest = hashlib.blake2b(
         f"{endpoint}|{timestamp.isoformat()}".encode(), digest_size=2 * len(STATIONS)
     ).digest()
@@ -128,7 +129,7 @@ def _timestamps(query: dict) -> list[datetime]:
         text = query["date_time"]
         try:
             # fromisoformat is ~10x cheaper than strptime; the checks keep the format strict.
-            if len(text) != 19 or text[10] != "T":
+            if len(text) != 19 or (text[10], text[13], text[16]) != ("T", ":", ":"):
                 raise ValueError
             moment = datetime.fromisoformat(text)
         except ValueError:
