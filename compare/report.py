@@ -22,13 +22,21 @@ def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
     return med
 
 
+# Backends predicted within this of the advised one, over its whole range, are named beside it:
+# a few percent is within the run-to-run noise of a shared machine.
+CLOSE = 0.05
+
+
 def recommendations(records: pd.DataFrame) -> pd.DataFrame:
     """Per workload, the backend the fitted model predicts fastest, over ranges of size.
 
     The ranges are the lower envelope of the fitted lines, found exactly: from the best backend
     at n=1, jump to the nearest size where a backend with a smaller per-item cost overtakes it.
+    ``close`` names the backends predicted within :data:`CLOSE` of it over the whole range
+    (up to the largest measured size for the last, open range): as good a choice within noise.
     """
     fits = fit_all(records)
+    largest = records.groupby("workload")["size"].max()
     rows = []
     for workload in sorted({w for w, _ in fits}):
         cands = {b: f for (w, b), f in fits.items() if w == workload}
@@ -46,13 +54,30 @@ def recommendations(records: pd.DataFrame) -> pd.DataFrame:
                 is not None
             ]
             if not ahead:
-                rows.append({"workload": workload, "from": n, "to": None, "use": best})
+                ends = (n, max(n, int(largest[workload])))
+                close = _close(cands, best, ends)
+                rows.append(
+                    {"workload": workload, "from": n, "to": None, "use": best, "close": close}
+                )
                 break
             point = min(ahead)
-            rows.append({"workload": workload, "from": n, "to": point - 1, "use": best})
+            close = _close(cands, best, (n, point - 1))
+            rows.append(
+                {"workload": workload, "from": n, "to": point - 1, "use": best, "close": close}
+            )
             n = point
             best = fastest(cands, n)
     return pd.DataFrame(rows)
+
+
+def _close(cands: dict, best: str, ends: tuple[int, int]) -> list[str]:
+    # Lines are straight, so being close at both ends means close everywhere between.
+    return [
+        b
+        for b, fit in sorted(cands.items())
+        if b != best
+        and all(fit.predict(n) <= (1 + CLOSE) * cands[best].predict(n) for n in ends)
+    ]
 
 
 def print_report(records: pd.DataFrame, startup: dict[str, float], console: Console) -> None:
@@ -91,4 +116,5 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
                 span = f"{start:,} item" + ("" if start == 1 else "s")
             else:
                 span = f"{start:,}–{int(row['to']):,} items"
-            console.print(f"  {span}: use [bold]{row['use']}[/bold]")
+            also = f" ({', '.join(row['close'])} within {CLOSE:.0%})" if row["close"] else ""
+            console.print(f"  {span}: use [bold]{row['use']}[/bold]{also}")
