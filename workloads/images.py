@@ -8,6 +8,7 @@ stretched and no padding enters the statistics.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -108,10 +109,12 @@ def images_workload(
         raise ValueError(f"no files in image folder {directory}")
 
     pixels = [_pixels(f) for f in files]
+    # One order per seed, shared by every size: a folder of 100,000 files takes ~1.4 s to order.
+    order_for = functools.cache(lambda seed: balanced_order(pixels, seed))
 
     def prepare(n: int, seed: int = 0) -> list[ImageItem]:
         # Deterministic by seed, so every backend sees the same items.
-        order = balanced_order(pixels, seed)
+        order = order_for(seed)
         return [
             ImageItem(str(files[order[i % len(files)]]), size, kernel, out_dir) for i in range(n)
         ]
