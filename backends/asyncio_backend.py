@@ -79,6 +79,10 @@ class AsyncioBackend(Backend):
         # at a time, before any batch had been timed.
         return self.workers if inspect.iscoroutinefunction(fn) else self._threads
 
+    def info(self) -> dict[str, Any]:
+        """As :meth:`Backend.info`, plus ``threads``: how many plain functions run at once."""
+        return {**super().info(), "threads": self._threads}
+
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
         pending = self._pending.snapshot()
         self._pending.cancel_and_wait(cancel_futures, wait)

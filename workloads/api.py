@@ -204,5 +204,10 @@ def api_workload(
         ]
 
     return Workload(
-        "api", prepare, fetch_summary, fetch_summary_async, params={"base_url": base_url}
+        "api",
+        prepare,
+        fetch_summary,
+        fetch_summary_async,
+        releases_gil=True,  # it waits on the network
+        params={"base_url": base_url},
     )

@@ -75,12 +75,17 @@ class Workload:
         Top-level ``item -> value`` function; may raise for a bad item.
     async_task : callable, optional
         Coroutine version of ``task``, used on backends that run coroutines.
+    releases_gil : bool
+        The task spends its time outside the GIL (C code such as Pillow and numba ``nogil``,
+        or waiting on I/O), so threads of one process run it in parallel. The cost model reads
+        it; nothing else does.
     """
 
     name: str
     prepare: Callable[[int, int], list]
     task: Callable[[Any], Any]
     async_task: Callable[[Any], Any] | None = None
+    releases_gil: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     serial_item_s: float | None = None  # measured once by compare, per item
 
@@ -93,6 +98,14 @@ class Workload:
     def run(self, backend: Any, items: Sequence[Any], chunksize: int | str = "auto") -> list:
         """Map the task over ``items`` on ``backend``; per-item outcomes, in order."""
         return list(backend.map(self.runner(backend), items, chunksize=chunksize))
+
+    def traits(self) -> dict[str, Any]:
+        """What the cost model needs to know of the task, JSON-able (for ``run.json``)."""
+        return {
+            "releases_gil": self.releases_gil,
+            "coroutine": self.async_task is not None,
+            "params": self.params,
+        }
 
     def item_bytes(self, items: Sequence[Any]) -> int:
         """Median bytes shipped per item."""

@@ -120,7 +120,8 @@ def images_workload(
         ]
 
     params = {"directory": str(directory), "kernel": kernel, "size": list(size)}
-    return Workload("images", prepare, process_image, params=params)
+    # Pillow decodes and resizes, and the numba kernels run, with the GIL released.
+    return Workload("images", prepare, process_image, releases_gil=True, params=params)
 
 
 def balanced_order(costs: list[float], seed: int = 0) -> list[int]:

@@ -8,6 +8,7 @@ every backend, external clusters included, can ship them by reference.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -39,6 +40,12 @@ def make_payload(nbytes: int, seed: int = 0) -> np.ndarray:
 def sleep(seconds: float) -> float:
     """Sleep (releasing the GIL, like waiting on I/O); return ``seconds``."""
     time.sleep(seconds)
+    return seconds
+
+
+async def sleep_async(seconds: float) -> float:
+    """Coroutine twin of :func:`sleep`: the wait an event loop overlaps without a thread."""
+    await asyncio.sleep(seconds)
     return seconds
 
 
@@ -89,7 +96,16 @@ def probe_workloads(payload_bytes: int = 1 << 20, sleep_s: float = 0.01, spin_s:
     return {
         "noop": Workload("noop", same(None), noop),
         "payload": Workload("payload", arrays, payload, params={"bytes": payload_bytes}),
-        "sleep": Workload("sleep", same(sleep_s), sleep, params={"seconds": sleep_s}),
+        # Sleep stands for waiting on I/O: like the api workload, it has a coroutine twin, so
+        # the asyncio backend overlaps the waits on its loop instead of its small thread pool.
+        "sleep": Workload(
+            "sleep",
+            same(sleep_s),
+            sleep,
+            sleep_async,
+            releases_gil=True,
+            params={"seconds": sleep_s},
+        ),
         "spin": Workload("spin", same(spin_s), _spin_fixed, params={"seconds": spin_s}),
     }
 
