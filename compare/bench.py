@@ -7,6 +7,7 @@ machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import statistics
 import time
@@ -25,6 +26,7 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
+        gc.collect()  # no collection of earlier garbage inside the timing
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

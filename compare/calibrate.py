@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from backends import available, get_backend
+from backends import available, get_backend, parse_spec
 from compare.bench import median_time
 from compare.model import fit_line
 from workloads import probes
 
 PAYLOAD_BYTES = (16 * 2**10, 2**20, 8 * 2**20)
+RUN_PROFILE = "calibration.json"  # the overheads a run measured, beside its records
 
 
 def default_profile_path() -> Path:
@@ -33,35 +34,57 @@ def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) 
     """All overhead terms of one backend, measured in one session of it."""
     count = None if spec == "serial" else workers
     with get_backend(spec, workers=count) as ex:
-        row: dict[str, Any] = {
-            "backend": spec,
-            "workers": ex.workers,
-            "startup_s": ex.startup_s,
-            "in_process": ex.in_process,
-            "distributed": ex.distributed,
-        }
-        for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
-            n = items if chunk == "auto" else max(20, items // 20)
-            t = median_time(
-                lambda n=n, c=chunk: list(ex.map(probes.noop, range(n), chunksize=c)), repeats
-            )
-            row[label] = t / n
-        arrays = {b: probes.make_payload(b) for b in PAYLOAD_BYTES}
-        sizes = np.array(PAYLOAD_BYTES, float)
-        by_value = [
-            median_time(lambda a=arrays[b]: ex.submit(probes.payload, a).result(), repeats)
-            for b in PAYLOAD_BYTES
-        ]
+        return measure_overheads(ex, spec, items, repeats)
 
-        def via_put(a: np.ndarray) -> None:
-            ex.submit(probes.payload, ex.put(a)).result()
 
-        by_put = [median_time(lambda a=arrays[b]: via_put(a), repeats) for b in PAYLOAD_BYTES]
-        for label, times in (("value", by_value), ("put", by_put)):
-            fit = fit_line(sizes, np.array(times))
-            row[f"alpha_{label}_s"] = fit.fixed_s
-            row[f"beta_{label}_Bps"] = 1 / fit.per_item_s if fit.per_item_s > 0 else float("inf")
-            row[f"fit_error_{label}"] = fit.median_rel_error
+def measure_overheads(ex: Any, spec: str, items: int, repeats: int) -> dict[str, Any]:
+    """The overhead terms of the open backend ``ex`` (named ``spec``), as a profile row.
+
+    Parameters
+    ----------
+    ex : Backend
+        A started backend; its start-up time is the one it measured when it started.
+    spec : str
+        Its name as given (``NAME`` or ``NAME@ADDRESS``).
+    items, repeats : int
+        No-op items for the ``chunksize="auto"`` figure; timed runs per term (medians).
+    """
+    info = ex.info()
+    row: dict[str, Any] = {
+        "backend": spec,
+        "workers": ex.workers,
+        # How many plain functions run at once (asyncio: its thread pool, not its 256
+        # coroutine slots), whether coroutines run natively, and the cores the workers
+        # share: this machine's, or for an existing cluster one per worker thread.
+        "threads": info.get("threads", ex.workers),
+        "coroutines": ex.supports_coroutines,
+        "cores": ex.workers if parse_spec(spec)[1] else os.cpu_count(),
+        "startup_s": ex.startup_s,
+        "in_process": ex.in_process,
+        "distributed": ex.distributed,
+    }
+    for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
+        n = items if chunk == "auto" else max(20, items // 20)
+        t = median_time(
+            lambda n=n, c=chunk: list(ex.map(probes.noop, range(n), chunksize=c)), repeats
+        )
+        row[label] = t / n
+    arrays = {b: probes.make_payload(b) for b in PAYLOAD_BYTES}
+    sizes = np.array(PAYLOAD_BYTES, float)
+    by_value = [
+        median_time(lambda a=arrays[b]: ex.submit(probes.payload, a).result(), repeats)
+        for b in PAYLOAD_BYTES
+    ]
+
+    def via_put(a: np.ndarray) -> None:
+        ex.submit(probes.payload, ex.put(a)).result()
+
+    by_put = [median_time(lambda a=arrays[b]: via_put(a), repeats) for b in PAYLOAD_BYTES]
+    for label, times in (("value", by_value), ("put", by_put)):
+        fit = fit_line(sizes, np.array(times))
+        row[f"alpha_{label}_s"] = fit.fixed_s
+        row[f"beta_{label}_Bps"] = 1 / fit.per_item_s if fit.per_item_s > 0 else float("inf")
+        row[f"fit_error_{label}"] = fit.median_rel_error
     return row
 
 
@@ -73,16 +96,22 @@ def overhead(
     path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure every backend and save the profile (JSON) to ``path``; return it."""
-    import psutil
 
     rows = [calibrate_backend(s, workers, items, repeats) for s in (backends or available())]
+    return write_profile(rows, path or default_profile_path())
+
+
+def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> dict[str, Any]:
+    """Save profile ``rows`` (one per backend) with this machine's facts as JSON; return it."""
+    import psutil
+
     profile = {
         "cpu_count": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backends": {r["backend"]: r for r in rows},
     }
-    out = Path(path) if path else default_profile_path()
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(profile, indent=2))
     profile["path"] = str(out)

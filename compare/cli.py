@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -75,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("advise", help="rank backends for a task from the calibration")
     p.add_argument("--workload", choices=list(WORKLOADS))
     p.add_argument("--items", type=int, required=True)
-    p.add_argument("--item-ms", type=float, help="your task's compute per item")
+    p.add_argument("--item-ms", type=float, help="your task's time per item, run alone")
+    p.add_argument("--wait-ms", type=float, default=0.0, help="of which waiting on I/O")
     p.add_argument("--item-kb", type=float, help="bytes shipped per item, in kB")
     p.add_argument("--releases-gil", action="store_true", help="the task releases the GIL")
+    p.add_argument("--coroutine", action="store_true", help="the task has an async version")
     p.add_argument("--workers", type=int, help="extrapolate to a cluster of this many workers")
     p.add_argument("--latency-ms", type=float, help="extrapolate: network latency per task")
     p.add_argument("--bandwidth-mbps", type=float, help="extrapolate: network bandwidth")
@@ -187,20 +189,24 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
         profile = overhead(
             ["serial", "threads", "processes", "asyncio"], items=5000, repeats=1, path=args.profile
         )
-    item_s, item_bytes, gil = _task_cost(args)
+    task = _task_cost(args)
     ranked = predict(
         profile,
         args.items,
-        item_s,
-        item_bytes,
-        releases_gil=gil,
+        task["item_s"],
+        task["item_bytes"],
+        cpu_s=task["cpu_s"],
+        releases_gil=task["releases_gil"],
+        coroutine=task["coroutine"],
+        coroutine_cpu_s=task.get("coroutine_cpu_s"),
         workers=args.workers,
         latency_s=args.latency_ms and args.latency_ms / 1e3,
         bandwidth_Bps=args.bandwidth_mbps and args.bandwidth_mbps * 1e6 / 8,
     )
     extrapolated = args.workers or args.latency_ms or args.bandwidth_mbps
     title = (
-        f"{args.items:,} items of {item_s * 1e3:.3g} ms, {item_bytes / 1e3:.3g} kB: "
+        f"{args.items:,} items of {task['item_s'] * 1e3:.3g} ms "
+        f"({task['cpu_s'] * 1e3:.3g} ms CPU), {task['item_bytes'] / 1e3:.3g} kB: "
         f"PREDICTED{' (extrapolated to a cluster)' if extrapolated else ''}"
     )
     table = Table(title=title)
@@ -212,24 +218,26 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _task_cost(args: argparse.Namespace) -> tuple[float, int, bool]:
-    """Per-item seconds, bytes and GIL release of the task described by the options."""
+def _task_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-item seconds, CPU seconds and bytes, and the traits, of the task the options name
+    (a named workload is measured here: :func:`compare.advise.task_cost`)."""
     if args.workload is None:
         if args.item_ms is None:
             raise ValueError("give --workload NAME or --item-ms X (and --item-kb Y)")
-        return args.item_ms / 1e3, int((args.item_kb or 0) * 1e3), args.releases_gil
-    from backends import get_backend
+        if not 0 <= args.wait_ms <= args.item_ms:
+            raise ValueError(f"--wait-ms must be between 0 and --item-ms, got {args.wait_ms}")
+        return {
+            "item_s": args.item_ms / 1e3,
+            "cpu_s": (args.item_ms - args.wait_ms) / 1e3,
+            "item_bytes": int((args.item_kb or 0) * 1e3),
+            "releases_gil": args.releases_gil,
+            "coroutine": args.coroutine,
+        }
+    from compare.advise import task_cost
     from compare.runner import _workloads
 
-    with _workloads([args.workload], None) as loaded, get_backend("serial") as ex:
-        workload = loaded[args.workload]
-        items = workload.prepare(8, 0)
-        workload.run(ex, items[:1])  # warm caches and JIT
-        start = time.perf_counter()
-        workload.run(ex, items)
-        item_s = (time.perf_counter() - start) / len(items)
-        # Image decoding, numba (nogil) and HTTP waits release the GIL; the no-op does not.
-        return item_s, workload.item_bytes(items), args.workload in ("images", "api", "sleep")
+    with _workloads([args.workload], None) as loaded:
+        return task_cost(loaded[args.workload])
 
 
 def cmd_make_images(args: argparse.Namespace, console: Console) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: cpu_s
 RECORDS = "records.csv"
 METADATA = "run.json"
 
@@ -35,6 +35,10 @@ class Record:
     repeat: int
     phase: str  # "cold": start-up + first run; "warm": a later run
     wall_s: float
+    # CPU seconds of this (the driver) process over the run, all its threads: for serial the
+    # task's own CPU, which tells compute from waiting; for other backends what dispatch costs
+    # here (in-process pools add their workers' CPU).
+    cpu_s: float
     items_per_s: float
     bytes_shipped: int
     errors: int
@@ -56,6 +60,13 @@ class RecordWriter:
         self.path = Path(out_dir) / RECORDS
         self.done: set[tuple] = set()
         if resume and self.path.exists():
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != FIELDS:
+                raise ValueError(
+                    f"{self.path} was written by another version of smallbig (columns "
+                    f"{header}); resume into a new --out directory"
+                )
             for row in load_records(out_dir).itertuples(index=False):
                 self.done.add((row.workload, row.backend, row.size, row.repeat, row.phase))
         elif self.path.exists():
@@ -81,8 +92,11 @@ def load_records(out_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(out_dir) / RECORDS, dtype={"checksum": str})
 
 
-def metadata(backend_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Machine and software facts attached to every run (as pyperf does)."""
+def metadata(
+    backend_info: dict[str, Any] | None = None, workloads: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Machine and software facts attached to every run (as pyperf does), with what each
+    backend and workload is (the cost model reads the workloads' traits from here)."""
     import psutil
 
     from backends.base import engine_version
@@ -100,6 +114,7 @@ def metadata(backend_info: dict[str, Any] | None = None) -> dict[str, Any]:
         },
         "git_revision": _git_revision(),
         "backends": backend_info or {},
+        "workloads": workloads or {},
     }
 
 

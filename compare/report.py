@@ -75,8 +75,7 @@ def _close(cands: dict, best: str, ends: tuple[int, int]) -> list[str]:
     return [
         b
         for b, fit in sorted(cands.items())
-        if b != best
-        and all(fit.predict(n) <= (1 + CLOSE) * cands[best].predict(n) for n in ends)
+        if b != best and all(fit.predict(n) <= (1 + CLOSE) * cands[best].predict(n) for n in ends)
     ]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import json
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -13,7 +15,16 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backends import available, backend_class, get_backend, parse_spec
-from compare.records import Record, RecordWriter, load_records, metadata, write_metadata
+from compare.advise import coroutine_cpu_s
+from compare.calibrate import RUN_PROFILE, load_profile, measure_overheads, write_profile
+from compare.records import (
+    METADATA,
+    Record,
+    RecordWriter,
+    load_records,
+    metadata,
+    write_metadata,
+)
 from workloads.base import Workload, checksum
 
 WORKLOADS = ("images", "api", "noop", "sleep")
@@ -27,6 +38,7 @@ DEFAULT_SIZES = {
     "sleep": [2, 6, 20, 60, 200],
 }
 API_LATENCY_S = 0.005
+OVERHEAD_ITEMS = 2000  # no-ops for each backend's "auto" overhead: ~0.1–2 s per backend
 
 
 def check_options(
@@ -114,6 +126,7 @@ def run(
     backends.sort(key=lambda b: b != "serial")
     writer = RecordWriter(out, resume)
     infos: dict[str, Any] = {}
+    overheads: dict[str, dict] = {}
     reference: dict[tuple[str, int], str] = {}
     prepared: dict[tuple[str, int], tuple[list, int]] = {}
     if resume:
@@ -121,6 +134,9 @@ def run(
             done = load_records(out)
             for row in done[done["backend"] == "serial"].itertuples():
                 reference.setdefault((row.workload, row.size), row.checksum)
+        with contextlib.suppress(FileNotFoundError):
+            infos.update(json.loads((out / METADATA).read_text()).get("backends", {}))
+        overheads.update((load_profile(out / RUN_PROFILE) or {}).get("backends", {}))
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -131,6 +147,7 @@ def run(
     try:
         with _workloads(workloads, image_dir) as loaded, bar:
             plan = {w: list(sizes or DEFAULT_SIZES[w]) for w in loaded}
+            traits = {name: w.traits() for name, w in loaded.items()}
             total = len(backends) * sum(len(s) for s in plan.values()) * (repeats + 1)
             task = bar.add_task("measuring", total=total)
             for spec in backends:
@@ -147,8 +164,14 @@ def run(
                 # serial is one worker by definition; --workers sizes the others.
                 count = None if spec == "serial" else workers
                 with get_backend(spec, workers=count) as ex:
+                    # What exists now lives through the backend's measurements: keep it out
+                    # of every collection (gc.freeze), so that the collect before each
+                    # measurement is cheap.
+                    gc.collect()
+                    gc.freeze()
                     infos[spec] = ex.info()
-                    write_metadata(out, metadata(infos))
+                    write_metadata(out, metadata(infos, traits))
+                    warmed: set[str] = set()
                     for name, n, r in todo:
                         bar.update(task, description=f"{spec:>10} {name:>6} n={n:<6}")
                         if (name, n) not in prepared:  # identical items on every backend
@@ -157,9 +180,34 @@ def run(
                         record = _measure(ex, spec, loaded[name], *prepared[name, n], r, reference)
                         writer.write(record)
                         bar.advance(task)
+                        if name not in warmed:
+                            warmed.add(name)
+                            _warm_workers(ex, loaded[name])
+                    # The backend's overhead terms, measured while it is up: the run's own
+                    # calibration, against which the report checks the cost model.
+                    bar.update(task, description=f"{spec:>10} overheads")
+                    overheads[spec] = measure_overheads(ex, spec, OVERHEAD_ITEMS, repeats=3)
+                    write_profile(list(overheads.values()), out / RUN_PROFILE)
+            for name, w in loaded.items():  # what the model needs that serial cannot show
+                if w.async_task is not None:
+                    sample = w.prepare(32, 1)
+                    traits[name]["coroutine_cpu_s"] = coroutine_cpu_s(w.async_task, sample)
+            write_metadata(out, metadata(infos, traits))
     finally:
+        gc.unfreeze()
         writer.close()
     return load_records(out)
+
+
+def _warm_workers(ex: Any, workload: Workload) -> None:
+    """After the cold run, bring every worker process up to speed on ``workload``.
+
+    The cold run of one item reaches one worker; without this, the first warm repeat that
+    lands on another one pays its imports and JIT cache loads (~0.8 s for the numba kernel)
+    and counts as warm. In-process backends share the process serial already warmed.
+    """
+    if not ex.in_process:
+        workload.run(ex, workload.prepare(4 * ex.workers, 1), chunksize=1)
 
 
 def _measure(
@@ -172,9 +220,13 @@ def _measure(
     reference: dict[tuple[str, int], str],
 ) -> Record:
     n = len(items)
-    start = time.perf_counter()
+    # Start every measurement with an empty collector: otherwise a full collection of this
+    # process's heap (~0.1 s, mostly the harness's own objects) lands in whichever measurement
+    # crosses the threshold, e.g. one of three serial repeats of 10,000 no-ops.
+    gc.collect()
+    cpu_start, start = time.process_time(), time.perf_counter()
     outcomes = workload.run(ex, items, chunksize="auto")
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     phase = "cold" if repeat == 0 else "warm"
     if phase == "cold":
         wall += ex.startup_s  # the first run on a fresh backend pays for starting it
@@ -190,6 +242,7 @@ def _measure(
         repeat=repeat,
         phase=phase,
         wall_s=wall,
+        cpu_s=cpu,
         items_per_s=n / wall if wall > 0 else float("inf"),
         bytes_shipped=bytes_shipped,
         errors=sum(o.error is not None for o in outcomes),

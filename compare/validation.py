@@ -1,0 +1,108 @@
+"""How well the cost model predicts a run's measured points, from the run's own calibration.
+
+The model (:func:`compare.advise.predict`) takes each backend's overheads from the run's
+``calibration.json`` and the task's cost from serial's records: seconds per item (the slope of
+serial's fitted line), the share of them spent on a CPU, bytes per item, and the workload's
+traits from ``run.json``. Nothing a backend measured on the workload goes in, so every
+prediction is out of sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from compare.advise import predict
+from compare.model import fit_line, medians
+
+
+def task_costs(records: pd.DataFrame, traits: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """Per workload, the task's cost as :func:`predict` takes it, from serial's warm records."""
+    serial = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
+    med = medians(records)
+    costs = {}
+    for workload, rows in serial.groupby("workload"):
+        line = med[(med["workload"] == workload) & (med["backend"] == "serial")]
+        item_s = fit_line(line["size"].to_numpy(), line["wall_s"].to_numpy()).per_item_s
+        trait = traits.get(workload, {})
+        costs[workload] = {
+            "item_s": item_s,
+            "cpu_s": item_s * min(1.0, rows["cpu_s"].sum() / rows["wall_s"].sum()),
+            "item_bytes": int((rows["bytes_shipped"] / rows["size"]).median()),
+            "releases_gil": trait.get("releases_gil", False),
+            "coroutine": trait.get("coroutine", False),
+            "coroutine_cpu_s": trait.get("coroutine_cpu_s"),
+        }
+    return costs
+
+
+def model_check(
+    records: pd.DataFrame, profile: dict[str, Any], traits: dict[str, dict]
+) -> pd.DataFrame:
+    """Predicted beside measured warm seconds, per workload, size and calibrated backend.
+
+    Columns: workload, size, backend, predicted_s, measured_s, error_pct (signed: positive
+    when the model predicted too slow).
+    """
+    rows = []
+    costs = task_costs(records, traits)
+    for point in medians(records).itertuples():
+        if point.workload not in costs or point.backend not in profile["backends"]:
+            continue
+        cost = costs[point.workload]
+        ranked = predict(
+            profile,
+            int(point.size),
+            cost["item_s"],
+            cost["item_bytes"],
+            cpu_s=cost["cpu_s"],
+            releases_gil=cost["releases_gil"],
+            coroutine=cost["coroutine"],
+            coroutine_cpu_s=cost["coroutine_cpu_s"],
+            cold=False,
+        )
+        predicted = next(p.seconds for p in ranked if p.backend == point.backend)
+        rows.append(
+            {
+                "workload": point.workload,
+                "size": int(point.size),
+                "backend": point.backend,
+                "predicted_s": predicted,
+                "measured_s": point.wall_s,
+                "error_pct": 100 * (predicted / point.wall_s - 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def model_advice(points: pd.DataFrame) -> pd.DataFrame:
+    """Per (workload, size): the backend the model advises and the one measured fastest.
+
+    Columns: workload, size, advised, fastest, right, slower_pct (how much slower the
+    advised backend measured than the fastest).
+    """
+    rows = []
+    for (workload, size), group in points.groupby(["workload", "size"]):
+        by = group.set_index("backend")
+        advised, fastest = by["predicted_s"].idxmin(), by["measured_s"].idxmin()
+        measured = by["measured_s"]
+        rows.append(
+            {
+                "workload": workload,
+                "size": size,
+                "advised": advised,
+                "fastest": fastest,
+                "right": advised == fastest,
+                "slower_pct": 100 * (measured[advised] / measured[fastest] - 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def error_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Median absolute error (%) of predicted time per workload (rows) and backend (columns)."""
+    absolute = points.assign(error_pct=points["error_pct"].abs())
+    return absolute.pivot_table(
+        index="workload", columns="backend", values="error_pct", aggfunc="median"
+    )
