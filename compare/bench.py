@@ -304,7 +304,8 @@ def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float
 def cmd_advice(args: argparse.Namespace, console: Console) -> int:
     from compare.records import load_records
 
-    rows, summary = advice_accuracy(load_records(args.records))
+    records = load_records(args.records)
+    rows, summary = advice_accuracy(records)
     if not rows:
         console.print(
             f"no size in {args.records} can be held out: a backend needs 3 or more measured "
@@ -319,6 +320,18 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
         f"{summary['median_error_pct']:.0f}%; a wrong pick measured at most "
         f"{summary['max_slower_pct']:.0f}% slower than the fastest"
     )
+    # The other model: no fit to the workload at all, only the run's own calibration.
+    import json
+    from pathlib import Path
+
+    from compare.calibrate import RUN_PROFILE, load_profile
+    from compare.records import METADATA
+    from compare.report import print_model_check
+
+    profile = load_profile(Path(args.records) / RUN_PROFILE)
+    if profile is not None:
+        meta = json.loads((Path(args.records) / METADATA).read_text())
+        print_model_check(records, profile, meta.get("workloads", {}), console)
     return 0
 
 

@@ -101,11 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    """Run the matrix, then print the tables, thresholds and advice."""
+    """Run the matrix, then print the tables, thresholds, advice and the model's check."""
     import json
     from pathlib import Path
 
-    from compare.report import print_report
+    from compare import plots
+    from compare.calibrate import RUN_PROFILE, load_profile
+    from compare.report import print_model_check, print_report
     from compare.runner import run
 
     records = run(
@@ -119,23 +121,23 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         args.images,
         progress=True,
     )
-    meta = json.loads((Path(args.out) / "run.json").read_text())
+    out = Path(args.out)
+    meta = json.loads((out / "run.json").read_text())
     startup = {b: i.get("startup_s", 0.0) for b, i in meta.get("backends", {}).items()}
     print_report(records, startup, console)
-    from compare import plots
-
+    profile = load_profile(out / RUN_PROFILE)
+    if profile is not None:
+        print_model_check(records, profile, meta.get("workloads", {}), console)
     for workload in sorted(records["workload"].unique()):
-        plots.scaling(records, workload, Path(args.out) / f"{workload}_scaling.png")
-    from compare.calibrate import load_profile
-
-    profile = load_profile()
+        plots.scaling(records, workload, out / f"{workload}_scaling.png")
     if profile is not None:  # measured winners on top of the predicted regions
         serial = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
         item_s = (serial["wall_s"] / serial["size"]).groupby(serial["workload"]).median()
         known = records[records["backend"].isin(profile["backends"])]
         winners = plots.measured_winners(known, item_s.to_dict())
-        plots.phase_diagram(profile, Path(args.out) / "phase_diagram.png", winners)
-    console.print(f"records and plots: {Path(args.out).resolve()}")
+        # Three of the four workloads release the GIL (the no-ops take too little to matter).
+        plots.phase_diagram(profile, out / "phase_diagram.png", winners, releases_gil=True)
+    console.print(f"records and plots: {out.resolve()}")
     return 0
 
 
@@ -183,13 +185,13 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     from compare.advise import predict
     from compare.calibrate import load_profile, overhead
 
+    task = _task_cost(args)  # first: a bad task description fails before any calibration
     profile = load_profile(args.profile)
     if profile is None:
         console.print("no calibration yet: running a quick one (local backends)")
         profile = overhead(
             ["serial", "threads", "processes", "asyncio"], items=5000, repeats=1, path=args.profile
         )
-    task = _task_cost(args)
     ranked = predict(
         profile,
         args.items,

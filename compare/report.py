@@ -117,3 +117,33 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
                 span = f"{start:,}–{int(row['to']):,} items"
             also = f" ({', '.join(row['close'])} within {CLOSE:.0%})" if row["close"] else ""
             console.print(f"  {span}: use [bold]{row['use']}[/bold]{also}")
+
+
+def print_model_check(
+    records: pd.DataFrame, profile: dict, traits: dict[str, dict], console: Console
+) -> pd.DataFrame:
+    """How well the cost model, from the run's calibration alone, predicts the run.
+
+    Prints the median error per workload and backend and how often the model's pick was the
+    measured fastest; returns the per-point predictions (:func:`compare.validation.model_check`).
+    """
+    from compare.validation import error_table, model_advice, model_check
+
+    points = model_check(records, profile, traits)
+    if points.empty:
+        return points
+    errors = error_table(points)
+    out = Table(title="cost model vs measured: median error of predicted warm time, %")
+    out.add_column("workload")
+    for backend in errors.columns:
+        out.add_column(backend, justify="right")
+    for workload, row in errors.iterrows():
+        out.add_row(workload, *("-" if pd.isna(v) else f"{v:.0f}" for v in row))
+    console.print(out)
+    advice = model_advice(points)
+    console.print(
+        f"  the model's pick was the measured fastest at {int(advice['right'].sum())} of "
+        f"{len(advice)} points; median error {points['error_pct'].abs().median():.0f}% "
+        "(inputs: calibration.json and serial's cost per item, nothing else measured)"
+    )
+    return points

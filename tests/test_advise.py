@@ -68,9 +68,39 @@ def test_cluster_extrapolation_wins_with_many_workers():
     )
 
 
+def test_cpu_bound_threads_are_capped_by_the_cores_waiting_ones_by_the_threads():
+    threads = {**_cal(6, 0.0, 0.0, True), "threads": 6, "cores": 2}
+    profile = {"backends": {"serial": _cal(1, 0.0, 0.0, True), "threads": threads}}
+
+    def seconds(**task):
+        return {p.backend: p.seconds for p in predict(profile, releases_gil=True, **task)}
+
+    assert seconds(items=600, item_s=0.01)["threads"] == pytest.approx(3.0)  # /2 cores, not /6
+    assert seconds(items=600, item_s=0.01, cpu_s=0.0)["threads"] == pytest.approx(1.0)  # /6
+    # Fewer items than threads: one item still takes its whole time.
+    assert seconds(items=1, item_s=0.01, cpu_s=0.0)["threads"] == pytest.approx(0.01)
+    assert seconds(items=3, item_s=0.01)["threads"] == pytest.approx(0.015)  # 3 items, 2 cores
+
+
+def test_asyncio_runs_coroutines_on_its_loop_and_plain_functions_on_its_threads():
+    loop = {**_cal(256, 0.0, 1e-6, True), "threads": 6, "coroutines": True, "cores": 2}
+    profile = {"backends": {"asyncio": loop}}
+    plain = predict(profile, items=600, item_s=0.01, cpu_s=0.0, releases_gil=True)[0]
+    assert plain.workers == 6 and plain.seconds == pytest.approx(1.0 + 600e-6)
+    coro = predict(
+        profile, items=600, item_s=0.01, cpu_s=0.002, coroutine=True, coroutine_cpu_s=1e-4
+    )[0]
+    # 600 waits of 10 ms overlap 256 at a time (23 ms), but the loop's CPU takes 60 ms.
+    assert coro.workers == 256 and coro.seconds == pytest.approx(0.06 + 600e-6)
+    assert "one event loop" in coro.reason
+
+
 def test_bad_task_description_is_rejected():
     with pytest.raises(ValueError, match="items must be"):
         predict(PROFILE, items=0, item_s=0.1)
+    cmd = [sys.executable, "-m", "compare.cli", "advise", "--items", "10", "--item-ms", "1"]
+    out = subprocess.run([*cmd, "--wait-ms", "2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--wait-ms must be between 0 and --item-ms" in out.stdout
 
 
 def test_calibration_measures_real_backends(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from compare.advise import predict
+from compare.calibrate import load_profile
 from compare.model import (
     Fit,
     break_even,
@@ -20,6 +23,7 @@ from compare.model import (
 from compare.records import load_records
 from compare.report import recommendations
 from compare.runner import run
+from compare.validation import model_advice, model_check
 
 
 def _records(lines: dict[str, tuple[float, float]], sizes=(1, 10, 100, 1000)) -> pd.DataFrame:
@@ -80,24 +84,34 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
     out = tmp_path / "out"
     records = run(
         ["noop", "sleep"],
-        ["serial", "threads"],
+        ["serial", "threads", "asyncio"],  # asyncio awaits the sleep's coroutine twin
         sizes=[2, 20],
         repeats=2,
         out_dir=out,
         workers=2,
         progress=False,
     )
-    assert len(records) == 2 * 2 * 2 * 3
+    assert len(records) == 3 * 2 * 2 * 3
     assert set(records["phase"]) == {"cold", "warm"}
     assert records["correct"].all() and (records["errors"] == 0).all()
-    assert (out / "run.json").exists()
+    # What the cost model reads: traits, the run's own calibration, and CPU beside wall time.
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["workloads"]["sleep"]["coroutine"] and not meta["workloads"]["noop"]["coroutine"]
+    assert 0 < meta["workloads"]["sleep"]["coroutine_cpu_s"] < 0.01  # awaiting costs no CPU
+    assert set(load_profile(out / "calibration.json")["backends"]) == {
+        "serial",
+        "threads",
+        "asyncio",
+    }
+    slept = records[(records.backend == "serial") & (records.workload == "sleep")]
+    assert (slept["cpu_s"] < 0.5 * slept["wall_s"]).all()  # sleeping is waiting, not CPU
     warm = records[(records.workload == "sleep") & (records.phase == "warm")]
     by = warm.groupby(["backend", "size"])["wall_s"].median()
     assert by[("threads", 20)] < by[("serial", 20)]  # sleeps overlap on threads
     # Resume: nothing is measured again; a larger repeat count adds only the new rows.
     again = run(
         ["noop", "sleep"],
-        ["serial", "threads"],
+        ["serial", "threads", "asyncio"],
         sizes=[2, 20],
         repeats=3,
         out_dir=out,
@@ -105,8 +119,68 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
         resume=True,
         progress=False,
     )
-    assert len(again) == 2 * 2 * 2 * 4
+    assert len(again) == 3 * 2 * 2 * 4
     assert load_records(out).iloc[: len(records)].equals(records)
+
+
+def test_resume_refuses_records_of_another_schema(tmp_path):
+    old = "workload,backend,size\nnoop,serial,1\n"
+    (tmp_path / "records.csv").write_text(old)
+    with pytest.raises(ValueError, match="another version of smallbig"):
+        run(["noop"], ["serial"], sizes=[1], out_dir=tmp_path, resume=True, progress=False)
+    assert (tmp_path / "records.csv").read_text() == old  # kept as it was
+
+
+def test_model_check_is_exact_on_records_the_model_made():
+    # Records that follow the cost model exactly: the check must find no error and the
+    # model's pick must be the fastest at every size.
+    profile = {
+        "cpu_count": 2,
+        "backends": {
+            "serial": {"workers": 1, "startup_s": 0.0, "auto_overhead_s": 1e-6, "in_process": True},
+            "threads": {
+                "workers": 6,
+                "threads": 6,
+                "cores": 2,
+                "startup_s": 0.0,
+                "auto_overhead_s": 2e-6,
+                "in_process": True,
+            },
+            "processes": {
+                "workers": 2,
+                "startup_s": 0.5,
+                "auto_overhead_s": 5e-5,
+                "in_process": False,
+                "alpha_value_s": 1e-3,
+                "beta_value_Bps": 1e8,
+            },
+        },
+    }
+    item_s, cpu_share, nbytes = 0.004, 0.5, 1000
+    rows = []
+    for n in (1, 10, 100, 1000):
+        ranked = predict(
+            profile, n, item_s, nbytes, cpu_s=cpu_share * item_s, releases_gil=True, cold=False
+        )
+        for p in ranked:
+            serial_wall = n * (item_s + 1e-6)
+            rows.append(
+                {
+                    "workload": "w",
+                    "backend": p.backend,
+                    "size": n,
+                    "phase": "warm",
+                    "wall_s": p.seconds,
+                    "cpu_s": cpu_share * serial_wall if p.backend == "serial" else 0.0,
+                    "bytes_shipped": nbytes * n,
+                }
+            )
+    records = pd.DataFrame(rows)
+    points = model_check(records, profile, {"w": {"releases_gil": True}})
+    assert len(points) == 12 and points["error_pct"].abs().max() < 0.1
+    advice = model_advice(points)
+    assert advice["right"].all()
+    assert list(advice["advised"]) == ["serial", "threads", "threads", "threads"]
 
 
 @pytest.mark.parametrize(
