@@ -38,6 +38,7 @@ DEFAULT_SIZES = {
     "sleep": [2, 6, 20, 60, 200],
 }
 API_LATENCY_S = 0.005
+SLEEP_S = 0.005  # per sleep item: like the API's latency, a wait that threads and asyncio hide
 OVERHEAD_ITEMS = 2000  # no-ops for each backend's "auto" overhead: ~0.1–2 s per backend
 
 
@@ -85,7 +86,7 @@ def _workloads(names: Sequence[str], image_dir: str | None) -> Iterator[dict[str
                 server = stack.enter_context(serve_api_process(Faults(latency_s=API_LATENCY_S)))
                 found[name] = api_workload(server.url)
             else:
-                found[name] = probe_workloads()[name]
+                found[name] = probe_workloads(sleep_s=SLEEP_S)[name]
         yield found
 
 
@@ -102,6 +103,10 @@ def run(
 ) -> pd.DataFrame:
     """Measure every workload × backend × size; return the records as a DataFrame.
 
+    The local backends are up together and take turns, repeat by repeat; each cluster is
+    measured on its own (see :func:`_groups`). Every backend's overheads are measured after
+    its points, into ``calibration.json``.
+
     Parameters
     ----------
     workloads, backends : sequence of str
@@ -112,7 +117,8 @@ def run(
     repeats : int
         Warm repeats per point, after the cold (first) run.
     out_dir : path
-        Where ``records.csv`` and ``run.json`` go; rows are written as they are measured.
+        Where ``records.csv``, ``run.json`` and ``calibration.json`` go; rows are written as
+        they are measured.
     resume : bool
         Skip points already in ``out_dir/records.csv``.
     """
@@ -150,29 +156,38 @@ def run(
             traits = {name: w.traits() for name, w in loaded.items()}
             total = len(backends) * sum(len(s) for s in plan.values()) * (repeats + 1)
             task = bar.add_task("measuring", total=total)
-            for spec in backends:
-                todo = [
-                    (w, n, r)
-                    for w in plan
-                    for n in plan[w]
-                    for r in range(repeats + 1)
-                    if (w, spec, n, r, "cold" if r == 0 else "warm") not in writer.done
-                ]
-                bar.advance(task, total // len(backends) - len(todo))
-                if not todo:
+            for group in _groups(backends):
+                todo = {
+                    spec: {
+                        (w, n, r)
+                        for w in plan
+                        for n in plan[w]
+                        for r in range(repeats + 1)
+                        if (w, spec, n, r, "cold" if r == 0 else "warm") not in writer.done
+                    }
+                    for spec in group
+                }
+                bar.advance(
+                    task, total // len(backends) * len(group) - sum(map(len, todo.values()))
+                )
+                active = [spec for spec in group if todo[spec]]
+                if not active:
                     continue
-                # serial is one worker by definition; --workers sizes the others.
-                count = None if spec == "serial" else workers
-                with get_backend(spec, workers=count) as ex:
-                    # What exists now lives through the backend's measurements: keep it out
-                    # of every collection (gc.freeze), so that the collect before each
-                    # measurement is cheap.
+                with contextlib.ExitStack() as stack:
+                    opened = {}
+                    for spec in active:
+                        # serial is one worker by definition; --workers sizes the others.
+                        count = None if spec == "serial" else workers
+                        opened[spec] = stack.enter_context(get_backend(spec, workers=count))
+                        infos[spec] = opened[spec].info()
+                    write_metadata(out, metadata(infos, traits))
+                    # What exists now lives through these measurements: keep it out of every
+                    # collection, so that the collect before each measurement is cheap.
                     gc.collect()
                     gc.freeze()
-                    infos[spec] = ex.info()
-                    write_metadata(out, metadata(infos, traits))
-                    warmed: set[str] = set()
-                    for name, n, r in todo:
+                    warmed: set[tuple[str, str]] = set()
+                    for name, n, r, spec in _schedule(plan, repeats, active, todo):
+                        ex = opened[spec]
                         bar.update(task, description=f"{spec:>10} {name:>6} n={n:<6}")
                         if (name, n) not in prepared:  # identical items on every backend
                             items = loaded[name].prepare(n, 0)
@@ -180,13 +195,16 @@ def run(
                         record = _measure(ex, spec, loaded[name], *prepared[name, n], r, reference)
                         writer.write(record)
                         bar.advance(task)
-                        if name not in warmed:
-                            warmed.add(name)
+                        if (spec, name) not in warmed:
+                            warmed.add((spec, name))
                             _warm_workers(ex, loaded[name])
-                    # The backend's overhead terms, measured while it is up: the run's own
+                    # Each backend's overhead terms, measured while it is up: the run's own
                     # calibration, against which the report checks the cost model.
-                    bar.update(task, description=f"{spec:>10} overheads")
-                    overheads[spec] = measure_overheads(ex, spec, OVERHEAD_ITEMS, repeats=3)
+                    for spec in active:
+                        bar.update(task, description=f"{spec:>10} overheads")
+                        overheads[spec] = measure_overheads(
+                            opened[spec], spec, OVERHEAD_ITEMS, repeats=3
+                        )
                     write_profile(list(overheads.values()), out / RUN_PROFILE)
             for name, w in loaded.items():  # what the model needs that serial cannot show
                 if w.async_task is not None:
@@ -197,6 +215,42 @@ def run(
         gc.unfreeze()
         writer.close()
     return load_records(out)
+
+
+def _groups(backends: Sequence[str]) -> list[list[str]]:
+    """Backends measured side by side, their repeats interleaved, in order.
+
+    Every local backend is one group: an idle pool costs no CPU, so they can all be up while
+    one measures, and a noisy minute on a shared machine then slows them alike instead of
+    whichever one it falls on (threads and asyncio, the same 6 threads for a plain function,
+    measured 9% apart when timed a minute apart). A cluster is a group of its own: an idle
+    scheduler or raylet does use CPU.
+    """
+    local = [b for b in backends if not _is_cluster(b)]
+    return [local] + [[b] for b in backends if _is_cluster(b)]
+
+
+def _schedule(
+    plan: dict[str, list[int]],
+    repeats: int,
+    active: list[str],
+    todo: dict[str, set[tuple[str, int, int]]],
+) -> Iterator[tuple[str, int, int, str]]:
+    """``(workload, size, repeat, backend)`` in measuring order: per point, round by round,
+    every backend once a round; serial first in the cold round (its checksum is the
+    reference), then each round starts with the next backend, so none is always first."""
+    for name, sizes in plan.items():
+        for n in sizes:
+            for r in range(repeats + 1):
+                k = r % len(active)
+                for spec in active[k:] + active[:k]:
+                    if (name, n, r) in todo[spec]:
+                        yield name, n, r, spec
+
+
+def _is_cluster(spec: str) -> bool:
+    name, address = parse_spec(spec)
+    return address is not None or backend_class(name).distributed
 
 
 def _warm_workers(ex: Any, workload: Workload) -> None:

@@ -123,6 +123,27 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
     assert load_records(out).iloc[: len(records)].equals(records)
 
 
+def test_local_backends_take_turns_clusters_run_alone():
+    from compare.runner import _groups, _schedule
+
+    groups = _groups(["serial", "threads", "dask", "processes", "ray@127.0.0.1:6379"])
+    assert groups == [["serial", "threads", "processes"], ["dask"], ["ray@127.0.0.1:6379"]]
+    active = ["serial", "threads", "processes"]
+    todo = {b: {("w", 5, r) for r in range(3)} for b in active}
+    todo["threads"].discard(("w", 5, 1))  # measured before a resume
+    order = [(r, b) for _, _, r, b in _schedule({"w": [5]}, 2, active, todo)]
+    assert order == [
+        (0, "serial"),
+        (0, "threads"),
+        (0, "processes"),
+        (1, "processes"),  # round 1 starts with the second backend; threads has it already
+        (1, "serial"),
+        (2, "processes"),
+        (2, "serial"),
+        (2, "threads"),
+    ]
+
+
 def test_resume_refuses_records_of_another_schema(tmp_path):
     old = "workload,backend,size\nnoop,serial,1\n"
     (tmp_path / "records.csv").write_text(old)
@@ -210,6 +231,7 @@ def test_advice_accuracy_is_perfect_on_exact_lines():
     rows, summary = advice_accuracy(records)
     assert summary["points"] == 5 and summary["advised_fastest_pct"] == 100
     assert summary["advised_fastest_or_tied_pct"] == 100 and summary["max_slower_pct"] == 0
+    assert summary["advised_within_close_pct"] == 100
     assert summary["median_error_pct"] < 1e-6
     assert [r["fastest"] for r in rows] == ["serial", "serial", "processes", "dask", "dask"]
 
