@@ -3,8 +3,8 @@
 The model (:func:`compare.advise.predict`) takes each backend's overheads from the run's
 ``calibration.json`` and the task's cost from serial's records: seconds per item (the slope of
 serial's fitted line), the share of them spent on a CPU, bytes per item, and the workload's
-traits from ``run.json``. Nothing a backend measured on the workload goes in, so every
-prediction is out of sample.
+traits from ``run.json``. Nothing the other backends measured on the workload goes in: but
+for serial's own points, every prediction is out of sample.
 """
 
 from __future__ import annotations
