@@ -42,9 +42,31 @@ def fit_line(sizes: np.ndarray, times: np.ndarray) -> Fit:
 
 
 def medians(records: pd.DataFrame, phase: str = "warm") -> pd.DataFrame:
-    """Median wall seconds per (workload, backend, size) for one phase."""
+    """Median wall seconds per (workload, backend, size) for one phase.
+
+    A backend measured in turns with serial (``paired`` rows: the same repeat of both ran
+    seconds apart) gets the median of its per-round ratio to serial, times serial's median:
+    what slows a whole round on a shared machine then cancels, as in a paired comparison.
+    """
+    keys = ["workload", "backend", "size"]
     sel = records[records["phase"] == phase]
-    return sel.groupby(["workload", "backend", "size"], as_index=False)["wall_s"].median()
+    plain = sel.groupby(keys, as_index=False)["wall_s"].median()
+    if "paired" not in sel.columns or not sel["paired"].astype(bool).any():
+        return plain
+    rounds = ["workload", "size", "repeat"]
+    serial = sel[sel["backend"] == "serial"].set_index(rounds)["wall_s"]
+    same_round = serial.reindex(pd.MultiIndex.from_frame(sel[rounds])).to_numpy()
+    ratio = sel.assign(ratio=sel["wall_s"].to_numpy() / same_round)
+    ratio = ratio[ratio["paired"].astype(bool) & ratio["ratio"].notna()]
+    per_round = ratio.groupby(keys)["ratio"].median()
+    serial_median = plain[plain["backend"] == "serial"].set_index(["workload", "size"])["wall_s"]
+    paired = [
+        per_round[key] * serial_median[key[0], key[2]] if key in per_round.index else wall
+        for key, wall in zip(
+            plain[keys].itertuples(index=False, name=None), plain["wall_s"], strict=True
+        )
+    ]
+    return plain.assign(wall_s=paired)
 
 
 def fit_all(records: pd.DataFrame) -> dict[tuple[str, str], Fit]:

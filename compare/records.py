@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 2  # 2: cpu_s
+SCHEMA_VERSION = 2  # 2: cpu_s, paired
 RECORDS = "records.csv"
 METADATA = "run.json"
 
@@ -42,6 +42,9 @@ class Record:
     items_per_s: float
     bytes_shipped: int
     errors: int
+    # Measured in turns with serial, repeat by repeat (the local backends): medians then pair
+    # each repeat with serial's of the same round.
+    paired: bool
     checksum: str
     correct: bool | None  # checksum equals serial's (None: no serial reference)
 

@@ -186,13 +186,16 @@ def run(
                     gc.collect()
                     gc.freeze()
                     warmed: set[tuple[str, str]] = set()
+                    paired = "serial" in active  # a resumed run may have no serial left
                     for name, n, r, spec in _schedule(plan, repeats, active, todo):
                         ex = opened[spec]
                         bar.update(task, description=f"{spec:>10} {name:>6} n={n:<6}")
                         if (name, n) not in prepared:  # identical items on every backend
                             items = loaded[name].prepare(n, 0)
                             prepared[name, n] = items, loaded[name].item_bytes(items) * n
-                        record = _measure(ex, spec, loaded[name], *prepared[name, n], r, reference)
+                        record = _measure(
+                            ex, spec, loaded[name], *prepared[name, n], r, reference, paired
+                        )
                         writer.write(record)
                         bar.advance(task)
                         if (spec, name) not in warmed:
@@ -272,6 +275,7 @@ def _measure(
     bytes_shipped: int,
     repeat: int,
     reference: dict[tuple[str, int], str],
+    paired: bool,
 ) -> Record:
     n = len(items)
     # Start every measurement with an empty collector: otherwise a full collection of this
@@ -300,6 +304,7 @@ def _measure(
         items_per_s=n / wall if wall > 0 else float("inf"),
         bytes_shipped=bytes_shipped,
         errors=sum(o.error is not None for o in outcomes),
+        paired=paired,
         checksum=digest,
         correct=None if expected is None else digest == expected,
     )

@@ -18,6 +18,7 @@ from compare.model import (
     fastest,
     fit_all,
     fit_line,
+    medians,
     thresholds,
 )
 from compare.records import load_records
@@ -103,6 +104,7 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
         "threads",
         "asyncio",
     }
+    assert records["paired"].all()  # all local: measured in turns with serial
     slept = records[(records.backend == "serial") & (records.workload == "sleep")]
     assert (slept["cpu_s"] < 0.5 * slept["wall_s"]).all()  # sleeping is waiting, not CPU
     warm = records[(records.workload == "sleep") & (records.phase == "warm")]
@@ -121,6 +123,32 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
     )
     assert len(again) == 3 * 2 * 2 * 4
     assert load_records(out).iloc[: len(records)].equals(records)
+
+
+def test_paired_medians_take_each_round_against_serials():
+    # Serial's rounds ran at different speeds (a noisy neighbour); threads, measured in turns
+    # with it, is judged by its ratio to serial's time in the same round: 0.4, 0.9, 0.5.
+    rows = [
+        {
+            "workload": "w",
+            "backend": b,
+            "size": 10,
+            "repeat": r,
+            "phase": "warm",
+            "wall_s": t,
+            "paired": paired,
+        }
+        for b, times, paired in (
+            ("serial", [1.0, 2.0, 3.0], True),
+            ("threads", [0.4, 1.8, 1.5], True),
+            ("dask", [0.4, 1.8, 1.5], False),  # measured on its own: the plain median
+        )
+        for r, t in enumerate(times, start=1)
+    ]
+    med = medians(pd.DataFrame(rows)).set_index("backend")["wall_s"]
+    assert med["serial"] == pytest.approx(2.0)
+    assert med["threads"] == pytest.approx(0.5 * 2.0)  # not the plain median, 1.5
+    assert med["dask"] == pytest.approx(1.5)
 
 
 def test_local_backends_take_turns_clusters_run_alone():
