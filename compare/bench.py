@@ -329,17 +329,16 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
         f"{summary['max_slower_pct']:.0f}% slower than the fastest"
     )
     # The other model: no fit to the workload at all, only the run's own calibration.
-    import json
     from pathlib import Path
 
     from compare.calibrate import RUN_PROFILE, load_profile
-    from compare.records import METADATA
+    from compare.records import read_metadata
     from compare.report import print_model_check
 
     profile = load_profile(Path(args.records) / RUN_PROFILE)
     if profile is not None:
-        meta = json.loads((Path(args.records) / METADATA).read_text())
-        print_model_check(records, profile, meta.get("workloads", {}), console)
+        workloads = read_metadata(args.records).get("workloads", {})
+        print_model_check(records, profile, workloads, console)
     return 0
 
 

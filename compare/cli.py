@@ -102,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Run the matrix, then print the tables, thresholds, advice and the model's check."""
-    import json
     from pathlib import Path
 
     from compare import plots
     from compare.calibrate import RUN_PROFILE, load_profile
+    from compare.records import read_metadata
     from compare.report import print_model_check, print_report
     from compare.runner import run
 
@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         progress=True,
     )
     out = Path(args.out)
-    meta = json.loads((out / "run.json").read_text())
+    meta = read_metadata(out)
     startup = {b: i.get("startup_s", 0.0) for b, i in meta.get("backends", {}).items()}
     print_report(records, startup, console)
     profile = load_profile(out / RUN_PROFILE)

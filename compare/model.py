@@ -60,13 +60,11 @@ def medians(records: pd.DataFrame, phase: str = "warm") -> pd.DataFrame:
     ratio = ratio[ratio["paired"].astype(bool) & ratio["ratio"].notna()]
     per_round = ratio.groupby(keys)["ratio"].median()
     serial_median = plain[plain["backend"] == "serial"].set_index(["workload", "size"])["wall_s"]
-    paired = [
-        per_round[key] * serial_median[key[0], key[2]] if key in per_round.index else wall
-        for key, wall in zip(
-            plain[keys].itertuples(index=False, name=None), plain["wall_s"], strict=True
-        )
-    ]
-    return plain.assign(wall_s=paired)
+    joined = plain.join(per_round, on=keys).join(
+        serial_median.rename("serial_s"), on=["workload", "size"]
+    )
+    paired = (joined["ratio"] * joined["serial_s"]).fillna(joined["wall_s"])
+    return plain.assign(wall_s=paired.to_numpy())
 
 
 def fit_all(records: pd.DataFrame) -> dict[tuple[str, str], Fit]:

@@ -125,6 +125,11 @@ def write_metadata(out_dir: Path, meta: dict[str, Any]) -> None:
     (Path(out_dir) / METADATA).write_text(json.dumps(meta, indent=2, default=str))
 
 
+def read_metadata(out_dir: str | Path) -> dict[str, Any]:
+    """The ``run.json`` of a run directory."""
+    return json.loads((Path(out_dir) / METADATA).read_text())
+
+
 def _git_revision() -> str | None:
     try:
         out = subprocess.run(

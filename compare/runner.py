@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -18,11 +17,11 @@ from backends import available, backend_class, get_backend, parse_spec
 from compare.advise import coroutine_cpu_s
 from compare.calibrate import RUN_PROFILE, load_profile, measure_overheads, write_profile
 from compare.records import (
-    METADATA,
     Record,
     RecordWriter,
     load_records,
     metadata,
+    read_metadata,
     write_metadata,
 )
 from workloads.base import Workload, checksum
@@ -141,7 +140,7 @@ def run(
             for row in done[done["backend"] == "serial"].itertuples():
                 reference.setdefault((row.workload, row.size), row.checksum)
         with contextlib.suppress(FileNotFoundError):
-            infos.update(json.loads((out / METADATA).read_text()).get("backends", {}))
+            infos.update(read_metadata(out).get("backends", {}))
         overheads.update((load_profile(out / RUN_PROFILE) or {}).get("backends", {}))
     bar = Progress(
         TextColumn("{task.description}"),
@@ -211,8 +210,7 @@ def run(
                     write_profile(list(overheads.values()), out / RUN_PROFILE)
             for name, w in loaded.items():  # what the model needs that serial cannot show
                 if w.async_task is not None:
-                    sample = w.prepare(32, 1)
-                    traits[name]["coroutine_cpu_s"] = coroutine_cpu_s(w.async_task, sample)
+                    traits[name]["coroutine_cpu_s"] = coroutine_cpu_s(w)
             write_metadata(out, metadata(infos, traits))
     finally:
         gc.unfreeze()

@@ -20,11 +20,10 @@ from compare.model import fit_line, medians
 def task_costs(records: pd.DataFrame, traits: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """Per workload, the task's cost as :func:`predict` takes it, from serial's warm records."""
     serial = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
-    med = medians(records)
     costs = {}
     for workload, rows in serial.groupby("workload"):
-        line = med[(med["workload"] == workload) & (med["backend"] == "serial")]
-        item_s = fit_line(line["size"].to_numpy(), line["wall_s"].to_numpy()).per_item_s
+        line = rows.groupby("size")["wall_s"].median()
+        item_s = fit_line(line.index.to_numpy(), line.to_numpy()).per_item_s
         trait = traits.get(workload, {})
         costs[workload] = {
             "item_s": item_s,

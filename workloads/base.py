@@ -87,7 +87,6 @@ class Workload:
     async_task: Callable[[Any], Any] | None = None
     releases_gil: bool = False
     params: dict[str, Any] = field(default_factory=dict)
-    serial_item_s: float | None = None  # measured once by compare, per item
 
     def runner(self, backend: Any) -> Callable[[Any], Any]:
         """The picklable per-item callable to ``map`` on ``backend``."""
