@@ -19,6 +19,7 @@ from typing import Any
 from backends.base import Backend
 from backends.chunks import run_chunk, run_chunk_async
 from backends.futures import PendingSet
+from backends.inner import InnerThreads
 
 
 class AsyncioBackend(Backend):
@@ -33,11 +34,13 @@ class AsyncioBackend(Backend):
     def default_workers(cls) -> int:
         return 256
 
-    def __init__(self, workers: int | None = None) -> None:
-        super().__init__(workers)
+    def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
+        super().__init__(workers, inner_threads)
         self._loop = asyncio.new_event_loop()
         self._limit = asyncio.Semaphore(self.workers)
         self._threads = min(self.workers, (os.cpu_count() or 1) + 4)
+        # Plain functions run on the pool's threads, that many at once.
+        self._cap_inner_threads(self._threads)
         self._pool = cf.ThreadPoolExecutor(self._threads, thread_name_prefix="smallbig-asyncio")
         self._pending = PendingSet()
         self._thread = threading.Thread(

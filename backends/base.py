@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from backends.chunks import BatchSizer, check_chunksize, run_chunk
+from backends.inner import InnerThreads, capped, check_inner_threads, resolve
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
 
@@ -42,6 +43,10 @@ class Backend(cf.Executor):
     ----------
     workers : int, optional
         Number of parallel workers; must be > 0. ``None`` picks the backend's default.
+    inner_threads : int, "auto" or None
+        Threads each task may use in the native pools it calls (BLAS, OpenMP, numba; see
+        :mod:`backends.inner`). ``"auto"``: the cores divided by the tasks that run at once,
+        so that they never oversubscribe the cores; ``None``: leave the libraries alone.
     """
 
     name: ClassVar[str] = ""
@@ -56,12 +61,17 @@ class Backend(cf.Executor):
     accepts_address: ClassVar[bool] = False
     listens_on_all_interfaces: ClassVar[bool] = False
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         if workers is not None and (
             isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
         ):
             raise ValueError(f"workers must be an integer greater than 0, got {workers!r}")
         self.workers: int = workers if workers is not None else self.default_workers()
+        self._inner_option = check_inner_threads(inner_threads)
+        #: The cap per task on native thread pools (``None``: the libraries' own settings).
+        self.inner_threads: int | None = None
+        #: Who sets the native pools' threads in this backend's workers, and to what.
+        self.inner_threads_by = "the libraries' defaults (not capped)"
         self.address: str | None = None
         self.startup_s: float = 0.0
         self._closed = False
@@ -79,7 +89,7 @@ class Backend(cf.Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         """Schedule ``fn(*args, **kwargs)``; return a ``concurrent.futures.Future``."""
         self._check_open()
-        return self._submit(self._prepare(fn), args, kwargs)
+        return self._submit(self._capped(self._prepare(fn)), args, kwargs)
 
     def map(
         self,
@@ -113,8 +123,10 @@ class Backend(cf.Executor):
         items = list(zip(*iterables, strict=False))
         fn = self._prepare(fn)
         if chunksize == 1:
-            return _iter_single([self._submit(fn, args, {}) for args in items], end)
-        runner = self._chunk_runner(fn)
+            task = self._capped(fn)
+            return _iter_single([self._submit(task, args, {}) for args in items], end)
+        # The cap goes around a whole chunk, not each item: one check per batch.
+        runner = self._capped(self._chunk_runner(fn))
         if chunksize == "auto":
             return _iter_batches(_AutoDispatch(self, runner, fn, items), end)
         batches = [
@@ -166,6 +178,8 @@ class Backend(cf.Executor):
             "uses_threads": self.uses_threads,
             "supports_coroutines": self.supports_coroutines,
             "listens_on_all_interfaces": self.listens_on_all_interfaces,
+            "inner_threads": self.inner_threads,
+            "inner_threads_by": self.inner_threads_by,
         }
 
     def __repr__(self) -> str:
@@ -186,6 +200,18 @@ class Backend(cf.Executor):
 
     def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return run_chunk
+
+    def _cap_inner_threads(self, tasks_at_once: int, cores: int | None = None) -> None:
+        """Resolve the ``inner_threads`` option for ``tasks_at_once`` tasks sharing ``cores``
+        (default: this machine's); subclasses call it once they know their workers."""
+        self.inner_threads = resolve(self._inner_option, tasks_at_once, cores)
+        if self.inner_threads is not None:
+            per = "the process, while its tasks run" if self.in_process else "each worker"
+            self.inner_threads_by = f"smallbig: {self.inner_threads} per task in {per}"
+
+    def _capped(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as submitted: run under the inner-thread cap, if there is one."""
+        return capped(fn, self.inner_threads, shared=self.in_process)
 
     def _parallelism(self, fn: Callable[..., Any]) -> int:
         """How many calls of ``fn`` really run at once: what "auto" sizes its window by."""

@@ -18,6 +18,7 @@ from typing import Any
 from backends.base import Backend
 from backends.chunks import Batch
 from backends.futures import PendingSet, check_reachable, linked_future, reject, resolve
+from backends.inner import InnerThreads, thread_env
 
 
 class DaskBackend(Backend):
@@ -37,6 +38,12 @@ class DaskBackend(Backend):
     hash_put : bool
         Let ``put`` (``scatter``) hash the data to deduplicate it; off by default because
         hashing costs more than it saves for the one-off arrays a benchmark ships.
+    inner_threads : int, "auto" or None
+        Native pool threads per task (:mod:`backends.inner`). Dask's nanny already sets
+        ``OMP``/``MKL``/``OPENBLAS_NUM_THREADS`` to 1 in its workers
+        (``distributed.nanny.pre-spawn-environ``). On a LocalCluster, ``"auto"`` caps every
+        pool at ``cores // workers`` (the nanny's 1 when workers = cores); on a cluster given
+        by address, ``"auto"`` leaves the cluster's own settings, and a number caps them.
     """
 
     name = "dask"
@@ -53,10 +60,11 @@ class DaskBackend(Backend):
         dashboard: bool = False,
         connect_timeout: float = 15.0,
         hash_put: bool = False,
+        inner_threads: InnerThreads = "auto",
     ) -> None:
         from distributed import Client, LocalCluster
 
-        super().__init__(workers)
+        super().__init__(workers, inner_threads)
         self._hash_put = hash_put
         self._pending = PendingSet()
         self._settler: _Settler | None = None
@@ -72,7 +80,14 @@ class DaskBackend(Backend):
                 ) from exc
             threads = self._client.nthreads()
             self.workers = sum(threads.values()) or self.workers
+            self.inner_threads_by = f"the cluster's own ({_nanny_environ()})"
+            if inner_threads != "auto":
+                # A number: one task per worker thread, so the cap is per task as asked.
+                self._cap_inner_threads(1)
         else:
+            self._cap_inner_threads(self.workers)
+            if self.inner_threads is None:
+                self.inner_threads_by = f"Dask's nanny ({_nanny_environ()})"
             self._cluster = LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=1,
@@ -83,8 +98,9 @@ class DaskBackend(Backend):
                 worker_dashboard_address=None,
                 # Task errors are results here (a corrupt image is data), not log noise.
                 silence_logs=logging.CRITICAL,
-                # One thread per worker process: numba must not spread over every core in each.
-                env={"NUMBA_NUM_THREADS": "1"},
+                # Set before each worker starts, for the libraries it loads; the ones loaded
+                # already are capped around the tasks (backends.inner).
+                env={} if self.inner_threads is None else thread_env(self.inner_threads),
             )
             try:
                 self._client = Client(self._cluster, set_as_default=False)
@@ -208,6 +224,14 @@ class _Settler:
             elif task.status != "finished":
                 _, exc, tb = await task._result(raiseit=False)
                 reject(future, exc.with_traceback(tb))
+
+
+def _nanny_environ() -> str:
+    import dask
+
+    env = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    caps = {k: v for k, v in env.items() if k.endswith("_NUM_THREADS")}
+    return ", ".join(f"{k}={v}" for k, v in sorted(caps.items())) or "no thread caps"
 
 
 def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

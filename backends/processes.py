@@ -27,33 +27,35 @@ from typing import Any
 import cloudpickle
 
 from backends.base import Backend
+from backends.inner import InnerThreads, thread_env
 
-_THREAD_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-
-def limit_threads_in_worker(threads: int) -> None:
-    """Cap the native thread pools of a worker so that workers × threads ≤ cores.
-
-    Must run before numba or NumPy's BLAS is imported in the worker; they read these once.
-    """
-    for var in _THREAD_ENV:
-        os.environ[var] = str(threads)
+def _set_env(env: dict[str, str]) -> None:
+    # Before the worker's first task imports anything: a native library that loads later
+    # reads its thread count from here. One already loaded (the forkserver may have imported
+    # NumPy with __main__) is capped by threadpoolctl around the tasks (backends.inner).
+    os.environ.update(env)
 
 
 class ProcessesBackend(Backend):
-    """A ``ProcessPoolExecutor`` (forkserver); ``workers`` defaults to the CPU count."""
+    """A ``ProcessPoolExecutor`` (forkserver); ``workers`` defaults to the CPU count.
+
+    Each worker's native pools (BLAS, OpenMP, numba) run ``cores // workers`` threads (at least
+    1) by default; see :mod:`backends.inner`.
+    """
 
     name = "processes"
 
-    def __init__(self, workers: int | None = None) -> None:
-        super().__init__(workers)
+    def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
+        super().__init__(workers, inner_threads)
+        self._cap_inner_threads(self.workers)
         start = time.perf_counter()
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        env = {} if self.inner_threads is None else thread_env(self.inner_threads)
         self._pool = cf.ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
-            initializer=limit_threads_in_worker,
-            initargs=(threads,),
+            initializer=_set_env,
+            initargs=(env,),
         )
         self._portable: weakref.WeakKeyDictionary[Any, _Portable] = weakref.WeakKeyDictionary()
         self._put_dir: str | None = None

@@ -20,6 +20,7 @@ from typing import Any
 
 from backends.base import Backend
 from backends.futures import PendingSet, check_reachable, linked_future, settle
+from backends.inner import Capped, InnerThreads, thread_env
 
 
 class RayBackend(Backend):
@@ -36,6 +37,11 @@ class RayBackend(Backend):
         Seconds to wait for the address to answer before failing.
     object_store_mb : int
         Object store size of a local runtime (Ray's default takes 30% of memory).
+    inner_threads : int, "auto" or None
+        Native pool threads per task (:mod:`backends.inner`). Ray sets ``OMP_NUM_THREADS`` to
+        a task's ``num_cpus`` (1) in its workers. In a runtime this backend starts,
+        ``"auto"`` caps every pool at ``cores // workers``; on a cluster given by address,
+        ``"auto"`` leaves the cluster's own settings, and a number caps them.
     """
 
     name = "ray"
@@ -52,8 +58,9 @@ class RayBackend(Backend):
         address: str | None = None,
         connect_timeout: float = 15.0,
         object_store_mb: int = 1024,
+        inner_threads: InnerThreads = "auto",
     ) -> None:
-        super().__init__(workers)
+        super().__init__(workers, inner_threads)
         # Must be set before Ray starts: no usage reporting from a benchmark tool.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
@@ -67,6 +74,8 @@ class RayBackend(Backend):
             check_reachable(address, connect_timeout)
         if not ray.is_initialized():
             if address is None:
+                self._cap_inner_threads(self.workers)
+                env = {} if self.inner_threads is None else thread_env(self.inner_threads)
                 # Under the system temp dir, and short: Ray's socket paths must fit 107 bytes.
                 self._temp_dir = tempfile.mkdtemp(prefix="ray-")
                 ray.init(
@@ -78,11 +87,18 @@ class RayBackend(Backend):
                     _node_ip_address="127.0.0.1",
                     logging_level=logging.ERROR,
                     log_to_driver=False,
+                    # For the libraries a worker loads; the loaded ones are capped around
+                    # the tasks (backends.inner).
+                    runtime_env={"env_vars": env} if env else None,
                 )
             else:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             self._owns = True
         self.workers = int(ray.cluster_resources().get("CPU", self.workers))
+        if self.inner_threads is None:
+            self.inner_threads_by = "Ray (OMP_NUM_THREADS = a task's num_cpus, 1)"
+            if inner_threads not in ("auto", None):
+                self._cap_inner_threads(1)
         self.address = address or ray.get_runtime_context().gcs_address
         self.startup_s = time.perf_counter() - start
         self._remote_call = ray.remote(_call)
@@ -106,11 +122,15 @@ class RayBackend(Backend):
         Ray exports a remote function once; shipping ``fn`` inside every task's arguments
         instead cost 18% over the native API on no-op tasks.
         """
-        if not inspect.isfunction(fn):
+        if isinstance(fn, Capped) and inspect.isfunction(fn.fn):
+            key, shipped = fn.fn, _capped_function(fn)
+        elif inspect.isfunction(fn):
+            key, shipped = fn, fn
+        else:
             return None
-        remote = self._remotes.get(fn)
+        remote = self._remotes.get(key)
         if remote is None:
-            remote = self._remotes[fn] = self._ray.remote(fn)
+            remote = self._remotes[key] = self._ray.remote(shipped)
         return remote
 
     def put(self, obj: Any) -> Any:
@@ -152,6 +172,16 @@ def _ray_get(ref: Any) -> Any:
     import ray
 
     return ray.get(ref)
+
+
+def _capped_function(capped: Capped) -> Callable[..., Any]:
+    """A plain function that calls ``capped``: ``ray.remote`` takes functions, not objects."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return capped(*args, **kwargs)
+
+    run.__name__ = run.__qualname__ = getattr(capped.fn, "__name__", "task")
+    return run
 
 
 def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

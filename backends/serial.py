@@ -9,6 +9,7 @@ from typing import Any
 
 from backends.base import Backend
 from backends.chunks import BatchSizer, check_chunksize, run_chunk
+from backends.inner import InnerThreads
 
 
 class SerialBackend(Backend):
@@ -16,6 +17,10 @@ class SerialBackend(Backend):
 
     ``submit`` runs the task before returning its (already finished) future. ``map`` is lazy:
     each batch runs when the iterator reaches it, so ``timeout`` can be honoured between batches.
+
+    The native thread pools (BLAS, OpenMP, numba) are left as they are unless ``inner_threads``
+    is a number: a plain loop in the user's script gets them that way, so serial is the
+    baseline a parallel backend must beat, inner parallelism included.
     """
 
     name = "serial"
@@ -25,10 +30,12 @@ class SerialBackend(Backend):
     def default_workers(cls) -> int:
         return 1
 
-    def __init__(self, workers: int | None = None) -> None:
-        super().__init__(workers)
+    def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
+        super().__init__(workers, inner_threads)
         if self.workers != 1:
             raise ValueError(f"the serial backend has exactly 1 worker, got workers={workers}")
+        if inner_threads != "auto":
+            self._cap_inner_threads(1)
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
         future: cf.Future = cf.Future()
@@ -51,6 +58,7 @@ class SerialBackend(Backend):
         end = None if timeout is None else time.monotonic() + timeout
         self._check_open()
         items = list(zip(*iterables, strict=False))
+        runner = self._capped(run_chunk)
 
         def results() -> Iterator[Any]:
             sizer = BatchSizer(1, items[0] if items else None)
@@ -59,7 +67,7 @@ class SerialBackend(Backend):
                 if end is not None and time.monotonic() > end:
                     raise TimeoutError
                 size = sizer.next_size(len(items) - pos) if chunksize == "auto" else chunksize
-                values, error, elapsed = run_chunk(fn, items[pos : pos + size])
+                values, error, elapsed = runner(fn, items[pos : pos + size])
                 sizer.record(size, elapsed)
                 pos += size
                 yield from values

@@ -8,10 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 from backends.base import Backend
+from backends.inner import InnerThreads
 
 
 class ThreadsBackend(Backend):
-    """A ``concurrent.futures.ThreadPoolExecutor``; ``workers`` defaults to min(32, CPUs + 4)."""
+    """A ``concurrent.futures.ThreadPoolExecutor``; ``workers`` defaults to min(32, CPUs + 4).
+
+    By default the native pools (BLAS, OpenMP, numba) run ``cores // workers`` threads (at
+    least 1) per task while the pool's tasks run; see :mod:`backends.inner`.
+    """
 
     name = "threads"
     in_process = True
@@ -22,8 +27,9 @@ class ThreadsBackend(Backend):
         # The stdlib's own default: enough threads to overlap I/O without drowning the GIL.
         return min(32, (os.cpu_count() or 1) + 4)
 
-    def __init__(self, workers: int | None = None) -> None:
-        super().__init__(workers)
+    def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
+        super().__init__(workers, inner_threads)
+        self._cap_inner_threads(self.workers)
         self._pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="smallbig-threads")
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:

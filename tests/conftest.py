@@ -22,8 +22,9 @@ import pytest
 ALLOWED_PROCESSES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 # Threads that libraries keep for the life of the process on purpose (thread pools of Dask's
 # offload and future-callback executors, Ray's/gRPC's global workers, asyncio's default
-# executor).
+# executor, and smallbig's one helper that sets and restores the process's BLAS caps).
 ALLOWED_THREADS = (
+    "smallbig-inner-caps",
     "Dask-Offload",
     "Dask-Callback-Thread",
     "Dask-Default-Threads",

@@ -58,6 +58,15 @@ def spin(seconds: float) -> int:
     return count
 
 
+def native_threads(_item: Any = None) -> dict[str, int]:
+    """Threads of each native pool loaded in this process, NumPy's BLAS among them, as
+    threadpoolctl reports them: what a task running here would get."""
+    import numpy  # noqa: F401  (its BLAS is what is asked about)
+    from threadpoolctl import threadpool_info
+
+    return {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+
+
 def echo(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
     """Return the arguments as received."""
     return args, kwargs

@@ -1,0 +1,209 @@
+"""Caps on the native thread pools inside tasks: nested parallelism under control.
+
+NumPy's BLAS, OpenMP and numba's parallel kernels each start as many threads as the machine
+has cores, *inside every task*. Six pool threads or two worker processes that each run a
+2-thread OpenBLAS oversubscribe 2 cores, and OpenBLAS spins while it waits: a linear-algebra
+task measured 5x slower on threads than in a plain loop. So a backend that runs several tasks
+at once caps those pools, as loky does, to ``cores // tasks at once`` threads per task.
+
+How, depends on who else shares the process:
+
+- a worker process of its own (processes, Dask, Ray) is capped for good, the first time a task
+  runs there and again whenever new modules were imported (a native library loads with one);
+  the environment variables are set too, for libraries the worker loads later;
+- threads of the caller's process (threads, asyncio) share its libraries with the caller's own
+  code, so the caps hold only while at least one capped task runs, and the libraries get their
+  own settings back when the last one ends: a plain loop between two maps runs as it would
+  without smallbig.
+
+threadpoolctl does the capping (BLAS and OpenMP as it finds them loaded); numba's own thread
+count is set with ``numba.set_num_threads`` when numba is imported.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+#: What the native libraries read when they load: set in worker processes of our own, so that
+#: a library loaded after the cap (by the task's first import) starts capped.
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+
+InnerThreads = int | str | None
+
+
+def check_inner_threads(inner_threads: InnerThreads) -> InnerThreads:
+    """Return ``inner_threads`` if it is ``"auto"``, ``None`` or an int ≥ 1; else raise."""
+    if inner_threads is None or inner_threads == "auto":
+        return inner_threads
+    if isinstance(inner_threads, bool) or not isinstance(inner_threads, int) or inner_threads < 1:
+        raise ValueError(
+            f"inner_threads must be 'auto', None or an integer ≥ 1, got {inner_threads!r}"
+        )
+    return inner_threads
+
+
+def resolve(
+    inner_threads: InnerThreads, tasks_at_once: int, cores: int | None = None
+) -> int | None:
+    """The cap per task: ``"auto"`` is ``cores // tasks_at_once`` (at least 1), as loky's."""
+    inner_threads = check_inner_threads(inner_threads)
+    if inner_threads != "auto":
+        return inner_threads
+    return max(1, (cores or os.cpu_count() or 1) // max(1, tasks_at_once))
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that caps every native pool of a fresh worker process at ``threads``."""
+    return {var: str(threads) for var in THREAD_ENV}
+
+
+def pools() -> list[dict[str, Any]]:
+    """threadpoolctl's report of the native pools loaded in this process (and numba's)."""
+    from threadpoolctl import threadpool_info
+
+    found = [
+        {"api": p["internal_api"], "user_api": p["user_api"], "threads": p["num_threads"]}
+        for p in threadpool_info()
+    ]
+    if "numba" in sys.modules:
+        import numba
+
+        found.append({"api": "numba", "user_api": "numba", "threads": numba.get_num_threads()})
+    return found
+
+
+class Capped:
+    """``fn`` run with the native pools capped at ``threads`` threads; pickles by reference.
+
+    ``shared`` says the calling process runs other code too (a thread pool in the caller's
+    process): the caps are then held only while capped tasks run.
+    """
+
+    __slots__ = ("fn", "shared", "threads")
+
+    def __init__(self, fn: Callable[..., Any], threads: int, shared: bool) -> None:
+        self.fn, self.threads, self.shared = fn, threads, shared
+
+    def __reduce__(self) -> tuple:
+        return (Capped, (self.fn, self.threads, self.shared))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.shared:
+            _cap_thread(self.threads, for_good=True)
+            return self.fn(*args, **kwargs)
+        _SHARED.enter(self.threads)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            _SHARED.exit()
+
+    def __repr__(self) -> str:
+        return f"Capped({self.fn!r}, threads={self.threads})"
+
+
+def capped(fn: Callable[..., Any], threads: int | None, shared: bool) -> Callable[..., Any]:
+    """``fn`` wrapped in :class:`Capped`, or ``fn`` itself when there is nothing to cap.
+
+    Coroutine functions stay as they are: they run on an event loop, not in a pool thread.
+    """
+    if threads is None or inspect.iscoroutinefunction(fn):
+        return fn
+    return Capped(fn, threads, shared)
+
+
+_local = threading.local()
+
+
+def _cap_thread(threads: int, for_good: bool) -> None:
+    """Cap the pools this thread sees, once per (cap, set of imported modules).
+
+    A native library loads with a Python module, so a change in ``len(sys.modules)`` is the
+    cheap sign (~0.1 µs) that it is time to look again (threadpoolctl's scan takes ~2 ms).
+    """
+    seen = (threads, len(sys.modules))
+    if getattr(_local, "seen", None) == seen:
+        return
+    from threadpoolctl import threadpool_limits
+
+    if for_good:
+        os.environ.update(thread_env(threads))
+        threadpool_limits(threads)
+    else:
+        # Only the per-thread settings: OpenMP's thread count is per calling thread. The
+        # process-wide BLAS ones are held by _SharedCaps.
+        threadpool_limits(threads, user_api="openmp")
+    if "numba" in sys.modules:
+        import numba
+
+        # Per thread too; numba refuses more than the NUMBA_NUM_THREADS it started with.
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    _local.seen = (threads, len(sys.modules))
+
+
+class _SharedCaps:
+    """Process-wide BLAS caps, held while at least one capped task runs in this process.
+
+    Every change is made from one helper thread that never runs BLAS: OpenBLAS 0.3.31 ignored
+    a restore to 2 threads made from a pool thread that had run BLAS calls (every thread then
+    read 1), while the same restore from a fresh thread took effect for all.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._limits: list[Any] = []  # threadpool_limits contexts, oldest first
+        self._seen: tuple[int, int] | None = None
+        self._helper: Any = None
+
+    def enter(self, threads: int) -> None:
+        with self._lock:
+            self._running += 1
+            seen = (threads, len(sys.modules))
+            if self._seen != seen:
+                # A library loaded (or another cap asked) while tasks ran: cap it too; its
+                # own setting comes back with the others when the last task ends.
+                self._limits.append(self._on_helper(_limit_blas, threads))
+                self._seen = seen
+        _cap_thread(threads, for_good=False)
+
+    def exit(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running:
+                return
+            limits, self._limits, self._seen = self._limits[::-1], [], None
+            self._on_helper(_restore, limits)
+
+    def _on_helper(self, fn: Callable[..., Any], arg: Any) -> Any:
+        import concurrent.futures as cf
+
+        if self._helper is None:
+            self._helper = cf.ThreadPoolExecutor(1, thread_name_prefix="smallbig-inner-caps")
+        return self._helper.submit(fn, arg).result()
+
+
+def _limit_blas(threads: int) -> Any:
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(threads, user_api="blas")
+
+
+def _restore(limits: list[Any]) -> None:
+    for limit in limits:
+        limit.restore_original_limits()
+
+
+_SHARED = _SharedCaps()
