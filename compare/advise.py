@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +39,48 @@ class Prediction:
     reason: str
 
 
+@dataclass(frozen=True)
+class _Cost:
+    """One item as the model takes it (see :class:`compare.taskprofile.TaskProfile`)."""
+
+    item_s: float  # wall, native pools as they are
+    cpu_s: float
+    item_s_1: float  # wall, native pools capped at one thread
+    cpu_s_1: float
+    gil_s: float  # of it holding the GIL
+    nbytes: int  # shipped to and from a worker
+    coroutine: bool
+    coroutine_cpu_s: float | None
+
+    @property
+    def inner(self) -> float:
+        """Cores one item keeps busy by itself, uncapped (≥ 1)."""
+        return max(1.0, self.cpu_s / self.item_s) if self.item_s > 0 else 1.0
+
+    def at_cap(self, cap: int | None, cores: int) -> tuple[float, float]:
+        """Wall and CPU seconds per item with the native pools capped at ``cap`` threads.
+
+        ``None``, or a cap of all the ``cores`` (the libraries' own default), is the uncapped
+        figure; 1 the capped one; in between, linearly.
+        """
+        if cap is None or cap >= cores:
+            return self.item_s, self.cpu_s
+        if cap <= 1:
+            return self.item_s_1, self.cpu_s_1
+        f = (cap - 1) / (cores - 1)
+        return (
+            self.item_s_1 + f * (self.item_s - self.item_s_1),
+            self.cpu_s_1 + f * (self.cpu_s - self.cpu_s_1),
+        )
+
+
 def predict(
     profile: dict[str, Any],
     items: int,
-    item_s: float,
+    item_s: float | None = None,
     item_bytes: int = 0,
     *,
+    task: Any = None,
     cpu_s: float | None = None,
     releases_gil: bool = False,
     coroutine: bool = False,
@@ -59,8 +96,14 @@ def predict(
     ----------
     profile : dict
         A calibration (:func:`compare.overhead`).
-    items, item_s, item_bytes : int, float, int
-        How many items, the seconds one takes alone, and the bytes shipped per item.
+    items : int
+        How many items.
+    task : TaskProfile or dict, optional
+        The task measured by :func:`compare.profile_task`: its costs with the native pools
+        as they are and capped at one thread, its GIL share and its bytes. Replaces the
+        hand-described ``item_s`` … ``coroutine_cpu_s``.
+    item_s, item_bytes : float, int
+        Without ``task``: the seconds one item takes alone and the bytes shipped per item.
     cpu_s : float, optional
         The CPU part of ``item_s`` (default: all of it); the rest is waiting, which any
         number of slots overlap.
@@ -74,12 +117,15 @@ def predict(
     cold : bool
         Include each backend's start-up.
     """
-    if items < 1 or item_s < 0 or item_bytes < 0 or (cpu_s is not None and cpu_s < 0):
-        raise ValueError("items must be ≥ 1 and item time, CPU time and size ≥ 0")
-    cpu = item_s if cpu_s is None else min(cpu_s, item_s)
+    cost = _cost(task, item_s, item_bytes, cpu_s, releases_gil, coroutine, coroutine_cpu_s)
+    if items < 1:
+        raise ValueError(f"items must be ≥ 1, got {items}")
+    cores = profile.get("cpu_count")
     out = []
     for name, cal in profile["backends"].items():
-        slots, cpus, note = _capacity(name, cal, profile, workers, releases_gil, coroutine)
+        cap = cal.get("inner_threads")
+        wall, cpu = cost.at_cap(cap, cores or cal.get("cores") or cal["workers"])
+        slots, cpus, note = _capacity(cal, cores, workers, cost, cap)
         startup = cal["startup_s"] if cold else 0.0
         overhead = cal["auto_overhead_s"]
         cluster = cal.get("distributed", False)
@@ -89,12 +135,14 @@ def predict(
             beta = bandwidth_Bps if (bandwidth_Bps and cluster) else cal["beta_value_Bps"]
             alpha = latency_s if (latency_s is not None and cluster) else cal["alpha_value_s"]
             # Latency is paid once per batch; "auto" batches hold ~TARGET_BATCH_SECONDS.
-            batches = min(items, max(slots, items * item_s / TARGET_BATCH_SECONDS))
-            transfer = (batches * alpha) / items + item_bytes / beta
-        on_loop = coroutine and cal.get("coroutines", False) and coroutine_cpu_s is not None
-        busy = min(coroutine_cpu_s, item_s) if on_loop else cpu
+            batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
+            transfer = (batches * alpha) / items + cost.nbytes / beta
+        on_loop = cost.coroutine and cal.get("coroutines", False)
+        busy = min(cost.coroutine_cpu_s, wall) if on_loop and cost.coroutine_cpu_s else cpu
         # Per-item time under each bound; fewer items than slots leave slots idle.
-        bounds = {"slots": item_s / min(slots, items), "cores": busy / min(cpus, items)}
+        bounds = {"slots": wall / min(slots, items), "cores": busy / min(cpus, items)}
+        if cal.get("in_process", False) and not on_loop and slots > 1:
+            bounds["GIL"] = cost.gil_s  # one process's threads take turns holding it
         binding = max(bounds, key=bounds.get)
         compute = items * bounds[binding]
         total = startup + items * (overhead + transfer) + compute
@@ -106,61 +154,100 @@ def predict(
         }
         main = max(parts, key=parts.get)
         reason = f"{main} dominates ({parts[main]:.3g} s of {total:.3g} s)"
-        if main == "compute" and binding == "cores" and note:
-            reason += f"; {note}"
+        if main == "compute":
+            reason += f"; {_why(binding, note, cost, cap)}"
         out.append(Prediction(name, total, slots, reason))
     return sorted(out, key=lambda p: p.seconds)
 
 
-def _capacity(
-    name: str,
-    cal: dict[str, Any],
-    profile: dict[str, Any],
-    workers: int | None,
+def _cost(
+    task: Any,
+    item_s: float | None,
+    item_bytes: int,
+    cpu_s: float | None,
     releases_gil: bool,
     coroutine: bool,
+    coroutine_cpu_s: float | None,
+) -> _Cost:
+    if task is not None:
+        t = task if isinstance(task, dict) else task.as_dict()
+        return _Cost(
+            t["item_s"],
+            t["cpu_s"],
+            t["item_s_1"],
+            t["cpu_s_1"],
+            t["gil_s"],
+            int(t["arg_bytes"] + t["result_bytes"]),
+            bool(t["coroutine"]),
+            t.get("coroutine_cpu_s"),
+        )
+    if item_s is None:
+        raise ValueError("give a task profile (task=) or its time per item (item_s=)")
+    if item_s < 0 or item_bytes < 0 or (cpu_s is not None and cpu_s < 0):
+        raise ValueError("item time, CPU time and size must be ≥ 0")
+    cpu = item_s if cpu_s is None else min(cpu_s, item_s)
+    return _Cost(
+        item_s,
+        cpu,
+        item_s,
+        cpu,
+        0.0 if releases_gil else cpu,
+        item_bytes,
+        coroutine,
+        coroutine_cpu_s if coroutine else None,
+    )
+
+
+def _capacity(
+    cal: dict[str, Any], cores: int | None, workers: int | None, cost: _Cost, cap: int | None
 ) -> tuple[int, int, str]:
-    """``(slots, cpus, why cpus < slots)`` of one calibrated backend for this task."""
+    """``(slots, cpus, what limits the cpus)`` of one calibrated backend for this task.
+
+    Each of ``slots`` items at once uses up to ``cap`` cores (uncapped: what it uses alone),
+    so the backend gets ``min(its cores, slots × that)`` of them.
+    """
     extrapolated = bool(workers and cal.get("distributed", False))
     w = workers if extrapolated else cal["workers"]
-    cores = w if extrapolated else cal.get("cores") or profile.get("cpu_count") or w
-    if name == "serial":
-        return 1, 1, ""
-    if coroutine and cal.get("coroutines", False):
+    have = w if extrapolated else cal.get("cores") or cores or w
+    if cost.coroutine and cal.get("coroutines", False):
         return w, 1, "one event loop runs every coroutine's CPU part"
-    if cal.get("in_process", False):
-        slots = cal.get("threads", w)
-        if not releases_gil:
-            return slots, 1, "GIL-bound: threads add no speed"
-        return slots, min(slots, cores), f"{min(slots, cores)} cores for {slots} threads"
-    return w, min(w, cores), f"{min(w, cores)} cores for {w} workers"
+    slots = cal.get("threads", w) if cal.get("in_process", False) else w
+    per_item = cap if cap is not None else math.ceil(cost.inner - 1e-9)
+    cpus = max(1, min(have, slots * per_item))
+    unit = "threads" if cal.get("in_process", False) else "workers"
+    return slots, cpus, f"{cpus} cores for {slots} {unit}"
 
 
-def task_cost(workload: Any, items: int = 8) -> dict[str, Any]:
-    """What one item of ``workload`` costs, measured on serial, as :func:`predict` takes it.
+def _why(binding: str, note: str, cost: _Cost, cap: int | None) -> str:
+    if binding == "GIL":
+        return "GIL-bound: threads add no speed"
+    if binding == "slots":
+        return "every slot busy for a whole item"
+    inner = cost.inner
+    if inner > 1.05 and cap is not None and cap < inner:
+        return f"{note}; inner pools capped at {cap} thread(s) per task"
+    if inner > 1.05 and cap is None:
+        return f"{note}; each item uses {inner:.1f} cores by itself"
+    return note
 
-    Wall and CPU seconds per item over ``items`` items (the difference is waiting), after one
-    warm-up item for caches and JIT; bytes shipped per item; the workload's traits; and for a
-    workload with a coroutine twin, the twin's CPU per item with 32 items in flight.
+
+def task_cost(workload: Any, items: int = 8) -> Any:
+    """What one item of ``workload`` costs: its :class:`~compare.taskprofile.TaskProfile`.
+
+    Measured by :func:`~compare.taskprofile.profile_task` on ``items`` items after one
+    warm-up item; for a workload with a coroutine twin, the twin's CPU per item with 32 items
+    in flight.
     """
-    from backends import get_backend
+    import dataclasses
 
-    sample = workload.prepare(items, 0)
-    with get_backend("serial") as ex:
-        workload.run(ex, sample[:1])
-        cpu, start = time.process_time(), time.perf_counter()
-        workload.run(ex, sample)
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    cost = {
-        "item_s": wall / len(sample),
-        "cpu_s": min(cpu, wall) / len(sample),
-        "item_bytes": workload.item_bytes(sample),
-        "releases_gil": workload.releases_gil,
-        "coroutine": workload.async_task is not None,
-    }
+    from compare.taskprofile import profile_task
+
+    profile = profile_task(workload.task, workload.prepare(items + 1, 0))
     if workload.async_task is not None:
-        cost["coroutine_cpu_s"] = coroutine_cpu_s(workload)
-    return cost
+        profile = dataclasses.replace(
+            profile, coroutine=True, coroutine_cpu_s=coroutine_cpu_s(workload)
+        )
+    return dataclasses.replace(profile, name=workload.name)
 
 
 def coroutine_cpu_s(workload: Any, in_flight: int = 32) -> float:

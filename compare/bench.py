@@ -392,6 +392,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--latency", type=float, default=0.05)
     p.add_argument("--rounds", type=int, default=20, help="requests per unit of concurrency")
     p.set_defaults(func=cmd_api)
+    from compare import bench_tasks
+
+    bench_tasks.add_parser(kinds)
     p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
     p.add_argument("records", help="output directory of a `smallbig run`")
     p.set_defaults(func=cmd_advice)

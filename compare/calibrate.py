@@ -62,6 +62,9 @@ def measure_overheads(ex: Any, spec: str, items: int, repeats: int) -> dict[str,
         "startup_s": ex.startup_s,
         "in_process": ex.in_process,
         "distributed": ex.distributed,
+        # The cap on native pool threads per task (None: the libraries' own), which decides
+        # whether a task runs at its uncapped or its one-thread cost (compare.advise).
+        "inner_threads": info.get("inner_threads"),
     }
     for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
         n = items if chunk == "auto" else max(20, items // 20)

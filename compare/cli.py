@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="smallbig-results", help="output directory")
     p.add_argument("--resume", action="store_true", help="skip points already measured")
     p.add_argument("--images", help="your own image folder (default: a generated dataset)")
+    _task_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("overhead", help="measure per-backend overheads; save a calibration")
     p.add_argument("--backends", nargs="+", metavar="SPEC")
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_overhead)
     p = sub.add_parser("advise", help="rank backends for a task from the calibration")
     p.add_argument("--workload", choices=list(WORKLOADS))
+    _task_options(p)
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=17,
+        help="with --task: items of SOURCE profiled, the first one a warm-up (default: 17)",
+    )
     p.add_argument("--items", type=int, required=True)
     p.add_argument("--item-ms", type=float, help="your task's time per item, run alone")
     p.add_argument("--wait-ms", type=float, default=0.0, help="of which waiting on I/O")
@@ -100,6 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _task_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--task",
+        metavar="MODULE:FUNCTION",
+        help="your own function, e.g. mypkg.jobs:process (the current directory is searched "
+        "first); replaces --workloads/--workload",
+    )
+    p.add_argument(
+        "--items-from",
+        metavar="SOURCE",
+        help="the items for --task: a folder or glob (each file path is an item), a .jsonl or "
+        ".csv file (each row is the item, or its keyword arguments), or range:N",
+    )
+
+
+def _user_task(args: argparse.Namespace) -> tuple[Any, list[Any]] | None:
+    """The ``--task`` function and its ``--items-from`` items, or ``None`` without ``--task``."""
+    if args.task is None:
+        if args.items_from is not None:
+            raise ValueError("--items-from gives the items of --task MODULE:FUNCTION")
+        return None
+    if args.items_from is None:
+        raise ValueError("--task needs --items-from SOURCE: the items to map it over")
+    from workloads.user import load_task, read_items
+
+    items = read_items(args.items_from)  # first: a bad SOURCE fails before any import
+    return load_task(args.task), items
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Run the matrix, then print the tables, thresholds, advice and the model's check."""
     from pathlib import Path
@@ -110,6 +147,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from compare.report import print_model_check, print_report
     from compare.runner import run
 
+    user = _user_task(args)
     records = run(
         args.workloads,
         args.backends,
@@ -120,6 +158,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         args.resume,
         args.images,
         progress=True,
+        task=user and user[0],
+        items=user and user[1],
     )
     out = Path(args.out)
     meta = read_metadata(out)
@@ -192,20 +232,28 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
         profile = overhead(
             ["serial", "threads", "processes", "asyncio"], items=5000, repeats=1, path=args.profile
         )
+    described = isinstance(task, dict)
     ranked = predict(
         profile,
         args.items,
-        task["item_s"],
-        task["item_bytes"],
-        cpu_s=task["cpu_s"],
-        releases_gil=task["releases_gil"],
-        coroutine=task["coroutine"],
-        coroutine_cpu_s=task.get("coroutine_cpu_s"),
+        task["item_s"] if described else None,
+        task["item_bytes"] if described else 0,
+        task=None if described else task,
+        cpu_s=task["cpu_s"] if described else None,
+        releases_gil=described and task["releases_gil"],
+        coroutine=described and task["coroutine"],
         workers=args.workers,
         latency_s=args.latency_ms and args.latency_ms / 1e3,
         bandwidth_Bps=args.bandwidth_mbps and args.bandwidth_mbps * 1e6 / 8,
     )
     extrapolated = args.workers or args.latency_ms or args.bandwidth_mbps
+    if not described:
+        _print_profile(task, console)
+        task = {
+            "item_s": task.item_s,
+            "cpu_s": task.cpu_s,
+            "item_bytes": task.arg_bytes + task.result_bytes,
+        }
     title = (
         f"{args.items:,} items of {task['item_s'] * 1e3:.3g} ms "
         f"({task['cpu_s'] * 1e3:.3g} ms CPU), {task['item_bytes'] / 1e3:.3g} kB: "
@@ -220,12 +268,50 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _task_cost(args: argparse.Namespace) -> dict[str, Any]:
-    """Per-item seconds, CPU seconds and bytes, and the traits, of the task the options name
-    (a named workload is measured here: :func:`compare.advise.task_cost`)."""
+def _print_profile(task: Any, console: Console) -> None:
+    """One line per measured trait of a profiled task."""
+    table = Table(title=f"{task.name}: measured on {task.items} items (after a warm-up)")
+    table.add_column("trait")
+    table.add_column("value", justify="right")
+    rows = [
+        ("wall per item, native pools as they are", f"{task.item_s * 1e3:.3g} ms"),
+        ("CPU per item", f"{task.cpu_s * 1e3:.3g} ms"),
+        ("cores one item keeps busy", f"{task.cores_used:.2f}"),
+        ("wall per item, pools capped at 1 thread", f"{task.item_s_1 * 1e3:.3g} ms"),
+        ("of it holding the GIL", f"{task.gil_s * 1e3:.3g} ms"),
+        ("releases the GIL", "yes" if task.releases_gil else "no"),
+        ("pickled argument / result", f"{task.arg_bytes:,} / {task.result_bytes:,} bytes"),
+        ("peak memory per item", f"{task.memory_bytes / 1e6:.3g} MB"),
+        ("coroutine function", "yes" if task.coroutine else "no"),
+        ("items that raised", str(task.errors)),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _task_cost(args: argparse.Namespace) -> Any:
+    """The task the options name: a measured :class:`~compare.taskprofile.TaskProfile`
+    (``--task`` or ``--workload``), or the hand-described costs as a dict."""
+    user = _user_task(args)
+    if user is not None:
+        from compare.taskprofile import profile_task
+        from workloads.user import takes_kwargs
+
+        fn, items = user
+        if args.sample < 2:
+            raise ValueError(f"--sample must be at least 2, got {args.sample}")
+        step = max(1, len(items) // args.sample)  # spread over SOURCE, not only its head
+        sample = items[::step][: args.sample]
+        if len(sample) < 2:
+            sample = (items * 2)[:2]
+        return profile_task(fn, sample, kwargs=takes_kwargs(fn, items))
     if args.workload is None:
         if args.item_ms is None:
-            raise ValueError("give --workload NAME or --item-ms X (and --item-kb Y)")
+            raise ValueError(
+                "give --task MODULE:FUNCTION --items-from SOURCE, --workload NAME, or "
+                "--item-ms X (and --item-kb Y)"
+            )
         if not 0 <= args.wait_ms <= args.item_ms:
             raise ValueError(f"--wait-ms must be between 0 and --item-ms, got {args.wait_ms}")
         return {

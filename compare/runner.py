@@ -6,7 +6,7 @@ import contextlib
 import gc
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backends import available, backend_class, get_backend, parse_spec
-from compare.advise import coroutine_cpu_s
+from compare.advise import coroutine_cpu_s, task_cost
 from compare.calibrate import RUN_PROFILE, load_profile, measure_overheads, write_profile
 from compare.records import (
     Record,
@@ -24,7 +24,8 @@ from compare.records import (
     read_metadata,
     write_metadata,
 )
-from workloads.base import Workload, checksum
+from workloads.base import Workload
+from workloads.user import default_sizes, user_workload
 
 WORKLOADS = ("images", "api", "noop", "sleep")
 # Three orders of magnitude each, sized so that the default run fits in ~3 minutes on 2 cores.
@@ -68,12 +69,16 @@ def check_options(
 
 
 @contextlib.contextmanager
-def _workloads(names: Sequence[str], image_dir: str | None) -> Iterator[dict[str, Workload]]:
+def _workloads(
+    names: Sequence[str], image_dir: str | None, given: Sequence[Workload] = ()
+) -> Iterator[dict[str, Workload]]:
     from workloads.probes import probe_workloads
 
     with contextlib.ExitStack() as stack:
-        found: dict[str, Workload] = {}
+        found: dict[str, Workload] = {w.name: w for w in given}
         for name in names:
+            if name in found:
+                continue
             if name == "images":
                 from workloads.images import images_workload
 
@@ -99,6 +104,9 @@ def run(
     resume: bool = False,
     image_dir: str | None = None,
     progress: bool = True,
+    *,
+    task: Callable[..., Any] | None = None,
+    items: Sequence[Any] | None = None,
 ) -> pd.DataFrame:
     """Measure every workload × backend × size; return the records as a DataFrame.
 
@@ -120,10 +128,23 @@ def run(
         they are measured.
     resume : bool
         Skip points already in ``out_dir/records.csv``.
+    task, items : optional
+        Measure your own function over your own items instead of ``workloads``: each item
+        is ``task``'s argument, or its keyword arguments when items are dicts of its
+        parameters (:func:`workloads.user.user_workload`). Default sizes then end at
+        ``len(items)``.
     """
     backends = list(backends or available())
     out = Path(out_dir)
-    check_options(workloads, backends, sizes, repeats, out)
+    given: list[Workload] = []
+    if task is not None:
+        if items is None:
+            raise ValueError("task= needs items=: the items to map it over")
+        given.append(user_workload(task, items))
+        workloads = [given[0].name]
+        check_options([], backends, sizes, repeats, out)
+    else:
+        check_options(workloads, backends, sizes, repeats, out)
     # serial always runs, first: every speedup is against it and every checksum compared with
     # its answer.
     if "serial" not in backends:
@@ -150,8 +171,8 @@ def run(
         disable=not progress,
     )
     try:
-        with _workloads(workloads, image_dir) as loaded, bar:
-            plan = {w: list(sizes or DEFAULT_SIZES[w]) for w in loaded}
+        with _workloads(workloads, image_dir, given) as loaded, bar:
+            plan = {w: list(sizes or _default_sizes(loaded[w])) for w in loaded}
             traits = {name: w.traits() for name, w in loaded.items()}
             total = len(backends) * sum(len(s) for s in plan.values()) * (repeats + 1)
             task = bar.add_task("measuring", total=total)
@@ -211,11 +232,20 @@ def run(
             for name, w in loaded.items():  # what the model needs that serial cannot show
                 if w.async_task is not None:
                     traits[name]["coroutine_cpu_s"] = coroutine_cpu_s(w)
+            for w in given:  # the user's task: its traits are measured, not declared
+                traits[w.name]["profile"] = task_cost(w).as_dict()
+                traits[w.name]["releases_gil"] = traits[w.name]["profile"]["releases_gil"]
             write_metadata(out, metadata(infos, traits))
     finally:
         gc.unfreeze()
         writer.close()
     return load_records(out)
+
+
+def _default_sizes(workload: Workload) -> list[int]:
+    if workload.name in DEFAULT_SIZES:
+        return DEFAULT_SIZES[workload.name]
+    return default_sizes(workload.params["items"])
 
 
 def _groups(backends: Sequence[str]) -> list[list[str]]:
@@ -286,7 +316,7 @@ def _measure(
     phase = "cold" if repeat == 0 else "warm"
     if phase == "cold":
         wall += ex.startup_s  # the first run on a fresh backend pays for starting it
-    digest = checksum(outcomes)
+    digest = workload.checksum(outcomes)
     if spec == "serial":
         reference.setdefault((workload.name, n), digest)
     expected = reference.get((workload.name, n))

@@ -32,8 +32,19 @@ def task_costs(records: pd.DataFrame, traits: dict[str, dict]) -> dict[str, dict
             "releases_gil": trait.get("releases_gil", False),
             "coroutine": trait.get("coroutine", False),
             "coroutine_cpu_s": trait.get("coroutine_cpu_s"),
+            "task": _scaled(trait.get("profile"), item_s),
         }
     return costs
+
+
+def _scaled(profile: dict[str, Any] | None, item_s: float) -> dict[str, Any] | None:
+    """A task profile's times scaled to serial's measured seconds per item in the run: the
+    profile gives the shape (capped vs not, GIL, CPU), the run the level."""
+    if not profile or profile["item_s"] <= 0:
+        return None
+    k = item_s / profile["item_s"]
+    times = ("item_s", "cpu_s", "item_s_1", "cpu_s_1", "gil_s")
+    return {**profile, **{t: profile[t] * k for t in times if profile.get(t) is not None}}
 
 
 def model_check(
@@ -55,6 +66,7 @@ def model_check(
             int(point.size),
             cost["item_s"],
             cost["item_bytes"],
+            task=cost["task"],
             cpu_s=cost["cpu_s"],
             releases_gil=cost["releases_gil"],
             coroutine=cost["coroutine"],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_ERROR_CHARS = 300
+MAX_ID_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,20 @@ async def guarded_async(task: Callable[[Any], Any], item: Any) -> Outcome:
 
 def item_id(item: Any) -> str:
     """A short, stable name for an item (its ``id`` attribute if it has one)."""
-    return str(getattr(item, "id", item))
+    if isinstance(item, bytes | bytearray):  # a megabyte argument is not a name
+        return f"<{len(item)} bytes>"
+    return str(getattr(item, "id", item))[:MAX_ID_CHARS]
 
 
-def checksum(outcomes: Sequence[Outcome]) -> str:
-    """SHA-256 (16 hex digits) over every item's id, value and error, in order."""
+def checksum(outcomes: Sequence[Outcome], fingerprint: Callable[[Any], Any] | None = None) -> str:
+    """SHA-256 (16 hex digits) over every item's id, value and error, in order.
+
+    ``fingerprint`` turns each value into what is compared (for results that are not JSON).
+    """
     digest = hashlib.sha256()
     for o in outcomes:
-        digest.update(json.dumps([o.item, o.value, o.error], sort_keys=True).encode())
+        value = o.value if fingerprint is None or o.error else fingerprint(o.value)
+        digest.update(json.dumps([o.item, value, o.error], sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -79,6 +86,8 @@ class Workload:
         The task spends its time outside the GIL (C code such as Pillow and numba ``nogil``,
         or waiting on I/O), so threads of one process run it in parallel. The cost model reads
         it; nothing else does.
+    fingerprint : callable, optional
+        What of each result the checksum compares (default: the result itself, JSON).
     """
 
     name: str
@@ -87,6 +96,7 @@ class Workload:
     async_task: Callable[[Any], Any] | None = None
     releases_gil: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    fingerprint: Callable[[Any], Any] | None = None
 
     def runner(self, backend: Any) -> Callable[[Any], Any]:
         """The picklable per-item callable to ``map`` on ``backend``."""
@@ -97,6 +107,10 @@ class Workload:
     def run(self, backend: Any, items: Sequence[Any], chunksize: int | str = "auto") -> list:
         """Map the task over ``items`` on ``backend``; per-item outcomes, in order."""
         return list(backend.map(self.runner(backend), items, chunksize=chunksize))
+
+    def checksum(self, outcomes: Sequence[Outcome]) -> str:
+        """:func:`checksum` of ``outcomes`` with this workload's fingerprint."""
+        return checksum(outcomes, self.fingerprint)
 
     def traits(self) -> dict[str, Any]:
         """What the cost model needs to know of the task, JSON-able (for ``run.json``)."""

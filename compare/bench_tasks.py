@@ -1,0 +1,166 @@
+"""``smallbig bench tasks``: does the advice hold on tasks it was not built on? Regret, measured.
+
+For each task kind of :data:`workloads.tasks.SUITE`: the task is profiled
+(:func:`compare.profile_task`, on 17 of its items) and the advice taken from the profile and
+this machine's calibration; then every backend runs all the items, cold (start-up included)
+and warm (median of the repeats). The score is the **regret**: the advised backend's measured
+time ÷ the measured fastest − 1, a difference under :data:`TIE_S` counting as a tie.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from backends import available, get_backend
+from compare.advise import predict
+from compare.calibrate import overhead
+from compare.taskprofile import profile_task
+from workloads.tasks import SUITE, TaskKind
+
+TIE_S = 0.02  # differences under this are ties: the machine's noise on a whole map
+SAMPLE = 17  # items profiled, the first one a warm-up
+
+
+def measure(spec: str, kind: TaskKind, items: list, inner_threads: Any, repeats: int) -> dict:
+    """Cold seconds (start-up + first map) and the median warm seconds of one backend."""
+    start = time.perf_counter()
+    with get_backend(spec, inner_threads=inner_threads) as ex:
+        list(ex.map(kind.fn, items, chunksize="auto"))
+        cold = time.perf_counter() - start
+        warm = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(ex.map(kind.fn, items, chunksize="auto"))
+            warm.append(time.perf_counter() - t0)
+    return {"cold": cold, "warm": statistics.median(warm)}
+
+
+def score(
+    calibration: dict, task: Any, n: int, measured: dict[str, dict], phase: str
+) -> dict[str, Any]:
+    """The advice for ``n`` items against what every backend measured in ``phase``."""
+    ranked = predict(calibration, n, task=task, cold=phase == "cold")
+    predicted = {p.backend: p.seconds for p in ranked if p.backend in measured}
+    times = {spec: m[phase] for spec, m in measured.items()}
+    advised = min(predicted, key=predicted.get)
+    fastest = min(times, key=times.get)
+    tie = times[advised] - times[fastest] < TIE_S
+    errors = [abs(predicted[s] / times[s] - 1) for s in predicted]
+    return {
+        "advised": advised,
+        "predicted_s": predicted[advised],
+        "advised_s": times[advised],
+        "fastest": fastest,
+        "fastest_s": times[fastest],
+        "regret_pct": 0.0 if tie else 100 * (times[advised] / times[fastest] - 1),
+        "error_pct": 100 * abs(predicted[advised] / times[advised] - 1),
+        "median_error_pct": 100 * statistics.median(errors),
+        "why": next(p.reason for p in ranked if p.backend == advised),
+        "_errors": errors,
+    }
+
+
+def tasks_bench(
+    specs: Sequence[str],
+    kinds: Sequence[TaskKind],
+    repeats: int,
+    modes: Sequence[str],
+    scale: float,
+    console: Console,
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows per ``mode`` ("capped": the default inner-thread caps; "uncapped": none)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        calibration = overhead(list(specs), items=5000, repeats=3, path=f"{tmp}/cal.json")
+    uncapped = copy.deepcopy(calibration)
+    for row in uncapped["backends"].values():
+        row["inner_threads"] = None
+    rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for kind in kinds:
+        items = kind.make_items(max(SAMPLE, int(kind.items * scale)))
+        task = profile_task(kind.fn, items[:SAMPLE])
+        console.print(
+            f"{kind.name}: {len(items)} items; profiled {task.item_s * 1e3:.3g} ms/item "
+            f"({task.item_s_1 * 1e3:.3g} capped), {task.cores_used:.2f} cores, "
+            f"GIL {task.gil_s * 1e3:.3g} ms, {task.arg_bytes + task.result_bytes:,} bytes"
+        )
+        for mode in modes:
+            cal = calibration if mode == "capped" else uncapped
+            inner = "auto" if mode == "capped" else None
+            measured = {s: measure(s, kind, items, inner, repeats) for s in specs}
+            for phase in ("cold", "warm"):
+                row = {"mode": mode, "task": kind.name, "items": len(items), "phase": phase}
+                rows[mode].append({**row, **score(cal, task, len(items), measured, phase)})
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and worst regret, median prediction error (advised, and every backend)."""
+    regrets = [r["regret_pct"] for r in rows]
+    errors = [e for r in rows for e in r["_errors"]]
+    return {
+        "mean_regret_pct": statistics.mean(regrets),
+        "worst_regret_pct": max(regrets),
+        "median_error_advised_pct": statistics.median(r["error_pct"] for r in rows),
+        "median_error_pct": 100 * statistics.median(errors),
+    }
+
+
+def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
+    specs = args.backends or available()
+    kinds = [k for k in SUITE if not args.tasks or k.name in args.tasks]
+    unknown = set(args.tasks or ()) - {k.name for k in SUITE}
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}, expected {[k.name for k in SUITE]}")
+    modes = ["capped", "uncapped"] if args.uncapped else ["capped"]
+    results = tasks_bench(specs, kinds, args.repeats, modes, args.scale, console)
+    cols = [
+        "task", "items", "phase", "advised", "predicted_s", "advised_s", "fastest",
+        "fastest_s", "regret_pct", "error_pct", "median_error_pct", "why",
+    ]  # fmt: skip
+    for mode, rows in results.items():
+        table = Table(title=f"advice vs measured, inner threads {mode} (median of {args.repeats})")
+        for col in cols:
+            table.add_column(col.replace("_", " "), justify="left" if col == "why" else "right")
+        for row in rows:
+            table.add_row(*(_fmt(row[c]) for c in cols))
+        console.print(table)
+        s = summary(rows)
+        console.print(
+            f"{mode}: mean regret {s['mean_regret_pct']:.1f}%, worst "
+            f"{s['worst_regret_pct']:.1f}% (ties under {TIE_S * 1e3:.0f} ms); median error of "
+            f"predicted time {s['median_error_advised_pct']:.0f}% for the advised backend, "
+            f"{s['median_error_pct']:.0f}% over every backend"
+        )
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def add_parser(kinds: Any) -> None:
+    """Register ``smallbig bench tasks``."""
+    p = kinds.add_parser("tasks", help="advice vs every backend measured, on unseen task kinds")
+    p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
+    p.add_argument("--tasks", nargs="+", metavar="NAME", help="task kinds (default: all)")
+    p.add_argument("--repeats", type=int, default=3, help="warm repeats per backend")
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every task's item count by this"
+    )
+    p.add_argument(
+        "--uncapped",
+        action="store_true",
+        help="also measure with inner_threads=None: what oversubscription costs",
+    )
+    p.set_defaults(func=cmd_tasks)

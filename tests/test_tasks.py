@@ -1,0 +1,316 @@
+"""The user's own task: inner-thread caps on every backend, profile_task's traits, and the
+task run and advised through the CLI and Python on every kind of SOURCE."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_info
+
+from backends import available, get_backend
+from compare import profile_task
+from workloads import probes, tasks
+from workloads.user import fingerprint, read_items, takes_kwargs
+
+CORES = os.cpu_count() or 1
+POOLS = [b for b in ("threads", "processes", "asyncio", "dask", "ray") if b in available()]
+
+
+def _blas_threads() -> int:
+    return next(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("spec", POOLS)
+def test_inner_pools_are_capped_inside_every_worker(spec):
+    before = _blas_threads()
+    with get_backend(spec, workers=2) as ex:
+        cap = ex.info()["inner_threads"]
+        assert cap == max(1, CORES // ex.info().get("threads", 2))
+        assert ex.info()["inner_threads_by"].startswith("smallbig")
+        # threadpoolctl's own report, taken inside the workers while they run a task.
+        for chunksize in (1, "auto"):
+            reports = list(ex.map(probes.native_threads, range(6), chunksize=chunksize))
+            assert all(report["openblas"] == cap for report in reports), reports
+            assert all(n <= cap for report in reports for n in report.values()), reports
+    # An in-process pool hands the caller its libraries back as they were.
+    assert _blas_threads() == before
+
+
+@pytest.mark.parametrize("spec", ["threads", "processes"])
+def test_inner_threads_none_leaves_the_libraries_alone(spec):
+    with get_backend(spec, workers=2, inner_threads=None) as ex:
+        assert ex.info()["inner_threads"] is None
+        reports = list(ex.map(probes.native_threads, range(4)))
+    # The libraries' own setting: what the driver, which nothing capped, has.
+    assert {r["openblas"] for r in reports} == {_blas_threads()}
+
+
+def test_serial_leaves_the_libraries_alone_unless_asked():
+    with get_backend("serial") as ex:
+        assert ex.info()["inner_threads"] is None
+        assert ex.submit(probes.native_threads).result()["openblas"] == _blas_threads()
+    with get_backend("serial", inner_threads=1) as ex:
+        assert ex.submit(probes.native_threads).result()["openblas"] == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "all", True])
+def test_bad_inner_threads_is_refused(bad):
+    with pytest.raises(ValueError, match="inner_threads"):
+        get_backend("threads", inner_threads=bad)
+
+
+@pytest.mark.skipif(CORES < 2, reason="oversubscription needs two cores to show")
+def test_capped_threads_run_blas_no_slower_than_serial():
+    items = list(range(60))
+
+    def timed(ex) -> float:
+        list(ex.map(tasks.linalg, items[:6], chunksize="auto"))  # warm-up
+        start = time.perf_counter()
+        list(ex.map(tasks.linalg, items, chunksize="auto"))
+        return time.perf_counter() - start
+
+    with get_backend("serial") as serial, get_backend("threads") as threads:
+        # Alternate, best of three each: a noisy neighbour slows both alike.
+        serial_s = min(timed(serial) for _ in range(3))
+        threads_s = min(timed(threads) for _ in range(3))
+    # Uncapped, 6 threads × 2 BLAS threads ran this 5x slower than serial.
+    assert threads_s < 1.5 * serial_s, (threads_s, serial_s)
+
+
+def _matmul(seed: int) -> float:
+    a = np.random.default_rng(seed).standard_normal((700, 700))
+    return float((a @ a).trace())
+
+
+async def _wait_async(seed: int) -> int:
+    await asyncio.sleep(0.005)
+    return seed
+
+
+def _allocate(seed: int) -> int:
+    return int(np.ones(2_000_000).sum()) + seed  # 16 MB
+
+
+def test_profile_of_a_gil_holding_python_loop():
+    p = profile_task(tasks.python_cpu, range(5))
+    assert not p.releases_gil and p.gil_s > 0.5 * p.item_s_1
+    assert 0.7 < p.cores_used < 1.3 and not p.coroutine and p.errors == 0
+
+
+def test_profile_of_a_gil_releasing_wait():
+    p = profile_task(tasks.io_wait, range(7))
+    assert p.releases_gil and p.gil_s < 0.5 * p.item_s_1
+    assert p.item_s >= 0.01 and p.cores_used < 0.5
+
+
+@pytest.mark.skipif(CORES < 2, reason="a multi-threaded BLAS needs two cores to show")
+def test_profile_of_a_multithreaded_blas_task():
+    p = profile_task(_matmul, range(5))
+    assert p.cores_used > 1.3  # BLAS spreads one item over the cores by itself
+    assert p.cpu_s_1 / p.item_s_1 < 1.2  # capped at one thread, it keeps one busy
+    assert p.releases_gil
+
+
+def test_profile_of_a_coroutine_function():
+    p = profile_task(_wait_async, range(5))
+    assert p.coroutine and p.coroutine_cpu_s is not None and p.releases_gil
+    assert p.item_s >= 0.005
+
+
+def test_profile_measures_bytes_memory_and_errors():
+    big = profile_task(tasks.big_argument, tasks._arrays(3))
+    assert big.arg_bytes > 2**20 and big.result_bytes < 100
+    assert profile_task(_allocate, range(3)).memory_bytes > 15e6
+    flaky = profile_task(_fails_on_odd, range(9))
+    assert flaky.errors == 4  # items 1..8 are timed; 1, 3, 5, 7 raise
+
+
+def _fails_on_odd(seed: int) -> int:
+    if seed % 2:
+        raise ValueError(seed)
+    return seed
+
+
+def test_sources_and_keyword_rows(tmp_path):
+    (tmp_path / "a.txt").write_text("1")
+    (tmp_path / "b.txt").write_text("22")
+    (tmp_path / ".hidden").write_text("")
+    assert read_items(str(tmp_path)) == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    assert read_items(str(tmp_path / "*.txt")) == read_items(str(tmp_path))
+    assert read_items("range:3") == [0, 1, 2]
+    (tmp_path / "rows.jsonl").write_text('{"city": "X", "day": 1}\n\n{"city": "Y", "day": 2}\n')
+    rows = read_items(str(tmp_path / "rows.jsonl"))
+    assert rows == [{"city": "X", "day": 1}, {"city": "Y", "day": 2}]
+
+    def forecast(city, day):
+        return city
+
+    def whole(row):
+        return row
+
+    assert takes_kwargs(forecast, rows) and not takes_kwargs(whole, rows)
+    for bad, message in [
+        ("range:0", "range:N"),
+        (str(tmp_path / "nothing"), "does not exist"),
+        (str(tmp_path / "a.txt"), "must be a folder"),
+        (str(tmp_path / "*.none"), "holds no items"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            read_items(bad)
+
+
+def test_fingerprint_ignores_last_bit_rounding_only():
+    a = np.random.default_rng(0).random((50, 50))
+    assert fingerprint(a) == fingerprint(a * (1 + 1e-15))
+    assert fingerprint(a) != fingerprint(a * 1.001)
+    assert fingerprint(0.1 + 0.2) == fingerprint(0.3)
+    assert fingerprint({"x": [1, "a"]}) == {"x": [1, "a"]}
+
+
+MODULE = """
+import os
+
+
+def square(x):
+    return int(x) * int(x)
+
+
+def size(path):
+    return os.path.getsize(path)
+
+
+def forecast(city, day):
+    return f"{city}-{day}"
+
+
+def picky(x):
+    if int(x) % 3 == 0:
+        raise ValueError(f"no {x}")
+    return x
+"""
+
+
+def _smallbig(cwd, *args, timeout=300):
+    cmd = [sys.executable, "-m", "compare.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A folder with a task module that is only there (not installed) and data files."""
+    (tmp_path / "mytask.py").write_text(MODULE)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        (data / f"f{i}.bin").write_bytes(b"x" * (i + 1))
+    (tmp_path / "numbers.jsonl").write_text("\n".join(map(str, range(6))))
+    (tmp_path / "days.csv").write_text("city,day\nA,1\nB,2\nC,3\n")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_run_task_from_a_module_only_in_the_current_directory(project):
+    backends = ["serial", "processes", *(["dask"] if "dask" in available() else [])]
+    out = _smallbig(
+        project, "run", "--task", "mytask:square", "--items-from", "range:6",
+        "--backends", *backends, "--sizes", "2", "6", "--repeats", "1", "--out", "out",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    records = pd.read_csv(project / "out" / "records.csv")
+    assert set(records["backend"]) == set(backends) and set(records["size"]) == {2, 6}
+    assert records["correct"].all() and (records["errors"] == 0).all()
+    meta = json.loads((project / "out" / "run.json").read_text())
+    assert meta["workloads"]["square"]["profile"]["item_s"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "source", "size"),
+    [
+        ("mytask:size", "data", 5),
+        ("mytask:size", "data/*.bin", 5),
+        ("mytask:square", "numbers.jsonl", 6),
+        ("mytask:forecast", "days.csv", 3),
+    ],
+)
+def test_run_and_advise_on_every_source_kind(project, task, source, size):
+    out = _smallbig(
+        project, "run", "--task", task, "--items-from", source, "--backends", "serial",
+        "threads", "--sizes", str(size), "--repeats", "1", "--out", "out",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    records = pd.read_csv(project / "out" / "records.csv")
+    assert records["correct"].all() and (records["errors"] == 0).all()
+    advice = _smallbig(
+        project, "advise", "--task", task, "--items-from", source, "--items", "1000",
+        "--profile", "cal.json",
+    )  # fmt: skip
+    assert advice.returncode == 0, advice.stdout + advice.stderr
+    assert "measured on" in advice.stdout and "PREDICTED" in advice.stdout
+
+
+@pytest.mark.slow
+def test_items_that_raise_are_recorded_and_the_run_completes(project):
+    out = _smallbig(
+        project, "run", "--task", "mytask:picky", "--items-from", "range:6",
+        "--backends", "serial", "processes", "--sizes", "6", "--repeats", "1", "--out", "out",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    records = pd.read_csv(project / "out" / "records.csv")
+    assert (records["errors"] == 2).all() and records["correct"].all()  # items 0 and 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "nosuchmodule:f", "--items-from", "range:3"], "cannot import module"),
+        (["--task", "mytask:nope", "--items-from", "range:3"], "has no 'nope'"),
+        (["--task", "mytask", "--items-from", "range:3"], "package.module:function"),
+        (["--task", "mytask:square", "--items-from", "missing/"], "does not exist"),
+        (["--task", "mytask:square"], "needs --items-from"),
+        (["--items-from", "range:3"], "--items-from gives the items of --task"),
+    ],
+)
+def test_bad_task_options_fail_clearly(project, args, message):
+    out = _smallbig(project, "run", *args, "--out", "out", timeout=60)
+    assert out.returncode == 2 and message in out.stdout, out.stdout + out.stderr
+    assert not (project / "out" / "records.csv").exists()
+
+
+SCRIPT = """
+import compare
+
+
+def cube(x):
+    return x ** 3
+
+
+if __name__ == "__main__":
+    records = compare.run(
+        task=cube, items=list(range(8)), backends={backends!r}, sizes=[8], repeats=1,
+        out_dir="out", progress=False,
+    )
+    print(records[["backend", "correct", "errors"]].to_json(orient="records"))
+"""
+
+
+@pytest.mark.slow
+def test_python_api_runs_a_function_defined_in_main(tmp_path):
+    backends = ["serial", "processes", *(b for b in ("dask", "ray") if b in available())]
+    (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT.format(backends=backends)))
+    out = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {r["backend"] for r in rows} == set(backends)
+    assert all(r["correct"] and r["errors"] == 0 for r in rows)
