@@ -143,6 +143,8 @@ def run(
         given.append(user_workload(task, items))
         workloads = [given[0].name]
         check_options([], backends, sizes, repeats, out)
+        if sizes and max(sizes) > len(items):
+            raise ValueError(f"sizes go up to {max(sizes)}, but there are {len(items)} items")
     else:
         check_options(workloads, backends, sizes, repeats, out)
     # serial always runs, first: every speedup is against it and every checksum compared with

@@ -150,6 +150,7 @@ def profile_task(
     results = run(sample)
     item_s = (time.perf_counter() - t0) / len(sample)
     cpu_s = (time.process_time() - cpu0) / len(sample)
+    failed = errors  # of the sample, once (the passes below run it again)
 
     with cf.ThreadPoolExecutor(2, thread_name_prefix="smallbig-profile") as pool:
         capped = Capped(run, 1, shared=True)
@@ -183,7 +184,7 @@ def profile_task(
         memory_bytes=_peak_memory(call, sample[:2]),
         coroutine=coroutine,
         coroutine_cpu_s=_coroutine_cpu_s(fn, sample, kwargs) if coroutine else None,
-        errors=errors,
+        errors=failed,
     )
     return profile
 

@@ -243,8 +243,8 @@ def user_workload(
 ) -> Workload:
     """The workload that maps ``fn`` over ``items``.
 
-    ``prepare(n)`` takes the first ``n`` items (every backend sees the same ones); more than
-    there are is an error. ``kwargs`` (default: decided by :func:`takes_kwargs`) makes each
+    ``prepare(n)`` takes the first ``n`` items (every backend sees the same ones), cycling
+    over them when ``n`` is larger (as the images workload cycles over its files). ``kwargs`` (default: decided by :func:`takes_kwargs`) makes each
     item ``fn``'s keyword arguments. Results are compared across backends by
     :func:`fingerprint`.
     """
@@ -257,9 +257,7 @@ def user_workload(
     label = name or getattr(fn, "__name__", "task")
 
     def prepare(n: int, seed: int = 0) -> list[Any]:
-        if n > len(items):
-            raise ValueError(f"task {label!r} has {len(items)} items, {n} were asked for")
-        return items[:n]
+        return [items[i % len(items)] for i in range(n)]
 
     return Workload(
         label,
