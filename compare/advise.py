@@ -1,19 +1,26 @@
 """``smallbig advise``: rank backends for a task by predicted time, from the calibration.
 
-An item takes ``item_s`` seconds alone, ``cpu_s`` of them on a CPU (the rest waiting on I/O).
-A backend runs ``slots`` items at once on ``cpus`` cores, so ``n`` items take
+An item takes ``item_s`` seconds alone, ``cpu_s`` of them on a CPU (the rest waiting on I/O;
+above ``item_s`` when its native pools — BLAS, OpenMP, numba — use several cores). A backend
+runs ``slots`` items at once on ``cpus`` cores, so ``n`` items take
 
-    T = start-up + n·(overhead + nbytes/β) + batches·α + n·max(item_s / slots, cpu_s / cpus)
+    T = start-up + n·(overhead + nbytes/β) + batches·α
+        + n·max(item_s / slots, cpu_s / cpus, gil_s)
 
-the larger of two bounds: the slots each busy for a whole item, or the cores each busy with
-its CPU part (a roofline); with fewer items than slots, ``n`` replaces both. ``overhead`` is
-the per-task cost at ``chunksize="auto"``.
+the largest of three bounds (a roofline): the slots each busy for a whole item, the cores each
+busy with its CPU part, and — for threads of one process — the part of an item they cannot
+overlap (the GIL). With fewer items than slots, ``n`` replaces the slots and cores.
+``overhead`` is the per-task cost at ``chunksize="auto"``.
 
-- serial: one slot, one core.
-- threads, and asyncio for plain functions: a slot per thread; the cores if the task releases
-  the GIL (C code, numba ``nogil``, I/O), else one (the GIL serialises its CPU part).
+Which ``item_s`` and ``cpu_s``: a backend whose cap on the native pools (its
+``inner_threads``) is below what an item uses alone runs it at the item's capped cost (measured
+by :func:`compare.profile_task` with one thread); one without a cap, at its uncapped cost.
+
+- serial: one slot; the cores the item uses by itself.
+- threads, and asyncio for plain functions: a slot per thread; ``min(cores, slots × cap)``
+  cores; the GIL bound.
 - asyncio for a task with a coroutine twin: one slot per coroutine (256), one core (the loop).
-- processes and clusters: a slot per worker, ``min(workers, cores)`` cores.
+- processes and clusters: a slot per worker, ``min(cores, workers × cap)`` cores.
 
 In-process backends ship no bytes. Extrapolations (``workers``, network) are predictions,
 never measurements.

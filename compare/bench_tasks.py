@@ -96,6 +96,11 @@ def tasks_bench(
             cal = calibration if mode == "capped" else uncapped
             inner = "auto" if mode == "capped" else None
             measured = {s: measure(s, kind, items, inner, repeats) for s in specs}
+            console.print(
+                f"  {mode}: "
+                + ", ".join(f"{s} {m['cold']:.3g}/{m['warm']:.3g}" for s, m in measured.items())
+                + " s (cold/warm)"
+            )
             for phase in ("cold", "warm"):
                 row = {"mode": mode, "task": kind.name, "items": len(items), "phase": phase}
                 rows[mode].append({**row, **score(cal, task, len(items), measured, phase)})

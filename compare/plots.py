@@ -1,5 +1,9 @@
 """PNG plots a person can read at a glance: time and speedup vs size, overhead breakdown, and
-the phase diagram of the best backend."""
+the phase diagram of the best backend.
+
+Drawn on bare ``matplotlib.figure.Figure`` objects and saved to files: importing this module
+never switches the user's matplotlib backend.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")  # files, not windows: works headless and in CI
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from compare.advise import predict
@@ -24,7 +26,8 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
     table = speedup_table(records)
     table = table[table["workload"] == workload]
     fits = fit_all(records)
-    fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax_t, ax_s = fig.subplots(1, 2)
     for backend, group in table.groupby("backend"):
         line = ax_t.plot(group["size"], group["wall_s"], "o-", label=backend)[0]
         known = group[group["speedup"] > 0]  # no serial baseline: no speedup to draw
@@ -59,7 +62,7 @@ def overhead_breakdown(profile: dict[str, Any], path: str | Path) -> Path:
             rows[b]["alpha_value_s"] + 2**20 / rows[b]["beta_value_Bps"] for b in names
         ],
     }
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    ax = (fig := Figure(figsize=(10, 4.2))).subplots()
     x = np.arange(len(names))
     for i, (label, values) in enumerate(terms.items()):
         ax.bar(x + (i - 1.5) * 0.2, np.maximum(values, 1e-7), 0.2, label=label)
@@ -84,8 +87,8 @@ def phase_diagram(
         for j, n in enumerate(items):
             ranked = predict(profile, int(n), float(c), releases_gil=releases_gil)
             best[i, j] = names.index(ranked[0].backend)
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    cmap = plt.get_cmap("tab10", len(names))
+    ax = (fig := Figure(figsize=(7.5, 5.5))).subplots()
+    cmap = matplotlib.colormaps["tab10"].resampled(len(names))
     ax.pcolormesh(
         items,
         compute,
@@ -120,10 +123,11 @@ def measured_winners(records: pd.DataFrame, item_seconds: dict[str, float]) -> p
     return pd.DataFrame(rows)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
+    # A bare Figure, not pyplot: nothing here touches the user's matplotlib backend, so their
+    # own figures in Jupyter still show after `from compare import plots`.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

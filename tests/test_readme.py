@@ -124,8 +124,14 @@ def test_readme_cluster_commands(engine, tmp_path):
     assert (tmp_path / "results" / "noop_scaling.png").exists()
 
 
-def test_readme_python_example_runs():
-    [code] = re.findall(r"```python\n(.+?)\n```", README.read_text(), re.S)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["results"] == ["A", "B"] and namespace["total"] == 10_000_000
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the calibration example writes cal.json
+    blocks = re.findall(r"```python\n(.+?)\n```", README.read_text(), re.S)
+    spaces: list[dict] = [{} for _ in blocks]
+    for code, namespace in zip(blocks, spaces, strict=True):
+        exec(compile(code, "README.md", "exec"), namespace)
+    [protocol] = [ns for ns in spaces if "results" in ns]
+    assert protocol["results"] == ["A", "B"] and protocol["total"] == 10_000_000
+    [own] = [ns for ns in spaces if "advice" in ns]
+    assert own["task"].cores_used > 0 and own["advice"][0].backend in ("serial", "threads")
+    assert (tmp_path / "cal.json").exists()

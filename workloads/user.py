@@ -244,9 +244,9 @@ def user_workload(
     """The workload that maps ``fn`` over ``items``.
 
     ``prepare(n)`` takes the first ``n`` items (every backend sees the same ones), cycling
-    over them when ``n`` is larger (as the images workload cycles over its files). ``kwargs`` (default: decided by :func:`takes_kwargs`) makes each
-    item ``fn``'s keyword arguments. Results are compared across backends by
-    :func:`fingerprint`.
+    over them when ``n`` is larger (as the images workload cycles over its files).
+    ``kwargs`` (default: decided by :func:`takes_kwargs`) makes each item ``fn``'s keyword
+    arguments. Results are compared across backends by :func:`fingerprint`.
     """
     items = list(items)
     if not items:
