@@ -308,8 +308,12 @@ def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float
 
 
 def cmd_advice(args: argparse.Namespace, console: Console) -> int:
+    from compare.calibrate import last_run
     from compare.records import load_records
 
+    if args.records is None:
+        args.records = str(last_run())
+        console.print(f"records of the last run: {args.records}")
     records = load_records(args.records)
     rows, summary = advice_accuracy(records)
     if not rows:
@@ -396,7 +400,11 @@ def add_parser(sub: Any) -> None:
 
     bench_tasks.add_parser(kinds)
     p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
-    p.add_argument("records", help="output directory of a `smallbig run`")
+    p.add_argument(
+        "records",
+        nargs="?",
+        help="output directory of a `smallbig run` (default: the last run's)",
+    )
     p.set_defaults(func=cmd_advice)
 
 

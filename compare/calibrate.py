@@ -30,6 +30,19 @@ def default_profile_path() -> Path:
     return Path(base) / "calibration.json"
 
 
+def remember_run(out_dir: str | Path) -> None:
+    """Note ``out_dir`` as the last run's, for commands that read a run by default."""
+    marker = default_profile_path().parent / "last-run"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(Path(out_dir).resolve()))
+
+
+def last_run() -> Path:
+    """The output directory of the last ``smallbig run`` (``smallbig-results`` if none)."""
+    marker = default_profile_path().parent / "last-run"
+    return Path(marker.read_text().strip()) if marker.exists() else Path("smallbig-results")
+
+
 def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) -> dict:
     """All overhead terms of one backend, measured in one session of it."""
     count = None if spec == "serial" else workers

@@ -15,7 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from backends import available, backend_class, get_backend, parse_spec
 from compare.advise import coroutine_cpu_s, task_cost
-from compare.calibrate import RUN_PROFILE, load_profile, measure_overheads, write_profile
+from compare.calibrate import (
+    RUN_PROFILE,
+    load_profile,
+    measure_overheads,
+    remember_run,
+    write_profile,
+)
 from compare.records import (
     Record,
     RecordWriter,
@@ -149,6 +155,7 @@ def run(
         check_options(workloads, backends, sizes, repeats, out)
     # serial always runs, first: every speedup is against it and every checksum compared with
     # its answer.
+    remember_run(out)
     if "serial" not in backends:
         backends.insert(0, "serial")
     backends.sort(key=lambda b: b != "serial")
