@@ -18,7 +18,7 @@ from typing import Any
 from backends.base import Backend
 from backends.chunks import Batch
 from backends.futures import PendingSet, check_reachable, linked_future, reject, resolve
-from backends.inner import InnerThreads, thread_env
+from backends.inner import InnerThreads, own_thread_env, thread_env
 
 
 class DaskBackend(Backend):
@@ -88,20 +88,21 @@ class DaskBackend(Backend):
             self._cap_inner_threads(self.workers)
             if self.inner_threads is None:
                 self.inner_threads_by = f"Dask's nanny ({_nanny_environ()})"
-            self._cluster = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                scheduler_port=0,
-                dashboard_address="127.0.0.1:0" if dashboard else None,
-                worker_dashboard_address=None,
-                # Task errors are results here (a corrupt image is data), not log noise.
-                silence_logs=logging.CRITICAL,
-                # Set before each worker starts, for the libraries it loads; the ones loaded
-                # already are capped around the tasks (backends.inner).
-                env={} if self.inner_threads is None else thread_env(self.inner_threads),
-            )
+            with own_thread_env():
+                self._cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    scheduler_port=0,
+                    dashboard_address="127.0.0.1:0" if dashboard else None,
+                    worker_dashboard_address=None,
+                    # Task errors are results here (a corrupt image is data), not log noise.
+                    silence_logs=logging.CRITICAL,
+                    # Set before each worker starts, for the libraries it loads; the ones loaded
+                    # already are capped around the tasks (backends.inner).
+                    env={} if self.inner_threads is None else thread_env(self.inner_threads),
+                )
             try:
                 self._client = Client(self._cluster, set_as_default=False)
             except BaseException:

@@ -22,11 +22,12 @@ count is set with ``numba.set_num_threads`` when numba is imported.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: What the native libraries read when they load: set in worker processes of our own, so that
@@ -63,6 +64,26 @@ def resolve(
     if inner_threads != "auto":
         return inner_threads
     return max(1, (cores or os.cpu_count() or 1) // max(1, tasks_at_once))
+
+
+@contextlib.contextmanager
+def own_thread_env() -> Iterator[None]:
+    """Give this process its thread variables back after an engine starts its workers.
+
+    Starting a Dask LocalCluster sets ``OMP``/``OPENBLAS``/``MKL_NUM_THREADS=1`` in the
+    *caller's* environment: every native library the caller loads afterwards (scipy's
+    OpenBLAS, loaded by numba's first parallel kernel) would then start capped at one thread,
+    and serial would no longer be the plain loop it stands for.
+    """
+    before = {var: os.environ.get(var) for var in THREAD_ENV}
+    try:
+        yield
+    finally:
+        for var, value in before.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -170,14 +191,18 @@ class _SharedCaps:
 
     def enter(self, threads: int) -> None:
         with self._lock:
-            self._running += 1
             seen = (threads, len(sys.modules))
             if self._seen != seen:
                 # A library loaded (or another cap asked) while tasks ran: cap it too; its
                 # own setting comes back with the others when the last task ends.
                 self._limits.append(self._on_helper(_limit_blas, threads))
                 self._seen = seen
-        _cap_thread(threads, for_good=False)
+            self._running += 1
+        try:
+            _cap_thread(threads, for_good=False)
+        except BaseException:
+            self.exit()  # the caller's finally never runs: give the process its pools back
+            raise
 
     def exit(self) -> None:
         with self._lock:

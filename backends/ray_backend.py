@@ -20,7 +20,7 @@ from typing import Any
 
 from backends.base import Backend
 from backends.futures import PendingSet, check_reachable, linked_future, settle
-from backends.inner import Capped, InnerThreads, thread_env
+from backends.inner import Capped, InnerThreads, own_thread_env, thread_env
 
 
 class RayBackend(Backend):
@@ -78,19 +78,20 @@ class RayBackend(Backend):
                 env = {} if self.inner_threads is None else thread_env(self.inner_threads)
                 # Under the system temp dir, and short: Ray's socket paths must fit 107 bytes.
                 self._temp_dir = tempfile.mkdtemp(prefix="ray-")
-                ray.init(
-                    num_cpus=self.workers,
-                    include_dashboard=False,
-                    object_store_memory=object_store_mb * 2**20,
-                    _temp_dir=self._temp_dir,
-                    # Advertise loopback; Ray still *listens* on every interface.
-                    _node_ip_address="127.0.0.1",
-                    logging_level=logging.ERROR,
-                    log_to_driver=False,
-                    # For the libraries a worker loads; the loaded ones are capped around
-                    # the tasks (backends.inner).
-                    runtime_env={"env_vars": env} if env else None,
-                )
+                with own_thread_env():
+                    ray.init(
+                        num_cpus=self.workers,
+                        include_dashboard=False,
+                        object_store_memory=object_store_mb * 2**20,
+                        _temp_dir=self._temp_dir,
+                        # Advertise loopback; Ray still *listens* on every interface.
+                        _node_ip_address="127.0.0.1",
+                        logging_level=logging.ERROR,
+                        log_to_driver=False,
+                        # For the libraries a worker loads; the loaded ones are capped around
+                        # the tasks (backends.inner).
+                        runtime_env={"env_vars": env} if env else None,
+                    )
             else:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             self._owns = True
