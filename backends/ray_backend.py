@@ -20,7 +20,7 @@ from typing import Any
 
 from backends.base import Backend
 from backends.futures import PendingSet, check_reachable, linked_future, settle
-from backends.inner import Capped, InnerThreads, own_thread_env, thread_env
+from backends.inner import Capped, InnerThreads, own_thread_env
 
 
 class RayBackend(Backend):
@@ -75,7 +75,6 @@ class RayBackend(Backend):
         if not ray.is_initialized():
             if address is None:
                 self._cap_inner_threads(self.workers)
-                env = {} if self.inner_threads is None else thread_env(self.inner_threads)
                 # Under the system temp dir, and short: Ray's socket paths must fit 107 bytes.
                 self._temp_dir = tempfile.mkdtemp(prefix="ray-")
                 with own_thread_env():
@@ -87,10 +86,9 @@ class RayBackend(Backend):
                         # Advertise loopback; Ray still *listens* on every interface.
                         _node_ip_address="127.0.0.1",
                         logging_level=logging.ERROR,
+                        # No runtime_env for the caps: it cost ~2 s more start-up. The first
+                        # capped task sets them in each worker (backends.inner).
                         log_to_driver=False,
-                        # For the libraries a worker loads; the loaded ones are capped around
-                        # the tasks (backends.inner).
-                        runtime_env={"env_vars": env} if env else None,
                     )
             else:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)

@@ -59,7 +59,7 @@ def test_serial_leaves_the_libraries_alone_unless_asked():
         assert ex.info()["inner_threads"] is None
         assert ex.submit(probes.native_threads).result()["openblas"] == _blas_threads()
     with get_backend("serial", inner_threads=1) as ex:
-        assert ex.submit(probes.native_threads).result()["openblas"] == 1
+        assert ex.submit(probes.native_threads).result()["openblas"] == ex.info()["inner_threads"]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "all", True])
@@ -314,3 +314,15 @@ def test_python_api_runs_a_function_defined_in_main(tmp_path):
     rows = json.loads(out.stdout.strip().splitlines()[-1])
     assert {r["backend"] for r in rows} == set(backends)
     assert all(r["correct"] and r["errors"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("spec", [b for b in ("dask", "ray") if b in available()])
+def test_starting_a_cluster_leaves_the_drivers_thread_variables_alone(spec):
+    from backends.inner import THREAD_ENV
+
+    before = {var: os.environ.get(var) for var in THREAD_ENV}
+    with get_backend(spec, workers=2) as ex:
+        assert ex.submit(probes.native_threads).result()["openblas"] == ex.info()["inner_threads"]
+        # Distributed's nanny sets OMP/OPENBLAS/MKL_NUM_THREADS=1 in the process that starts
+        # it: a BLAS the driver loaded later would start capped, and serial with it.
+        assert {var: os.environ.get(var) for var in THREAD_ENV} == before
