@@ -104,13 +104,17 @@ class RayBackend(Backend):
         self._remotes: weakref.WeakKeyDictionary[Callable, Any] = weakref.WeakKeyDictionary()
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
-        ray = self._ray
         remote = self._remote_for(fn)
         if remote is None:
             ref = self._remote_call.remote(fn, args, kwargs)
         else:
             ref = remote.remote(*args, **kwargs)
-        future = linked_future(lambda: ray.cancel(ref))
+        # Cancelling our future drops the task's result but does not ray.cancel() it: a cancel
+        # that races the task's completion reply crashed the whole driver process in Ray 2.60
+        # ("Check failed: it != submissible_tasks_.end() Tried to complete task that was not
+        # pending", task_manager.cc), twice in five runs of the test suite. The task's workers
+        # are freed when this backend stops its runtime or disconnects from the cluster.
+        future = linked_future(_keep_running)
         ref.future().add_done_callback(lambda done: settle(future, lambda: _unwrap(done)))
         self._pending.add(future)
         return future
@@ -181,6 +185,10 @@ def _capped_function(capped: Capped) -> Callable[..., Any]:
 
     run.__name__ = run.__qualname__ = getattr(capped.fn, "__name__", "task")
     return run
+
+
+def _keep_running() -> None:
+    return None
 
 
 def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

@@ -45,6 +45,18 @@ SMALL = {
         "1",
     ],
     "bench kernels": ["--side", "40", "--repeats", "1"],
+    "bench tasks": [
+        "--backends",
+        "serial",
+        "threads",
+        "--tasks",
+        "tiny",
+        "io_wait",
+        "--scale",
+        "0.1",
+        "--repeats",
+        "1",
+    ],
     "bench api": ["--concurrency", "2", "--rounds", "2", "--latency", "0.01"],
 }
 # The default run measures every workload on every backend: keep two cheap ones.
