@@ -60,11 +60,15 @@ def spin(seconds: float) -> int:
 
 def native_threads(_item: Any = None) -> dict[str, int]:
     """Threads of each native pool loaded in this process, NumPy's BLAS among them, as
-    threadpoolctl reports them: what a task running here would get."""
+    threadpoolctl reports them (``"openblas:libscipy_openblas64_-….so": 2``): what a task
+    running here would get."""
     import numpy  # noqa: F401  (its BLAS is what is asked about)
     from threadpoolctl import threadpool_info
 
-    return {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+    return {
+        f"{p['internal_api']}:{os.path.basename(p['filepath'])}": p["num_threads"]
+        for p in threadpool_info()
+    }
 
 
 def echo(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
