@@ -2,7 +2,8 @@
 
 For each task kind of :data:`workloads.tasks.SUITE`: the task is profiled
 (:func:`compare.profile_task`, on 17 of its items) and the advice taken from the profile and
-this machine's calibration; then every backend runs all the items, cold (start-up included)
+this machine's calibration; then every backend runs all the items, cold (start-up included,
+the median of three fresh starts: one cold run of two identical thread pools differed by 33%)
 and warm (median of the repeats). The score is the **regret**: the advised backend's measured
 time ÷ the measured fastest − 1, a difference under :data:`TIE_S` counting as a tie.
 """
@@ -30,18 +31,22 @@ TIE_S = 0.02  # differences under this are ties: the machine's noise on a whole 
 SAMPLE = 17  # items profiled, the first one a warm-up
 
 
-def measure(spec: str, kind: TaskKind, items: list, inner_threads: Any, repeats: int) -> dict:
-    """Cold seconds (start-up + first map) and the median warm seconds of one backend."""
-    start = time.perf_counter()
-    with get_backend(spec, inner_threads=inner_threads) as ex:
-        list(ex.map(kind.fn, items, chunksize="auto"))
-        cold = time.perf_counter() - start
-        warm = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+def measure(
+    spec: str, kind: TaskKind, items: list, inner_threads: Any, repeats: int, colds: int
+) -> dict:
+    """Median cold seconds (start-up + first map, each on a fresh backend) over ``colds``
+    starts, and the median warm seconds over ``repeats`` maps on the first one."""
+    cold, warm = [], []
+    for i in range(colds):
+        start = time.perf_counter()
+        with get_backend(spec, inner_threads=inner_threads) as ex:
             list(ex.map(kind.fn, items, chunksize="auto"))
-            warm.append(time.perf_counter() - t0)
-    return {"cold": cold, "warm": statistics.median(warm)}
+            cold.append(time.perf_counter() - start)
+            for _ in range(repeats if i == 0 else 0):
+                t0 = time.perf_counter()
+                list(ex.map(kind.fn, items, chunksize="auto"))
+                warm.append(time.perf_counter() - t0)
+    return {"cold": statistics.median(cold), "warm": statistics.median(warm)}
 
 
 def score(
@@ -73,6 +78,7 @@ def tasks_bench(
     specs: Sequence[str],
     kinds: Sequence[TaskKind],
     repeats: int,
+    colds: int,
     modes: Sequence[str],
     scale: float,
     console: Console,
@@ -95,7 +101,7 @@ def tasks_bench(
         for mode in modes:
             cal = calibration if mode == "capped" else uncapped
             inner = "auto" if mode == "capped" else None
-            measured = {s: measure(s, kind, items, inner, repeats) for s in specs}
+            measured = {s: measure(s, kind, items, inner, repeats, colds) for s in specs}
             console.print(
                 f"  {mode}: "
                 + ", ".join(f"{s} {m['cold']:.3g}/{m['warm']:.3g}" for s, m in measured.items())
@@ -126,13 +132,16 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}, expected {[k.name for k in SUITE]}")
     modes = ["capped", "uncapped"] if args.uncapped else ["capped"]
-    results = tasks_bench(specs, kinds, args.repeats, modes, args.scale, console)
+    results = tasks_bench(specs, kinds, args.repeats, args.colds, modes, args.scale, console)
     cols = [
         "task", "items", "phase", "advised", "predicted_s", "advised_s", "fastest",
         "fastest_s", "regret_pct", "error_pct", "median_error_pct", "why",
     ]  # fmt: skip
     for mode, rows in results.items():
-        table = Table(title=f"advice vs measured, inner threads {mode} (median of {args.repeats})")
+        table = Table(
+            title=f"advice vs measured, inner threads {mode} (medians of {args.colds} cold "
+            f"starts and {args.repeats} warm maps)"
+        )
         for col in cols:
             table.add_column(col.replace("_", " "), justify="left" if col == "why" else "right")
         for row in rows:
@@ -159,7 +168,13 @@ def add_parser(kinds: Any) -> None:
     p = kinds.add_parser("tasks", help="advice vs every backend measured, on unseen task kinds")
     p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
     p.add_argument("--tasks", nargs="+", metavar="NAME", help="task kinds (default: all)")
-    p.add_argument("--repeats", type=int, default=3, help="warm repeats per backend")
+    p.add_argument("--repeats", type=int, default=3, help="warm maps per backend (default: 3)")
+    p.add_argument(
+        "--colds",
+        type=int,
+        default=3,
+        help="cold starts per backend, each a fresh backend and its first map (default: 3)",
+    )
     p.add_argument(
         "--scale", type=float, default=1.0, help="multiply every task's item count by this"
     )

@@ -56,6 +56,8 @@ SMALL = {
         "0.1",
         "--repeats",
         "1",
+        "--colds",
+        "1",
     ],
     "bench api": ["--concurrency", "2", "--rounds", "2", "--latency", "0.01"],
 }
