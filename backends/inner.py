@@ -91,21 +91,6 @@ def thread_env(threads: int) -> dict[str, str]:
     return {var: str(threads) for var in THREAD_ENV}
 
 
-def pools() -> list[dict[str, Any]]:
-    """threadpoolctl's report of the native pools loaded in this process (and numba's)."""
-    from threadpoolctl import threadpool_info
-
-    found = [
-        {"api": p["internal_api"], "user_api": p["user_api"], "threads": p["num_threads"]}
-        for p in threadpool_info()
-    ]
-    if "numba" in sys.modules:
-        import numba
-
-        found.append({"api": "numba", "user_api": "numba", "threads": numba.get_num_threads()})
-    return found
-
-
 class Capped:
     """``fn`` run with the native pools capped at ``threads`` threads; pickles by reference.
 

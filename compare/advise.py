@@ -28,10 +28,7 @@ never measurements.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures as cf
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,20 +255,8 @@ def task_cost(workload: Any, items: int = 8) -> Any:
 
 
 def coroutine_cpu_s(workload: Any, in_flight: int = 32) -> float:
-    """CPU seconds per item of ``workload``'s coroutine twin, ``in_flight`` items at once.
+    """CPU seconds per item of ``workload``'s coroutine twin, ``in_flight`` items at once
+    (:func:`compare.taskprofile.concurrent_cpu_s`)."""
+    from compare.taskprofile import concurrent_cpu_s
 
-    Concurrent, as the asyncio backend runs them: one loop wake-up then serves many
-    responses, so an item costs less than awaited alone (API: ~0.4 against ~1 ms at 32).
-    """
-    async_task, items = workload.async_task, workload.prepare(in_flight, 1)
-
-    async def together() -> float:
-        await async_task(items[0])  # warm-up: the session and its connections
-        cpu = time.process_time()
-        await asyncio.gather(*(async_task(item) for item in items))
-        return (time.process_time() - cpu) / len(items)
-
-    # On a thread of its own: the caller may be inside a running loop (Jupyter), where
-    # asyncio.run refuses to start another.
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="smallbig-probe") as pool:
-        return pool.submit(asyncio.run, together()).result()
+    return concurrent_cpu_s(workload.async_task, workload.prepare(in_flight, 1))
