@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.chunks import TARGET_BATCH_SECONDS
+from compare import checks
+from compare.fmt import seconds
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,20 @@ def predict(
     cold : bool
         Include each backend's start-up.
     """
+    items = checks.count("items", items)
+    for name, value in (("item_s", item_s), ("cpu_s", cpu_s), ("coroutine_cpu_s", coroutine_cpu_s)):
+        if value is not None:
+            checks.number(name, value)
+    checks.number("item_bytes", item_bytes)
+    if workers is not None:
+        workers = checks.count("workers", workers)
+    if latency_s is not None:
+        latency_s = checks.number("latency_s", latency_s)
+    if bandwidth_Bps is not None:
+        bandwidth_Bps = checks.number("bandwidth_Bps", bandwidth_Bps, above=True)
+    if not isinstance(profile, dict) or not isinstance(profile.get("backends"), dict):
+        raise ValueError("profile must be a calibration: a dict with 'backends' (compare.overhead)")
     cost = _cost(task, item_s, item_bytes, cpu_s, releases_gil, coroutine, coroutine_cpu_s)
-    if items < 1:
-        raise ValueError(f"items must be ≥ 1, got {items}")
     cores = profile.get("cpu_count")
     out = []
     for name, cal in profile["backends"].items():
@@ -150,16 +163,18 @@ def predict(
         binding = max(bounds, key=bounds.get)
         compute = items * bounds[binding]
         total = startup + items * (overhead + transfer) + compute
+        # Slot-bound time of a task that mostly waits is waiting, not compute.
+        work = "waiting" if binding == "slots" and busy < 0.5 * wall else "compute"
         parts = {
             "start-up": startup,
             "overhead": items * overhead,
             "transfer": items * transfer,
-            "compute": compute,
+            work: compute,
         }
         main = max(parts, key=parts.get)
-        reason = f"{main} dominates ({parts[main]:.3g} s of {total:.3g} s)"
-        if main == "compute":
-            reason += f"; {_why(binding, note, cost, cap)}"
+        reason = f"{main} dominates ({seconds(parts[main])} of {seconds(total)})"
+        if main == work:
+            reason += f"; {_why(binding, note, cost, cap, work)}"
         out.append(Prediction(name, total, slots, reason))
     return sorted(out, key=lambda p: p.seconds)
 
@@ -187,8 +202,6 @@ def _cost(
         )
     if item_s is None:
         raise ValueError("give a task profile (task=) or its time per item (item_s=)")
-    if item_s < 0 or item_bytes < 0 or (cpu_s is not None and cpu_s < 0):
-        raise ValueError("item time, CPU time and size must be ≥ 0")
     cpu = item_s if cpu_s is None else min(cpu_s, item_s)
     return _Cost(
         item_s,
@@ -222,9 +235,11 @@ def _capacity(
     return slots, cpus, f"{cpus} cores for {slots} {unit}"
 
 
-def _why(binding: str, note: str, cost: _Cost, cap: int | None) -> str:
+def _why(binding: str, note: str, cost: _Cost, cap: int | None, work: str) -> str:
     if binding == "GIL":
-        return f"GIL-bound: {cost.gil_s * 1e3:.3g} ms per item that threads cannot overlap"
+        return f"GIL-bound: {seconds(cost.gil_s)} per item that threads cannot overlap"
+    if binding == "slots" and work == "waiting":
+        return "more slots overlap more waits"
     if binding == "slots":
         return "every slot busy for a whole item"
     inner = cost.inner

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from backends import available, get_backend
+from compare.checks import arg_count, arg_number
+from compare.fmt import cell
 from compare.report import CLOSE
 from workloads import probes
 
@@ -137,23 +138,13 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
     for col in cols:
         table.add_column(col, justify="right")
     for row in rows:
-        table.add_row(*(_fmt(row.get(col)) for col in cols))
+        table.add_row(*(cell(col, row.get(col)) for col in cols))
     console.print(table)
     console.print(
         f"auto: {args.items:,} items; submit vs native: {args.tasks:,} no-op tasks, run "
         "alternately; adapter_overhead_pct is the median of the paired ratios"
     )
     return 0
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def kernels(side: int, repeats: int) -> list[dict[str, Any]]:
@@ -349,10 +340,10 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
 def _print_rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
     cols = list(dict.fromkeys(c for row in rows for c in row))
     table = Table(title=title)
-    for col in cols:
-        table.add_column(col, justify="right")
+    for col in cols:  # headers wrap at their spaces instead of being cut
+        table.add_column(col.replace("_", " "), justify="right", overflow="fold")
     for row in rows:
-        table.add_row(*(_fmt(row.get(col)) for col in cols))
+        table.add_row(*(cell(col, row.get(col)) for col in cols))
     console.print(table)
 
 
@@ -365,8 +356,8 @@ def cmd_kernels(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_api(args: argparse.Namespace, console: Console) -> int:
-    rows = api_throughput(args.concurrency, args.latency, args.rounds)
-    _print_rows(console, f"weather API, {args.latency * 1000:.0f} ms latency", rows)
+    rows = api_throughput(args.concurrency, args.latency_ms / 1e3, args.rounds)
+    _print_rows(console, f"weather API, {args.latency_ms:g} ms latency", rows)
     return 0
 
 
@@ -376,25 +367,60 @@ def add_parser(sub: Any) -> None:
     kinds = bench.add_subparsers(dest="bench", required=True)
     p = kinds.add_parser("overhead", help="per-item cost of map on each backend")
     p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
-    p.add_argument("--items", type=int, default=100_000, help="items for chunksize='auto'")
+    p.add_argument(
+        "--items",
+        type=arg_count(),
+        default=100_000,
+        help="no-op items for chunksize='auto' (default: 100000)",
+    )
     p.add_argument(
         "--single-items",
-        type=int,
+        type=arg_count(),
         default=2_000,
-        help="items for chunksize=1 on cluster backends (local ones use --items)",
+        help="items for chunksize=1 on cluster backends; local ones use --items (default: 2000)",
     )
-    p.add_argument("--tasks", type=int, default=2_000, help="tasks for submit vs native API")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--tasks",
+        type=arg_count(),
+        default=2_000,
+        help="no-op tasks for submit vs the engine's own API (default: 2000)",
+    )
+    p.add_argument(
+        "--repeats", type=arg_count(), default=3, help="timed runs per figure (default: 3)"
+    )
+    p.add_argument(
+        "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
+    )
     p.set_defaults(func=cmd_overhead)
     p = kinds.add_parser("kernels", help="the four pixel kernels: first call and steady state")
-    p.add_argument("--side", type=int, default=2000)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--side",
+        type=arg_count(),
+        default=2000,
+        help="image side in pixels: side × side (default: 2000)",
+    )
+    p.add_argument("--repeats", type=arg_count(), default=5, help="steady-state calls (default: 5)")
     p.set_defaults(func=cmd_kernels)
     p = kinds.add_parser("api", help="HTTP throughput of threads and asyncio vs the ideal")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64, 256])
-    p.add_argument("--latency", type=float, default=0.05)
-    p.add_argument("--rounds", type=int, default=20, help="requests per unit of concurrency")
+    p.add_argument(
+        "--concurrency",
+        type=arg_count(),
+        nargs="+",
+        default=[1, 8, 64, 256],
+        help="requests in flight (default: 1 8 64 256)",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=arg_number(),
+        default=50.0,
+        help="the server's latency per request (ms, default: 50)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=arg_count(),
+        default=20,
+        help="requests per unit of concurrency (default: 20)",
+    )
     p.set_defaults(func=cmd_api)
     from compare import bench_tasks
 
@@ -406,11 +432,3 @@ def add_parser(sub: Any) -> None:
         help="output directory of a `smallbig run` (default: the last run's)",
     )
     p.set_defaults(func=cmd_advice)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from compare.cli import main
-
-    sys.exit(main(["bench", *sys.argv[1:]]))

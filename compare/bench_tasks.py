@@ -24,6 +24,8 @@ from rich.table import Table
 from backends import available, get_backend
 from compare.advise import predict
 from compare.calibrate import overhead
+from compare.checks import arg_count, arg_number
+from compare.fmt import cell
 from compare.taskprofile import profile_task
 from workloads.tasks import SUITE, TaskKind
 
@@ -145,7 +147,7 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
         for col in cols:
             table.add_column(col.replace("_", " "), justify="left" if col == "why" else "right")
         for row in rows:
-            table.add_row(*(_fmt(row[c]) for c in cols))
+            table.add_row(*(cell(c, row[c]) for c in cols))
         console.print(table)
         s = summary(rows)
         console.print(
@@ -157,26 +159,25 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    return str(value)
-
-
 def add_parser(kinds: Any) -> None:
     """Register ``smallbig bench tasks``."""
     p = kinds.add_parser("tasks", help="advice vs every backend measured, on unseen task kinds")
     p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
     p.add_argument("--tasks", nargs="+", metavar="NAME", help="task kinds (default: all)")
-    p.add_argument("--repeats", type=int, default=3, help="warm maps per backend (default: 3)")
+    p.add_argument(
+        "--repeats", type=arg_count(), default=3, help="warm maps per backend (default: 3)"
+    )
     p.add_argument(
         "--colds",
-        type=int,
+        type=arg_count(),
         default=3,
         help="cold starts per backend, each a fresh backend and its first map (default: 3)",
     )
     p.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every task's item count by this"
+        "--scale",
+        type=arg_number(above=True),
+        default=1.0,
+        help="multiply every task's item count by this (default: 1)",
     )
     p.add_argument(
         "--uncapped",

@@ -6,7 +6,6 @@ and bandwidth β (``T(bytes) = α + bytes/β``, by value and via ``put``), with 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -18,7 +17,9 @@ import numpy as np
 from backends import available, get_backend, parse_spec
 from compare.bench import median_time
 from compare.model import fit_line
+from compare.records import read_json, write_json
 from workloads import probes
+from workloads.base import cache_dir
 
 PAYLOAD_BYTES = (16 * 2**10, 2**20, 8 * 2**20)
 RUN_PROFILE = "calibration.json"  # the overheads a run measured, beside its records
@@ -26,8 +27,7 @@ RUN_PROFILE = "calibration.json"  # the overheads a run measured, beside its rec
 
 def default_profile_path() -> Path:
     """Where this machine's calibration profile is kept."""
-    base = os.environ.get("SMALLBIG_CACHE") or Path.home() / ".cache" / "smallbig"
-    return Path(base) / "calibration.json"
+    return cache_dir() / "calibration.json"
 
 
 def remember_run(out_dir: str | Path) -> None:
@@ -128,8 +128,7 @@ def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> dict[str,
         "backends": {r["backend"]: r for r in rows},
     }
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(profile, indent=2))
+    write_json(out, profile)
     profile["path"] = str(out)
     return profile
 
@@ -137,4 +136,9 @@ def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> dict[str,
 def load_profile(path: str | Path | None = None) -> dict[str, Any] | None:
     """The saved profile, or ``None`` if there is none yet."""
     p = Path(path) if path else default_profile_path()
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    profile = read_json(p, ("backends",))
+    if not isinstance(profile["backends"], dict) or not profile["backends"]:
+        raise ValueError(f"{p} holds no backend's figures: delete it or measure again")
+    return profile

@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from backends import BACKENDS, backend_class
+from backends import BACKENDS, available, backend_class
 from backends.base import engine_version
-from compare.runner import WORKLOADS
+from compare.checks import Parser, arg_count, arg_number
+from compare.fmt import cell, seconds
+from compare.runner import DEFAULT_SIZES, WORKLOADS
 
 
 def cmd_backends(args: argparse.Namespace, console: Console) -> int:
@@ -37,10 +39,11 @@ def cmd_backends(args: argparse.Namespace, console: Console) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``smallbig`` subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="smallbig",
         description="When does a thread pool, a process pool, Dask or Ray pay off?",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("backends", help="list backends, their engines and how to install them")
     p.set_defaults(func=cmd_backends)
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(WORKLOADS),
         metavar="NAME",
-        help=f"default: {' '.join(WORKLOADS)}",
+        help=f"what to measure (default: {' '.join(WORKLOADS)})",
     )
     p.add_argument(
         "--backends",
@@ -58,45 +61,110 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="names or dask@ADDRESS / ray@ADDRESS (default: every available one)",
     )
-    p.add_argument("--sizes", nargs="+", type=int, help="item counts for every workload")
-    p.add_argument("--repeats", type=int, default=3, help="warm repeats per point")
-    p.add_argument("--workers", type=int, help="workers per backend (default: each one's own)")
-    p.add_argument("--out", default="smallbig-results", help="output directory")
-    p.add_argument("--resume", action="store_true", help="skip points already measured")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        type=arg_count(),
+        metavar="N",
+        help="item counts for every workload (default: 5 sizes per workload, e.g. images "
+        + " ".join(map(str, DEFAULT_SIZES["images"]))
+        + ")",
+    )
+    p.add_argument(
+        "--repeats", type=arg_count(), default=3, help="warm repeats per point (default: 3)"
+    )
+    p.add_argument(
+        "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
+    )
+    p.add_argument(
+        "--out",
+        type=_folder,
+        default="smallbig-results",
+        help="output folder (default: smallbig-results)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out: skip points it holds"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out (records, figures)"
+    )
     p.add_argument("--images", help="your own image folder (default: a generated dataset)")
     _task_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("overhead", help="measure per-backend overheads; save a calibration")
-    p.add_argument("--backends", nargs="+", metavar="SPEC")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--items", type=int, default=20_000, help="no-op items for the auto figure")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--profile", help="where to save it (default: ~/.cache/smallbig)")
+    p.add_argument(
+        "--backends", nargs="+", metavar="SPEC", help="backend specs (default: all available)"
+    )
+    p.add_argument(
+        "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
+    )
+    p.add_argument(
+        "--items",
+        type=arg_count(),
+        default=20_000,
+        help="no-op items for the chunksize='auto' figure (default: 20000)",
+    )
+    p.add_argument(
+        "--repeats", type=arg_count(), default=3, help="timed runs per figure (default: 3)"
+    )
+    p.add_argument(
+        "--profile",
+        help="calibration file to write (default: calibration.json in the cache folder, "
+        "$SMALLBIG_CACHE or ~/.cache/smallbig)",
+    )
+    p.add_argument(
+        "--plots",
+        type=_folder,
+        default=".",
+        help="folder for overhead.png and phase_diagram.png (default: the current one)",
+    )
     p.set_defaults(func=cmd_overhead)
     p = sub.add_parser("advise", help="rank backends for a task from the calibration")
-    p.add_argument("--workload", choices=list(WORKLOADS))
+    p.add_argument("--workload", choices=list(WORKLOADS), help="a built-in workload, measured")
     _task_options(p)
     p.add_argument(
         "--sample",
-        type=int,
+        type=arg_count(2),
         default=17,
         help="with --task: items of SOURCE profiled, the first one a warm-up (default: 17)",
     )
-    p.add_argument("--items", type=int, required=True)
-    p.add_argument("--item-ms", type=float, help="your task's time per item, run alone")
-    p.add_argument("--wait-ms", type=float, default=0.0, help="of which waiting on I/O")
-    p.add_argument("--item-kb", type=float, help="bytes shipped per item, in kB")
+    p.add_argument("--items", type=arg_count(), required=True, help="how many items to process")
+    p.add_argument("--item-ms", type=arg_number(), help="your task's time per item, run alone (ms)")
+    p.add_argument(
+        "--wait-ms",
+        type=arg_number(),
+        default=0.0,
+        help="of --item-ms, the part spent waiting on I/O (ms, default: 0)",
+    )
+    p.add_argument("--item-kb", type=arg_number(), help="bytes shipped per item (kB, default: 0)")
     p.add_argument("--releases-gil", action="store_true", help="the task releases the GIL")
     p.add_argument("--coroutine", action="store_true", help="the task has an async version")
-    p.add_argument("--workers", type=int, help="extrapolate to a cluster of this many workers")
-    p.add_argument("--latency-ms", type=float, help="extrapolate: network latency per task")
-    p.add_argument("--bandwidth-mbps", type=float, help="extrapolate: network bandwidth")
-    p.add_argument("--profile", help="calibration file (default: ~/.cache/smallbig)")
+    p.add_argument(
+        "--workers",
+        type=arg_count(),
+        help="extrapolate to a cluster of this many workers (default: as calibrated)",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=arg_number(),
+        help="extrapolate: network latency per task (ms, default: as calibrated)",
+    )
+    p.add_argument(
+        "--bandwidth-mbps",
+        type=arg_number(above=True),
+        help="extrapolate: network bandwidth (Mbit/s, default: as calibrated)",
+    )
+    p.add_argument(
+        "--profile",
+        help="calibration file (default: calibration.json in the cache folder; made if absent)",
+    )
     p.set_defaults(func=cmd_advise)
     p = sub.add_parser("make-images", help="write a realistic image dataset to a folder")
-    p.add_argument("directory")
-    p.add_argument("--count", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("directory", type=_folder, help="where to write the images")
+    p.add_argument("--count", type=arg_count(), default=48, help="how many images (default: 48)")
+    p.add_argument(
+        "--seed", type=arg_count(0), default=0, help="same seed, same images (default: 0)"
+    )
     p.set_defaults(func=cmd_make_images)
     p = sub.add_parser(
         "serve-api", help="serve the weather API on 127.0.0.1 until Ctrl-C", add_help=False
@@ -106,6 +174,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     return parser
+
+
+def _folder(text: str) -> str:
+    """An argparse ``type=`` for a folder name: not empty (``''`` is not "here")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder (use . for the current one)")
+    return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("smallbig")
+    except PackageNotFoundError:  # run from a checkout without installing it
+        return "unknown"
 
 
 def _task_options(p: argparse.ArgumentParser) -> None:
@@ -143,7 +227,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     from compare import plots
     from compare.calibrate import RUN_PROFILE, load_profile
-    from compare.records import read_metadata
+    from compare.records import add_outputs, read_metadata
     from compare.report import print_model_check, print_report
     from compare.runner import run
 
@@ -158,6 +242,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         args.resume,
         args.images,
         progress=True,
+        overwrite=args.overwrite,
         task=user and user[0],
         items=user and user[1],
     )
@@ -168,15 +253,20 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     profile = load_profile(out / RUN_PROFILE)
     if profile is not None:
         print_model_check(records, profile, meta.get("workloads", {}), console)
-    for workload in sorted(records["workload"].unique()):
+    drawn = [
         plots.scaling(records, workload, out / f"{workload}_scaling.png")
+        for workload in sorted(records["workload"].unique())
+    ]
     if profile is not None:  # measured winners on top of the predicted regions
         serial = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
         item_s = (serial["wall_s"] / serial["size"]).groupby(serial["workload"]).median()
         known = records[records["backend"].isin(profile["backends"])]
         winners = plots.measured_winners(known, item_s.to_dict())
         # Three of the four workloads release the GIL (the no-ops take too little to matter).
-        plots.phase_diagram(profile, out / "phase_diagram.png", winners, releases_gil=True)
+        drawn.append(
+            plots.phase_diagram(profile, out / "phase_diagram.png", winners, releases_gil=True)
+        )
+    add_outputs(out, drawn)  # what the next run into --out replaces
     console.print(f"records and plots: {out.resolve()}")
     return 0
 
@@ -203,15 +293,13 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
     for col in cols:
         table.add_column(col.replace("_", " "), justify="right")
     for row in profile["backends"].values():
-        table.add_row(
-            *(f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in cols)
-        )
+        table.add_row(*(cell(c, row[c]) for c in cols))
     console.print(table)
     from pathlib import Path
 
     from compare import plots
 
-    folder = Path(profile["path"]).parent
+    folder = Path(args.plots)
     drawn = [
         plots.overhead_breakdown(profile, folder / "overhead.png"),
         plots.phase_diagram(profile, folder / "phase_diagram.png"),
@@ -226,12 +314,27 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     from compare.calibrate import load_profile, overhead
 
     task = _task_cost(args)  # first: a bad task description fails before any calibration
+    extrapolated = any(x is not None for x in (args.workers, args.latency_ms, args.bandwidth_mbps))
     profile = load_profile(args.profile)
     if profile is None:
-        console.print("no calibration yet: running a quick one (local backends)")
-        profile = overhead(
-            ["serial", "threads", "processes", "asyncio"], items=5000, repeats=1, path=args.profile
+        # What a cluster extrapolation scales is a cluster backend's measured overheads.
+        names = [b for b in available() if extrapolated or not backend_class(b).distributed]
+        console.print(f"no calibration yet: running a quick one ({', '.join(names)})")
+        profile = overhead(names, items=5000, repeats=1, path=args.profile)
+    clusters = [b for b, row in profile["backends"].items() if row.get("distributed")]
+    if extrapolated and not clusters:
+        engines = [b for b in available() if backend_class(b).distributed]
+        todo = (
+            f"run smallbig overhead{f' --profile {args.profile}' if args.profile else ''}: "
+            f"it measures every available backend, {' and '.join(engines)} included"
+            if engines
+            else "pip install 'smallbig[dask]' (or [ray]), then run smallbig overhead"
         )
+        console.print(
+            "[yellow]cannot extrapolate to a cluster:[/yellow] the calibration holds no "
+            f"cluster backend to scale; {escape(todo)}. Ranking the local backends as measured."
+        )
+        extrapolated = False
     described = isinstance(task, dict)
     ranked = predict(
         profile,
@@ -243,10 +346,9 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
         releases_gil=described and task["releases_gil"],
         coroutine=described and task["coroutine"],
         workers=args.workers,
-        latency_s=args.latency_ms and args.latency_ms / 1e3,
-        bandwidth_Bps=args.bandwidth_mbps and args.bandwidth_mbps * 1e6 / 8,
+        latency_s=None if args.latency_ms is None else args.latency_ms / 1e3,
+        bandwidth_Bps=None if args.bandwidth_mbps is None else args.bandwidth_mbps * 1e6 / 8,
     )
-    extrapolated = args.workers or args.latency_ms or args.bandwidth_mbps
     if not described:
         _print_profile(task, console)
         task = {
@@ -255,15 +357,15 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
             "item_bytes": task.arg_bytes + task.result_bytes,
         }
     title = (
-        f"{args.items:,} items of {task['item_s'] * 1e3:.3g} ms "
-        f"({task['cpu_s'] * 1e3:.3g} ms CPU), {task['item_bytes'] / 1e3:.3g} kB: "
+        f"{args.items:,} items of {seconds(task['item_s'])} "
+        f"({seconds(task['cpu_s'])} CPU), {task['item_bytes'] / 1e3:.3g} kB: "
         f"PREDICTED{' (extrapolated to a cluster)' if extrapolated else ''}"
     )
     table = Table(title=title)
     for col in ("rank", "backend", "workers", "predicted s", "why"):
         table.add_column(col)
     for i, p in enumerate(ranked, 1):
-        table.add_row(str(i), p.backend, str(p.workers), f"{p.seconds:.3g}", p.reason)
+        table.add_row(str(i), p.backend, str(p.workers), seconds(p.seconds), p.reason)
     console.print(table)
     return 0
 
@@ -274,11 +376,11 @@ def _print_profile(task: Any, console: Console) -> None:
     table.add_column("trait")
     table.add_column("value", justify="right")
     rows = [
-        ("wall per item, native pools as they are", f"{task.item_s * 1e3:.3g} ms"),
-        ("CPU per item", f"{task.cpu_s * 1e3:.3g} ms"),
+        ("wall per item, native pools as they are", seconds(task.item_s)),
+        ("CPU per item", seconds(task.cpu_s)),
         ("cores one item keeps busy", f"{task.cores_used:.2f}"),
-        ("wall per item, pools capped at 1 thread", f"{task.item_s_1 * 1e3:.3g} ms"),
-        ("per item that threads cannot overlap (GIL)", f"{task.gil_s * 1e3:.3g} ms"),
+        ("wall per item, pools capped at 1 thread", seconds(task.item_s_1)),
+        ("per item that threads cannot overlap (GIL)", seconds(task.gil_s)),
         ("releases the GIL (mostly)", "yes" if task.releases_gil else "no"),
         ("pickled argument / result", f"{task.arg_bytes:,} / {task.result_bytes:,} bytes"),
         ("peak memory per item", f"{task.memory_bytes / 1e6:.3g} MB"),
@@ -299,8 +401,6 @@ def _task_cost(args: argparse.Namespace) -> Any:
         from workloads.user import takes_kwargs
 
         fn, items = user
-        if args.sample < 2:
-            raise ValueError(f"--sample must be at least 2, got {args.sample}")
         step = max(1, len(items) // args.sample)  # spread over SOURCE, not only its head
         sample = items[::step][: args.sample]
         if len(sample) < 2:
@@ -347,8 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
-    # A pipe or CI log is not a terminal: give tables room instead of 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    # A pipe or CI log is not a terminal: 100 columns, what the tables are laid out for.
+    console = Console(width=None if sys.stdout.isatty() else 100)
     try:
         return args.func(args, console)
     except KeyboardInterrupt:

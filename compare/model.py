@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from compare.fmt import seconds
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -124,18 +126,17 @@ def thresholds(
                 row["break_even_cold"] = break_even(fit, base, startup.get(backend, 0.0))
                 if row["break_even_warm"] is None:
                     row["reason"] = (
-                        f"per-item cost {fit.per_item_s * 1e3:.3g} ms ≥ serial's "
-                        f"{base.per_item_s * 1e3:.3g} ms"
+                        f"per item {seconds(fit.per_item_s)} ≥ {baseline}'s "
+                        f"{seconds(base.per_item_s)}"
                     )
             if backend.split("@")[0] in ("dask", "ray") and local:
                 best = min(local, key=lambda b: fits[(workload, b)].per_item_s)
                 row["crossover_vs"] = best
                 row["crossover"] = break_even(fit, fits[(workload, best)])
                 if row["crossover"] is None:
-                    local_ms = fits[(workload, best)].per_item_s * 1e3
                     why = (
-                        f"never beats {best}: per-item {fit.per_item_s * 1e3:.3g} ms ≥ "
-                        f"{local_ms:.3g} ms"
+                        f"never beats {best}: per item {seconds(fit.per_item_s)} ≥ "
+                        f"{seconds(fits[(workload, best)].per_item_s)}"
                     )
                     row["reason"] = "; ".join(filter(None, [row.get("reason"), why]))
             rows.append(row)

@@ -7,18 +7,39 @@ never switches the user's matplotlib backend.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from backends import parse_spec
 from compare.advise import predict
 from compare.model import break_even, fit_all
 from compare.report import speedup_table
+
+# One colour per backend in every figure the product draws (a cluster by address takes its
+# engine's): the reader learns it once. Other names take one of the rest, by a stable hash.
+PALETTE = {
+    "serial": "#7f7f7f",
+    "threads": "#1f77b4",
+    "processes": "#ff7f0e",
+    "asyncio": "#2ca02c",
+    "dask": "#d62728",
+    "ray": "#9467bd",
+}
+_OTHERS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf")
+
+
+def color(backend: str) -> str:
+    """The colour of ``backend`` (a name or ``NAME@ADDRESS``) in every figure."""
+    name = parse_spec(backend)[0]
+    return PALETTE.get(name) or _OTHERS[zlib.crc32(name.encode()) % len(_OTHERS)]
 
 
 def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
@@ -26,28 +47,44 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
     table = speedup_table(records)
     table = table[table["workload"] == workload]
     fits = fit_all(records)
-    fig = Figure(figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.6))
     ax_t, ax_s = fig.subplots(1, 2)
+    base = fits.get((workload, "serial"))
+    marks = []
     for backend, group in table.groupby("backend"):
-        line = ax_t.plot(group["size"], group["wall_s"], "o-", label=backend)[0]
+        c = color(backend)
+        ax_t.plot(group["size"], group["wall_s"], "o-", color=c, label=backend)
         known = group[group["speedup"] > 0]  # no serial baseline: no speedup to draw
-        ax_s.plot(known["size"], known["speedup"], "o-", color=line.get_color(), label=backend)
-        base = fits.get((workload, "serial"))
+        ax_s.plot(known["size"], known["speedup"], "o-", color=c)
         if base is not None and backend != "serial":
             n = break_even(fits[(workload, backend)], base)
             if n is not None and n > 1:
-                ax_s.axvline(n, color=line.get_color(), ls=":", lw=1)
+                marks.append((n, backend))
     ax_s.axhline(1, color="grey", lw=1)
     for ax, label in ((ax_t, "median warm seconds"), (ax_s, "speedup vs serial")):
         ax.set(xscale="log", yscale="log", xlabel="items", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
-    # Speedups span less than a decade: label them plainly (0.5×, 2×), not as powers of ten.
+    # Speedups read plainly (0.5×, 2×), not as powers of ten; minor ticks are labelled only
+    # within a decade, where there are few of them (over more they print on top of each other).
     times = FuncFormatter(lambda v, _: f"{v:g}×")
     ax_s.yaxis.set_major_formatter(times)
-    ax_s.yaxis.set_minor_formatter(times)
-    ax_s.legend(fontsize=8)
-    fig.suptitle(f"{workload}: dotted lines mark each backend's break-even vs serial")
-    return _save(fig, path)
+    low, high = ax_s.get_ylim()
+    ax_s.yaxis.set_minor_formatter(times if high / low < 10 else NullFormatter())
+    # Each break-even line labelled with its backend, labels staggered so none overlaps.
+    for k, (n, backend) in enumerate(sorted(marks)):
+        ax_s.axvline(n, color=color(backend), ls=":", lw=1.2)
+        ax_s.annotate(
+            f"{backend} ≥ {n:,}",
+            (n, 1 - 0.08 * (k + 1)),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            color=color(backend),
+            fontsize=8,
+        )
+    fig.legend(*ax_t.get_legend_handles_labels(), loc="outside right center", fontsize=8)
+    fig.suptitle(f"{workload}: dotted lines mark where a backend breaks even with serial")
+    return _save(fig, path, layout=False)
 
 
 def overhead_breakdown(profile: dict[str, Any], path: str | Path) -> Path:
@@ -64,9 +101,22 @@ def overhead_breakdown(profile: dict[str, Any], path: str | Path) -> Path:
     }
     ax = (fig := Figure(figsize=(10, 4.2))).subplots()
     x = np.arange(len(names))
+    positive = [v for values in terms.values() for v in values if v > 0]
+    floor = min(positive) / 3 if positive else 1e-6
+    # Terms in shades of grey: colours belong to backends (their tick labels) in every figure.
+    shades = ("#252525", "#636363", "#969696", "#d9d9d9")
     for i, (label, values) in enumerate(terms.items()):
-        ax.bar(x + (i - 1.5) * 0.2, np.maximum(values, 1e-7), 0.2, label=label)
+        at = x + (i - 1.5) * 0.2
+        # A zero cost (serial starts nothing) has no bar on a log axis: it is written as "0".
+        heights = [v if v > 0 else np.nan for v in values]
+        ax.bar(at, heights, 0.2, label=label, color=shades[i], edgecolor="black", lw=0.5)
+        for xi, v in zip(at, values, strict=True):
+            if v <= 0:
+                ax.annotate("0", (xi, floor), ha="center", va="bottom", fontsize=8)
     ax.set(xticks=x, xticklabels=names, yscale="log", ylabel="seconds")
+    ax.set_ylim(bottom=floor)
+    for tick, name in zip(ax.get_xticklabels(), names, strict=True):
+        tick.set_color(color(name))
     ax.legend(fontsize=8)
     ax.set_title("What each backend costs before any work is done")
     return _save(fig, path)
@@ -88,7 +138,7 @@ def phase_diagram(
             ranked = predict(profile, int(n), float(c), releases_gil=releases_gil)
             best[i, j] = names.index(ranked[0].backend)
     ax = (fig := Figure(figsize=(7.5, 5.5))).subplots()
-    cmap = matplotlib.colormaps["tab10"].resampled(len(names))
+    cmap = ListedColormap([color(n) for n in names])
     ax.pcolormesh(
         items,
         compute,
@@ -99,16 +149,36 @@ def phase_diagram(
         shading="auto",
         alpha=0.55,
     )
-    for k, name in enumerate(names):
-        ax.scatter([], [], color=cmap(k), marker="s", label=f"{name} (predicted)")
-    if measured is not None and len(measured):
+    shown = {names[k] for k in np.unique(best)}  # the legend lists only what is drawn
+    dots = measured is not None and len(measured) > 0
+    if dots:
         for row in measured.itertuples():
-            k = names.index(row.backend) if row.backend in names else 0
-            ax.scatter(row.items, row.item_s, color=cmap(k), edgecolor="black", s=60, zorder=3)
+            ax.scatter(
+                row.items, row.item_s, color=color(row.backend), edgecolor="black", s=60, zorder=3
+            )
+    handles = [
+        Line2D([], [], color=color(n), marker="s", ls="", label=f"{n} (predicted)")
+        for n in names
+        if n in shown
+    ]
+    if dots:
+        handles += [
+            Line2D(
+                [],
+                [],
+                color=color(b),
+                marker="o",
+                markeredgecolor="black",
+                ls="",
+                label=f"{b} (measured)",
+            )
+            for b in sorted(set(measured["backend"]))
+        ]
     ax.set(xscale="log", yscale="log", xlabel="items", ylabel="compute per item (s)")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
     kind = "GIL-releasing" if releases_gil else "pure-Python"
-    ax.set_title(f"Fastest backend for {kind} tasks: predicted (shaded), measured (dots)")
+    shown_how = "predicted (shaded), measured (dots)" if dots else "predicted"
+    ax.set_title(f"Fastest backend for {kind} tasks: {shown_how}")
     return _save(fig, path)
 
 
@@ -123,11 +193,12 @@ def measured_winners(records: pd.DataFrame, item_seconds: dict[str, float]) -> p
     return pd.DataFrame(rows)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path, layout: bool = True) -> Path:
     # A bare Figure, not pyplot: nothing here touches the user's matplotlib backend, so their
     # own figures in Jupyter still show after `from compare import plots`.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

@@ -57,12 +57,27 @@ FIELDS = [f.name for f in dataclasses.fields(Record)]
 
 
 class RecordWriter:
-    """Appends records to ``out_dir/records.csv``, flushing each row to disk at once."""
+    """Appends records to ``out_dir/records.csv``, flushing each row to disk at once.
 
-    def __init__(self, out_dir: Path, resume: bool) -> None:
+    Parameters
+    ----------
+    out_dir : path
+        The run's directory.
+    resume : bool
+        Keep the rows already there and skip their points. A last row cut short (a kill
+        mid-write, a full disk) is dropped, its point measured again, and described in
+        :attr:`repaired`.
+    overwrite : bool
+        Without ``resume``, replace an earlier run's records; with neither, a directory that
+        holds records is refused rather than emptied.
+    """
+
+    def __init__(self, out_dir: Path, resume: bool, overwrite: bool = False) -> None:
         self.path = Path(out_dir) / RECORDS
         self.done: set[tuple] = set()
+        self.repaired: str | None = None
         if resume and self.path.exists():
+            self.repaired = _drop_cut_row(self.path)
             with self.path.open(newline="") as f:
                 header = next(csv.reader(f), [])
             if header != FIELDS:
@@ -72,8 +87,13 @@ class RecordWriter:
                 )
             for row in load_records(out_dir).itertuples(index=False):
                 self.done.add((row.workload, row.backend, row.size, row.repeat, row.phase))
-        elif self.path.exists():
-            self.path.unlink()
+        else:
+            if self.path.exists() and self.path.stat().st_size and not overwrite:
+                raise ValueError(
+                    f"{self.path.parent} holds the records of an earlier run: pass --resume "
+                    "to continue it or --overwrite to replace it (or choose another --out)"
+                )
+            clear_run(out_dir)
         new = not self.path.exists()
         self._file = self.path.open("a", newline="")
         self._csv = csv.DictWriter(self._file, FIELDS)
@@ -90,9 +110,39 @@ class RecordWriter:
         self._file.close()
 
 
+def _drop_cut_row(path: Path) -> str | None:
+    """Cut off a last line that has no newline: every complete row ends with one, so it was
+    cut mid-write, and even a value that looks whole (``0.00`` of ``0.0031``) may not be."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return None
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as f:
+        f.truncate(keep)
+        os.fsync(f.fileno())
+    cut = data[keep:].decode(errors="replace")
+    return f"dropped an incomplete last row of {path} ({cut[:60]!r}); its point is measured again"
+
+
 def load_records(out_dir: str | Path) -> pd.DataFrame:
-    """The records of a run directory as a DataFrame."""
-    return pd.read_csv(Path(out_dir) / RECORDS, dtype={"checksum": str})
+    """The records of a run directory as a DataFrame.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no ``records.csv``.
+    ValueError
+        If it is empty or does not parse, naming the file.
+    """
+    path = Path(out_dir) / RECORDS
+    try:
+        frame = pd.read_csv(path, dtype={"checksum": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a records file smallbig can read: {exc}") from exc
+    missing = [f for f in FIELDS if f not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} is not a records file smallbig can read: no {missing}")
+    return frame
 
 
 def metadata(
@@ -122,12 +172,72 @@ def metadata(
 
 
 def write_metadata(out_dir: Path, meta: dict[str, Any]) -> None:
-    (Path(out_dir) / METADATA).write_text(json.dumps(meta, indent=2, default=str))
+    write_json(Path(out_dir) / METADATA, meta)
 
 
 def read_metadata(out_dir: str | Path) -> dict[str, Any]:
     """The ``run.json`` of a run directory."""
-    return json.loads((Path(out_dir) / METADATA).read_text())
+    return read_json(Path(out_dir) / METADATA)
+
+
+def clear_run(out_dir: str | Path) -> None:
+    """Remove what an earlier run wrote into ``out_dir`` (its run.json lists its figures),
+    so that a new run's folder holds nothing of the old one's."""
+    out = Path(out_dir)
+    try:
+        owned = read_metadata(out).get("outputs", [])
+    except (FileNotFoundError, ValueError):
+        owned = []
+    # By name inside out_dir: the folder may have been moved since.
+    for name in [Path(p).name for p in owned] + [METADATA, RECORDS, "calibration.json"]:
+        (out / name).unlink(missing_ok=True)
+
+
+def add_outputs(out_dir: str | Path, paths: list[Path]) -> None:
+    """List ``paths`` (absolute) in run.json as files this run owns."""
+    meta = read_metadata(out_dir)
+    owned = set(meta.get("outputs", [])) | {str(Path(p).resolve()) for p in paths}
+    meta["outputs"] = sorted(owned)
+    write_metadata(Path(out_dir), meta)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically: a kill mid-write leaves the old file or the new one,
+    never half of one (a temporary file beside it, then an atomic rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: str | Path, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object from ``path`` that has ``keys``; a clear error naming the file if not.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        If it is empty, not JSON, not an object or lacks one of ``keys``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): delete it or measure again") from exc
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise ValueError(
+            f"{path} is not a file smallbig wrote (it needs {list(keys) or 'a JSON object'}): "
+            "delete it or measure again"
+        )
+    return data
 
 
 def _git_revision() -> str | None:

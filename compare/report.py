@@ -8,6 +8,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from compare.fmt import cell, number, seconds
 from compare.model import fastest, fit_all, medians, thresholds
 
 
@@ -102,21 +103,58 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
             cells = []
             for n in sizes:
                 t, s = pivot.loc[backend, ("wall_s", n)], pivot.loc[backend, ("speedup", n)]
-                cells.append(f"{t:.3f} ({s:.1f}x)")
+                cells.append(f"{seconds(t)} ({s:.2g}×)" if s == s else seconds(t))
             out.add_row(backend, *cells)
         console.print(out)
-        sel = th[th["workload"] == workload].drop(columns="workload")
-        console.print(sel.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3g}"))
+        console.print(_threshold_table(workload, th[th["workload"] == workload]))
+        largest = int(group["size"].max())
         for row in advice[advice["workload"] == workload].to_dict("records"):
             start = int(row["from"])
             if pd.isna(row["to"]):
-                span = f"{start:,}–∞ items"
+                # The fitted lines say nothing certain beyond the largest size measured.
+                span = f"{start:,} item{'' if start == 1 else 's'} and above" + (
+                    f" (extrapolated beyond {largest:,})" if start <= largest else " (extrapolated)"
+                )
             elif int(row["to"]) == start:
                 span = f"{start:,} item" + ("" if start == 1 else "s")
             else:
                 span = f"{start:,}–{int(row['to']):,} items"
             also = f" ({', '.join(row['close'])} within {CLOSE:.0%})" if row["close"] else ""
             console.print(f"  {span}: use [bold]{row['use']}[/bold]{also}")
+
+
+def _threshold_table(workload: str, rows: pd.DataFrame) -> Table:
+    """The fitted line and the thresholds of each backend, one row each."""
+    out = Table(title=f"{workload}: fitted time = fixed + per item × n; thresholds in items")
+    columns = {
+        "backend": "backend",
+        "fixed_s": "fixed",
+        "per_item_ms": "per item",
+        "fit_error": "fit error",
+        "break_even_warm": "break-even warm",
+        "break_even_cold": "cold",
+        "crossover": "crossover",
+        "reason": "why none",
+    }
+    present = [c for c in columns if c in rows.columns]
+    for c in present:
+        out.add_column(columns[c], justify="left" if c in ("backend", "reason") else "right")
+    for row in rows.to_dict("records"):
+        cells = []
+        for c in present:
+            v = row.get(c)
+            if c == "per_item_ms":
+                cells.append(seconds(v / 1e3))
+            elif c == "fit_error":
+                cells.append(f"{v:.0%}" if v == v else "-")
+            elif c == "crossover" and v == v and v is not None:
+                cells.append(f"{number(v)} vs {row['crossover_vs']}")
+            elif c == "crossover" and isinstance(row.get("crossover_vs"), str):
+                cells.append(f"- vs {row['crossover_vs']}")
+            else:
+                cells.append(cell(c, v))
+        out.add_row(*cells)
+    return out
 
 
 def print_model_check(

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ def run(
     image_dir: str | None = None,
     progress: bool = True,
     *,
+    overwrite: bool = False,
     task: Callable[..., Any] | None = None,
     items: Sequence[Any] | None = None,
 ) -> pd.DataFrame:
@@ -134,6 +136,9 @@ def run(
         they are measured.
     resume : bool
         Skip points already in ``out_dir/records.csv``.
+    overwrite : bool
+        Replace an earlier run in ``out_dir``; with neither this nor ``resume``, a folder
+        that holds records is refused (``ValueError``) rather than emptied.
     task, items : optional
         Measure your own function over your own items instead of ``workloads``: each item
         is ``task``'s argument, or its keyword arguments when items are dicts of its
@@ -155,11 +160,13 @@ def run(
         check_options(workloads, backends, sizes, repeats, out)
     # serial always runs, first: every speedup is against it and every checksum compared with
     # its answer.
-    remember_run(out)
     if "serial" not in backends:
         backends.insert(0, "serial")
     backends.sort(key=lambda b: b != "serial")
-    writer = RecordWriter(out, resume)
+    writer = RecordWriter(out, resume, overwrite)
+    if writer.repaired:
+        warnings.warn(writer.repaired, stacklevel=2)
+    remember_run(out)
     infos: dict[str, Any] = {}
     overheads: dict[str, dict] = {}
     reference: dict[tuple[str, int], str] = {}

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 # Appended to a command (argparse keeps the last value): the same command, smaller.
 SMALL = {
     # Three sizes, so that `bench advice` can hold one out and fit on two.
-    "run": ["--sizes", "2", "4", "8", "--repeats", "1", "--out", "results"],
+    # No --out: each README run writes where the README says (a second run into the same
+    # folder is refused without --resume or --overwrite, so the README must not do that).
+    "run": ["--sizes", "2", "4", "8", "--repeats", "1"],
     "overhead": [
         "--backends",
         "serial",
@@ -59,7 +61,7 @@ SMALL = {
         "--colds",
         "1",
     ],
-    "bench api": ["--concurrency", "2", "--rounds", "2", "--latency", "0.01"],
+    "bench api": ["--concurrency", "2", "--rounds", "2", "--latency-ms", "10"],
 }
 # The default run measures every workload on every backend: keep two cheap ones.
 DEFAULT_RUN = ["--workloads", "noop", "sleep", "--backends", "serial", "threads"]
@@ -98,7 +100,9 @@ def test_readme_commands_run(tmp_path, monkeypatch):
         assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
         ran += 1
     assert ran >= 10
-    assert (tmp_path / "xrays").is_dir() and (tmp_path / "results" / "records.csv").exists()
+    assert (tmp_path / "xrays").is_dir()
+    for out in ("results", "linalg-results", "xrays-results", "smallbig-results"):
+        assert (tmp_path / out / "records.csv").exists(), out
     assert (tmp_path / "overhead.png").exists() and (tmp_path / "phase_diagram.png").exists()
 
 
@@ -130,7 +134,10 @@ def test_readme_cluster_commands(engine, tmp_path):
     start = dask_cluster if engine == "dask" else ray_cluster
     with start() as address:
         argv = shlex.split(re.sub(rf"{engine}@\S+", f"{engine}@{address}", command))
-        run = [sys.executable, "-m", "compare.cli", *argv[1:], "--workloads", "noop", *SMALL["run"]]
+        run = [
+            sys.executable, "-m", "compare.cli", *argv[1:], "--workloads", "noop", *SMALL["run"],
+            "--out", "results",
+        ]  # fmt: skip
         out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     records = (tmp_path / "results" / "records.csv").read_text()

@@ -13,6 +13,7 @@ import json
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MAX_ERROR_CHARS = 300
@@ -124,3 +125,14 @@ class Workload:
         """Median bytes shipped per item."""
         sizes = sorted(item_bytes(i) for i in items[:50]) or [0]
         return sizes[len(sizes) // 2]
+
+
+def cache_dir() -> Path:
+    """Where smallbig keeps what it reuses between runs (the generated images, the
+    calibration, the last run's folder): ``$SMALLBIG_CACHE`` if set, else the platform's user
+    cache folder (``~/.cache/smallbig`` on Linux, by platformdirs)."""
+    import os
+
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("SMALLBIG_CACHE") or user_cache_dir("smallbig"))

@@ -119,7 +119,7 @@ def images_workload(
             ImageItem(str(files[order[i % len(files)]]), size, kernel, out_dir) for i in range(n)
         ]
 
-    params = {"directory": str(directory), "kernel": kernel, "size": list(size)}
+    params = {"directory": str(Path(directory).resolve()), "kernel": kernel, "size": list(size)}
     # Pillow decodes and resizes, and the numba kernels run, with the GIL released.
     return Workload("images", prepare, process_image, releases_gil=True, params=params)
 
@@ -165,7 +165,6 @@ def _pixels(path: Path) -> float:
 
 def default_dataset_dir() -> Path:
     """Where the generated dataset is cached between runs."""
-    import os
+    from workloads.base import cache_dir
 
-    base = os.environ.get("SMALLBIG_CACHE") or Path.home() / ".cache" / "smallbig"
-    return Path(base) / "images"
+    return cache_dir() / "images"

@@ -13,6 +13,8 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
+import math
 import os
 import random
 import struct
@@ -70,6 +72,23 @@ class Faults:
     rate_limit: float = 0.0
     retry_after_s: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # A NaN latency would hang every request; a rate of 5 means nothing: fail at once.
+        limits = {
+            "latency_s": 1e6,
+            "jitter_s": 1e6,
+            "error_rate": 1.0,
+            "malformed_rate": 1.0,
+            "rate_limit": math.inf,
+            "retry_after_s": 1e6,
+        }
+        for name, high in limits.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and 0 <= value <= high):
+                raise ValueError(f"{name} must be a finite number from 0 to {high:g}, got {value}")
 
 
 def readings(endpoint: str, timestamp: datetime) -> list[dict]:
@@ -136,8 +155,12 @@ def _timestamps(query: dict) -> list[datetime]:
             raise ValueError("date_time must look like YYYY-MM-DDTHH:MM:SS") from None
         return [moment.replace(second=0, tzinfo=SGT)]  # readings are per minute
     if "date" in query:
+        text = query["date"]
         try:
-            day = date.fromisoformat(query["date"])
+            # fromisoformat also takes 20240101; the real API wants the dashes.
+            if len(text) != 10 or (text[4], text[7]) != ("-", "-"):
+                raise ValueError
+            day = date.fromisoformat(text)
         except ValueError:
             raise ValueError("date must look like YYYY-MM-DD") from None
         start = datetime(day.year, day.month, day.day, tzinfo=SGT)
@@ -162,6 +185,23 @@ class _Limiter:
             self.tokens -= 1
             return True
         return False
+
+
+class _OneLine(logging.Filter):
+    """A malformed request is the client's mistake, not the server's: one line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            first = (exc.message or type(exc).__name__).strip().splitlines()[0]
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {first}", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_OneLine())
 
 
 def make_app(faults: Faults = Faults()) -> web.Application:
@@ -300,29 +340,81 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until interrupted, printing the base URL first (``smallbig serve-api``)."""
     import argparse
     import signal
+    import sys
 
-    parser = argparse.ArgumentParser(prog="smallbig serve-api", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
-    parser.add_argument("--jitter", type=float, default=0.0, help="up to this much more")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="share of 500/503 answers")
-    parser.add_argument("--malformed-rate", type=float, default=0.0, help="share of bad bodies")
-    parser.add_argument("--rate-limit", type=float, default=0.0, help="requests/s before 429")
+    parser = argparse.ArgumentParser(
+        prog="smallbig serve-api",
+        description="Serve a copy of data.gov.sg's real-time weather API (v1) until Ctrl-C, "
+        "with injected latency, errors and rate limits. Prints its base URL first.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="port to listen on (default: 0, a free one; the URL printed first names it)",
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="ms added to each request (default: 0)"
+    )
+    parser.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="up to this many ms more, random (default: 0)"
+    )
+    parser.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="share of requests answered 500/503, from 0 to 1 (default: 0)",
+    )
+    parser.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=0.0,
+        help="share of answers with a cut JSON body, from 0 to 1 (default: 0)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="requests per second before 429 answers (default: 0, unlimited)",
+    )
     parser.add_argument("--faults", help=argparse.SUPPRESS)  # JSON, for serve_api_process
     args = parser.parse_args(argv)
+    given = {
+        "--port": (args.port, 65535),
+        "--latency-ms": (args.latency_ms, 1e9),
+        "--jitter-ms": (args.jitter_ms, 1e9),
+        "--error-rate": (args.error_rate, 1),
+        "--malformed-rate": (args.malformed_rate, 1),
+        "--rate-limit": (args.rate_limit, math.inf),
+    }
+    for option, (value, high) in given.items():
+        if not (math.isfinite(value) and 0 <= value <= high):
+            bounds = "≥ 0" if high == math.inf else f"from 0 to {high:g}"
+            parser.exit(2, f"{parser.prog}: error: {option} must be {bounds}, got {value:g}\n")
     if args.faults:
         faults = Faults(**json.loads(args.faults))
     else:
         faults = Faults(
-            args.latency, args.jitter, args.error_rate, args.malformed_rate, args.rate_limit
+            args.latency_ms / 1e3,
+            args.jitter_ms / 1e3,
+            args.error_rate,
+            args.malformed_rate,
+            args.rate_limit,
         )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with serve_api(faults, args.host, args.port) as server:
-        print(server.url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+    try:
+        with serve_api(faults, args.host, args.port) as server:
+            print(server.url, flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+    except OSError as exc:  # port in use, address not on this machine, no permission
+        print(f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 

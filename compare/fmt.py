@@ -1,0 +1,54 @@
+"""One way to print numbers in every table: times with a unit and three significant digits,
+counts with thousands separators, booleans as yes/no, missing values as a dash."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+
+
+def seconds(t: float | None) -> str:
+    """``0.000123`` → ``"123 µs"``, ``2.5`` → ``"2.5 s"``, ``4321.0`` → ``"4,321 s"``."""
+    if t is None or (isinstance(t, float) and math.isnan(t)):
+        return "-"
+    if math.isinf(t):
+        return "∞" if t > 0 else "-∞"
+    if t == 0:
+        return "0 s"
+    if abs(t) >= 1000:
+        return f"{t:,.0f} s"
+    for scale, unit in _UNITS:
+        if abs(t) >= scale:
+            return f"{t / scale:.3g} {unit}"
+    return f"{t / 1e-9:.3g} ns"
+
+
+def number(value: Any) -> str:
+    """Any table cell: floats to three significant digits (whole ones and those from 1,000 up
+    with separators), integers with separators, booleans as yes/no, ``None``/NaN as ``-``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        if value == int(value) and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return str(value)
+
+
+def cell(column: str, value: Any) -> str:
+    """A cell of a column named like a record field: ``*_s`` are seconds (``*_per_s`` a rate),
+    ``*_pct`` percent."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if column.endswith("_s") and not column.endswith("per_s"):
+            return seconds(float(value))
+        if column.endswith("_pct") and not math.isnan(value):
+            return f"{value:.3g}%"
+    return number(value)
