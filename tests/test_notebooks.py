@@ -31,6 +31,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()  # raises CellExecutionError naming the failing cell
+    # What a notebook writes goes to output/ (gitignored), never beside the notebooks.
+    assert {p.name for p in tmp_path.iterdir()} <= {"output", "cache"}
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     # Every cell that draws shows its figure: importing compare.plots once switched matplotlib

@@ -1,0 +1,7 @@
+"""``python -m compare``: the ``smallbig`` command, where the script is not on PATH."""
+
+import sys
+
+from compare.cli import main
+
+sys.exit(main())
