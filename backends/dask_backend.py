@@ -17,7 +17,14 @@ from typing import Any
 
 from backends.base import Backend
 from backends.chunks import Batch
-from backends.futures import PendingSet, check_reachable, linked_future, reject, resolve
+from backends.futures import (
+    PendingSet,
+    check_reachable,
+    linked_future,
+    notify_cancelled,
+    reject,
+    resolve,
+)
 from backends.inner import InnerThreads, own_thread_env, thread_env
 
 
@@ -96,7 +103,12 @@ class DaskBackend(Backend):
                     host="127.0.0.1",
                     scheduler_port=0,
                     dashboard_address="127.0.0.1:0" if dashboard else None,
+                    # The scheduler serves HTTP (health, metrics) even with no dashboard, on
+                    # port 8787 unless told: a free loopback port instead.
+                    scheduler_kwargs={} if dashboard else {"dashboard_address": "127.0.0.1:0"},
                     worker_dashboard_address=None,
+                    # Each worker runs this module's dask_setup: quiet on Ctrl-C.
+                    preload=["backends.dask_backend"],
                     # Task errors are results here (a corrupt image is data), not log noise.
                     silence_logs=logging.CRITICAL,
                     # Set before each worker starts, for the libraries it loads; the ones loaded
@@ -220,11 +232,24 @@ class _Settler:
                     resolve(future, value)
         for task, future in ready:
             if task.status == "cancelled":
-                future.cancel()
-                future.set_running_or_notify_cancel()  # wakes wait()/as_completed() on it
+                if future.cancel():  # wakes wait()/as_completed() on it, once
+                    notify_cancelled(future)
             elif task.status != "finished":
                 _, exc, tb = await task._result(raiseit=False)
                 reject(future, exc.with_traceback(tb))
+
+
+def dask_setup(worker: Any) -> None:
+    """Run by Dask in each worker of a LocalCluster this backend starts (``preload``).
+
+    Ctrl-C in a terminal reaches every process of the group: the client stops the cluster
+    and says so in one line; a worker ignores it, instead of printing two tracebacks and
+    dying under tasks its nanny would then restart and the client wait for.
+    """
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _nanny_environ() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -51,9 +52,19 @@ class PendingSet:
         pending = self.snapshot()
         if cancel:
             for future in pending:
-                future.cancel()
+                # Notified here, not when the engine reports back: after Ctrl-C the engine's
+                # workers may be gone and never report, and cf.wait counts a cancelled future
+                # as done only once notified.
+                if future.cancel():
+                    notify_cancelled(future)
         if wait:
             cf.wait(pending)
+
+
+def notify_cancelled(future: cf.Future) -> None:
+    """Wake ``wait()``/``as_completed()`` on a cancelled ``future`` (once: no error after)."""
+    with contextlib.suppress(RuntimeError):  # notified already
+        future.set_running_or_notify_cancel()
 
 
 def linked_future(cancel_engine: Callable[[], Any]) -> cf.Future:
@@ -74,14 +85,21 @@ def linked_future(cancel_engine: Callable[[], Any]) -> cf.Future:
 
 def resolve(future: cf.Future, value: Any) -> None:
     """Finish ``future`` with ``value`` unless it was cancelled meanwhile."""
-    if future.set_running_or_notify_cancel():
+    if _start(future):
         future.set_result(value)
 
 
 def reject(future: cf.Future, exc: BaseException) -> None:
     """Finish ``future`` with ``exc`` unless it was cancelled meanwhile."""
-    if future.set_running_or_notify_cancel():
+    if _start(future):
         future.set_exception(exc)
+
+
+def _start(future: cf.Future) -> bool:
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:  # cancelled and notified already (by shutdown)
+        return False
 
 
 def settle(future: cf.Future, get_result: Callable[[], Any]) -> None:

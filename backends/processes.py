@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import tempfile
 import time
 import weakref
@@ -28,13 +29,20 @@ import cloudpickle
 
 from backends.base import Backend
 from backends.inner import InnerThreads, thread_env
+from backends.lifeline import owned_temp_dir, watch_owner
 
 
-def _set_env(env: dict[str, str]) -> None:
+def _start_worker(env: dict[str, str], owner: int) -> None:
     # Before the worker's first task imports anything: a native library that loads later
     # reads its thread count from here. One already loaded (the forkserver may have imported
     # NumPy with __main__) is capped by threadpoolctl around the tasks (backends.inner).
     os.environ.update(env)
+    # A worker blocked on its task queue never notices that the pool's owner was killed
+    # (it holds both ends of the queue's pipe itself): it watches the owner instead.
+    watch_owner(owner)
+    # Ctrl-C in a terminal reaches every process of the group: the owner stops the pool and
+    # says so in one line; a worker quits silently instead of printing its own traceback.
+    signal.signal(signal.SIGINT, lambda *_: os._exit(1))
 
 
 class ProcessesBackend(Backend):
@@ -54,8 +62,8 @@ class ProcessesBackend(Backend):
         self._pool = cf.ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_set_env,
-            initargs=(env,),
+            initializer=_start_worker,
+            initargs=(env, os.getpid()),
         )
         self._portable: weakref.WeakKeyDictionary[Any, _Portable] = weakref.WeakKeyDictionary()
         self._put_dir: str | None = None
@@ -84,7 +92,7 @@ class ProcessesBackend(Backend):
         """Write ``obj`` once to a private temp file; each worker loads it once and caches it."""
         self._check_open()
         if self._put_dir is None:
-            self._put_dir = tempfile.mkdtemp(prefix="smallbig-put-")
+            self._put_dir = owned_temp_dir("smallbig-put-")
         fd, path = tempfile.mkstemp(dir=self._put_dir, suffix=".pkl")
         with os.fdopen(fd, "wb") as f:
             pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -8,19 +8,23 @@ is given (``info()["listens_on_all_interfaces"]``); nothing else of ours is wide
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import inspect
 import logging
 import os
 import shutil
-import tempfile
+import signal
+import subprocess
+import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from backends.base import Backend
 from backends.futures import PendingSet, check_reachable, linked_future, settle
 from backends.inner import Capped, InnerThreads, own_thread_env
+from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
 
 
 class RayBackend(Backend):
@@ -69,6 +73,7 @@ class RayBackend(Backend):
         self._pending = PendingSet()
         self._owns = False
         self._temp_dir: str | None = None
+        self._reaper: subprocess.Popen | None = None
         start = time.perf_counter()
         if address is not None:
             check_reachable(address, connect_timeout)
@@ -76,8 +81,9 @@ class RayBackend(Backend):
             if address is None:
                 self._cap_inner_threads(self.workers)
                 # Under the system temp dir, and short: Ray's socket paths must fit 107 bytes.
-                self._temp_dir = tempfile.mkdtemp(prefix="ray-")
-                with own_thread_env():
+                self._temp_dir = owned_temp_dir("smallbig-ray-")
+                self._reaper = start_reaper(self._temp_dir)
+                with own_thread_env(), _keep_sigterm_handler(), self._cleanup_on_error():
                     ray.init(
                         num_cpus=self.workers,
                         include_dashboard=False,
@@ -91,7 +97,8 @@ class RayBackend(Backend):
                         log_to_driver=False,
                     )
             else:
-                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                with _keep_sigterm_handler():
+                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             self._owns = True
         self.workers = int(ray.cluster_resources().get("CPU", self.workers))
         if self.inner_threads is None:
@@ -102,6 +109,16 @@ class RayBackend(Backend):
         self.startup_s = time.perf_counter() - start
         self._remote_call = ray.remote(_call)
         self._remotes: weakref.WeakKeyDictionary[Callable, Any] = weakref.WeakKeyDictionary()
+
+    @contextlib.contextmanager
+    def _cleanup_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            stop_reaper(self._reaper)
+            self._temp_dir = self._reaper = None
+            raise
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
         remote = self._remote_for(fn)
@@ -155,6 +172,20 @@ class RayBackend(Backend):
                 self._ray.shutdown()
             if self._temp_dir is not None:
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
+            if self._reaper is not None:
+                stop_reaper(self._reaper)
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Give back the application's SIGTERM handler, which ``ray.init`` replaces with one that
+    prints a stack dump and exits without running any cleanup."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 class RayRef:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -449,14 +450,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A pipe or CI log is not a terminal: 100 columns, what the tables are laid out for.
     console = Console(width=None if sys.stdout.isatty() else 100)
+    # SIGTERM (timeout, docker stop, Slurm, systemd) stops a command as Ctrl-C does: every
+    # `with` and `finally` on the way out stops what it started, and measured rows stay.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args, console)
+    except Terminated:
+        console.print("[red]terminated (SIGTERM)[/red]: stopped what it had started")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
     except (ValueError, TypeError, ImportError, ConnectionError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as on Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 if __name__ == "__main__":

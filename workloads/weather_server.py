@@ -319,6 +319,8 @@ def serve_api_process(faults: Faults = Faults(), host: str = "127.0.0.1") -> Ite
         host,
         "--faults",
         json.dumps(faults.__dict__),
+        "--owner",
+        str(os.getpid()),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
@@ -381,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         help="requests per second before 429 answers (default: 0, unlimited)",
     )
     parser.add_argument("--faults", help=argparse.SUPPRESS)  # JSON, for serve_api_process
+    parser.add_argument("--owner", type=int, help=argparse.SUPPRESS)  # its parent's pid
     args = parser.parse_args(argv)
     given = {
         "--port": (args.port, 65535),
@@ -410,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         with serve_api(faults, args.host, args.port) as server:
             print(server.url, flush=True)
             with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
+                # Started for a run: stop when the run is gone, even killed with SIGKILL
+                # (it then never terminates us); its death makes us someone else's child.
+                while not stop.wait(0.25):
+                    if args.owner is not None and os.getppid() != args.owner:
+                        break
     except OSError as exc:  # port in use, address not on this machine, no permission
         print(f"{parser.prog}: error: cannot listen on {args.host}:{args.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)  # fmt: skip
