@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,8 +63,25 @@ class PendingSet:
 
 def notify_cancelled(future: cf.Future) -> None:
     """Wake ``wait()``/``as_completed()`` on a cancelled ``future`` (once: no error after)."""
-    with contextlib.suppress(RuntimeError):  # notified already
-        future.set_running_or_notify_cancel()
+    _start(future)
+
+
+# Cancelled futures already notified. cf.Future logs CRITICAL and raises if notified twice,
+# which happens when shutdown and the engine's answer both get to a cancelled future; the
+# public API cannot tell "cancelled" from "cancelled and notified", so we keep count.
+_NOTIFIED: weakref.WeakSet[cf.Future] = weakref.WeakSet()
+_NOTIFY_LOCK = threading.Lock()
+
+
+def _start(future: cf.Future) -> bool:
+    """``future.set_running_or_notify_cancel()``, at most once per cancelled future."""
+    with _NOTIFY_LOCK:
+        if future in _NOTIFIED:
+            return False
+        running = future.set_running_or_notify_cancel()
+        if not running:
+            _NOTIFIED.add(future)
+        return running
 
 
 def linked_future(cancel_engine: Callable[[], Any]) -> cf.Future:
@@ -93,13 +110,6 @@ def reject(future: cf.Future, exc: BaseException) -> None:
     """Finish ``future`` with ``exc`` unless it was cancelled meanwhile."""
     if _start(future):
         future.set_exception(exc)
-
-
-def _start(future: cf.Future) -> bool:
-    try:
-        return future.set_running_or_notify_cancel()
-    except RuntimeError:  # cancelled and notified already (by shutdown)
-        return False
 
 
 def settle(future: cf.Future, get_result: Callable[[], Any]) -> None:
