@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from backends.addresses import check_dask_scheduler
 from backends.base import Backend
 from backends.chunks import Batch
 from backends.futures import (
     PendingSet,
-    check_reachable,
     linked_future,
     notify_cancelled,
     reject,
@@ -78,7 +78,7 @@ class DaskBackend(Backend):
         self._cluster = None
         start = time.perf_counter()
         if address is not None:
-            check_reachable(address, connect_timeout)
+            check_dask_scheduler(address, connect_timeout)
             try:
                 self._client = Client(address, timeout=connect_timeout, set_as_default=False)
             except OSError as exc:

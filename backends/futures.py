@@ -1,31 +1,12 @@
-"""Helpers for backends that build their own futures: reachability checks, pending sets, links."""
+"""Helpers for backends that build their own futures: pending sets, links, settling."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import socket
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
-
-
-def check_reachable(address: str, timeout: float) -> None:
-    """Fail fast, naming ``address``, when nothing accepts TCP connections there.
-
-    The engines' own clients retry an unreachable address for a long time (Ray for a minute);
-    a plain connect answers "refused" at once and "unreachable" within ``timeout``.
-    """
-    parsed = urlsplit(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
-    if not host or not port:
-        raise ValueError(f"cluster address {address!r} must look like HOST:PORT")
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ConnectionError(f"cannot reach cluster at {address}: {exc}") from exc
 
 
 class PendingSet:

@@ -21,8 +21,9 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from backends.addresses import check_ray_head
 from backends.base import Backend
-from backends.futures import PendingSet, check_reachable, linked_future, settle
+from backends.futures import PendingSet, linked_future, settle
 from backends.inner import Capped, InnerThreads, own_thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
 
@@ -76,7 +77,7 @@ class RayBackend(Backend):
         self._reaper: subprocess.Popen | None = None
         start = time.perf_counter()
         if address is not None:
-            check_reachable(address, connect_timeout)
+            check_ray_head(address, connect_timeout)
         if not ray.is_initialized():
             if address is None:
                 self._cap_inner_threads(self.workers)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
+import re
+import socket
+import threading
 import time
 
 import psutil
@@ -54,6 +58,53 @@ def test_unreachable_address_fails_fast_naming_it(spec):
     with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1\b"):
         get_backend(spec)
     assert time.monotonic() - start < 15
+
+
+@contextlib.contextmanager
+def _fake_server(kind: str):
+    """A server on 127.0.0.1 that is not a cluster: silent, garbage or plain HTTP."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    held = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            if kind == "garbage":
+                conn.sendall(os.urandom(4096))
+            elif kind == "http":
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("kind", ["silent", "garbage", "http"])
+@pytest.mark.parametrize(
+    "engine", [pytest.param("dask", marks=needs_dask), pytest.param("ray", marks=needs_ray)]
+)
+def test_an_open_port_that_is_not_a_cluster_fails_within_15_s(engine, kind):
+    with _fake_server(kind) as address:
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=re.escape(address)):
+            get_backend(f"{engine}@{address}")
+        assert time.monotonic() - start < 15
 
 
 @pytest.mark.parametrize(
