@@ -51,7 +51,7 @@ def medians(records: pd.DataFrame, phase: str = "warm") -> pd.DataFrame:
     what slows a whole round on a shared machine then cancels, as in a paired comparison.
     """
     keys = ["workload", "backend", "size"]
-    sel = records[records["phase"] == phase]
+    sel = records[(records["phase"] == phase) & records["wall_s"].notna()]  # not failed ones
     plain = sel.groupby(keys, as_index=False)["wall_s"].median()
     if "paired" not in sel.columns or not sel["paired"].astype(bool).any():
         return plain

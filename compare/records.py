@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 2  # 2: cpu_s, paired
+SCHEMA_VERSION = 3  # 2: cpu_s, paired; 3: failure
 RECORDS = "records.csv"
 METADATA = "run.json"
 
@@ -47,6 +47,9 @@ class Record:
     paired: bool
     checksum: str
     correct: bool | None  # checksum equals serial's (None: no serial reference)
+    # Why the backend could not measure this point (a worker died, the cluster was lost);
+    # empty when it did. A failed point has no time: the analysis leaves it out.
+    failure: str = ""
 
     @property
     def key(self) -> tuple:
@@ -142,6 +145,8 @@ def load_records(out_dir: str | Path) -> pd.DataFrame:
     missing = [f for f in FIELDS if f not in frame.columns]
     if missing:
         raise ValueError(f"{path} is not a records file smallbig can read: no {missing}")
+    # CSV keeps no difference between "" and missing: a point that did not fail reads "".
+    frame["failure"] = frame["failure"].astype(object).where(frame["failure"].notna(), "")
     return frame
 
 

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from compare.fmt import cell, number, seconds
@@ -90,6 +91,16 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
             f"serial's checksum:[/bold red]"
         )
         console.print(wrong[["workload", "backend", "size", "checksum"]].to_string())
+    failed = records[records["failure"] != ""] if "failure" in records else records[:0]
+    if len(failed):
+        console.print(
+            f"[bold red]{len(failed)} point(s) could not be measured[/bold red] (the backend "
+            "was restarted; these have no time and are left out of every figure):"
+        )
+        for (backend, reason), group in failed.groupby(["backend", "failure"]):
+            where = group[["workload", "size", "repeat"]].itertuples(index=False)
+            points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
+            console.print(f"  {backend}: {escape(reason)} ({points})")
     th = thresholds(records, startup)
     advice = recommendations(records)
     for workload, group in table.groupby("workload"):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backends import available, backend_class, get_backend, parse_spec
@@ -229,11 +230,22 @@ def run(
                         if (name, n) not in prepared:  # identical items on every backend
                             items = loaded[name].prepare(n, 0)
                             prepared[name, n] = items, loaded[name].item_bytes(items) * n
-                        record = _measure(
-                            ex, spec, loaded[name], *prepared[name, n], r, reference, paired
-                        )
+                        try:
+                            record = _measure(
+                                ex, spec, loaded[name], *prepared[name, n], r, reference, paired
+                            )
+                        except Exception as exc:  # items' own errors are outcomes: the engine
+                            record = _failed(ex, spec, name, n, r, paired, exc)
+                            _say(progress, bar, f"{spec}: {record.failure}; restarting it")
+                            ex.shutdown(wait=False, cancel_futures=True)
+                            count = None if spec == "serial" else workers
+                            opened[spec] = stack.enter_context(get_backend(spec, workers=count))
+                            infos[spec] = opened[spec].info()
+                            warmed = {w for w in warmed if w[0] != spec}
                         writer.write(record)
                         bar.advance(task)
+                        if record.failure:
+                            continue
                         if (spec, name) not in warmed:
                             warmed.add((spec, name))
                             _warm_workers(ex, loaded[name])
@@ -309,6 +321,37 @@ def _warm_workers(ex: Any, workload: Workload) -> None:
     """
     if not ex.in_process:
         workload.run(ex, workload.prepare(4 * ex.workers, 1), chunksize=1)
+
+
+def _say(progress: bool, bar: Progress, message: str) -> None:
+    if progress:
+        bar.console.print(f"[red]{escape(message)}[/red]")
+    else:
+        warnings.warn(message, stacklevel=3)
+
+
+def _failed(
+    ex: Any, spec: str, workload: str, n: int, repeat: int, paired: bool, exc: Exception
+) -> Record:
+    """The record of a point the backend could not measure (a dead worker, a lost cluster)."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return Record(
+        workload=workload,
+        backend=spec,
+        workers=ex.workers,
+        size=n,
+        repeat=repeat,
+        phase="cold" if repeat == 0 else "warm",
+        wall_s=float("nan"),
+        cpu_s=float("nan"),
+        items_per_s=float("nan"),
+        bytes_shipped=0,
+        errors=n,
+        paired=paired,
+        checksum="",
+        correct=None,
+        failure=reason,
+    )
 
 
 def _measure(

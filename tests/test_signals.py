@@ -97,3 +97,49 @@ def test_a_signal_stops_everything_and_resume_completes(group, sig, tmp_path):
     assert done["correct"].all() and (done["wall_s"] > 0).all()
     # Temporary folders of the killed run are gone (the next start sweeps them).
     assert not glob.glob(os.path.join(tempfile.gettempdir(), f"smallbig-*-{proc.pid}-*"))
+
+
+FRAGILE = """
+import os
+import signal
+
+
+def fragile(x):
+    # The first item 3 that runs in a worker process (not in the run's own process, whose
+    # parent is the test) kills that worker, once: a worker lost mid-run.
+    if x == 3 and os.getppid() != int(os.environ["SAFE_PARENT"]):
+        try:
+            os.close(os.open(os.environ["KILLED_MARKER"], os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return x * x
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+"""
+
+
+@pytest.mark.parametrize("backend", ["processes", "dask", "ray"])
+def test_a_dead_worker_is_recorded_and_the_run_goes_on(backend, tmp_path):
+    if backend not in available():
+        pytest.skip(f"{backend} is not installed")
+    (tmp_path / "fragile.py").write_text(FRAGILE)
+    env = {**os.environ, "SAFE_PARENT": str(os.getpid()), "KILLED_MARKER": str(tmp_path / "k")}
+    cmd = [
+        sys.executable, "-m", "compare.cli", "run", "--task", "fragile:fragile",
+        "--items-from", "range:8", "--backends", "serial", backend, "--sizes", "4", "8",
+        "--repeats", "2", "--out", "out",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "k").exists()  # a worker was killed
+    records = pd.read_csv(tmp_path / "out" / "records.csv")
+    assert len(records) == 2 * 2 * 3 and not records.duplicated(KEY).any()
+    failed = records[records["failure"].notna()]  # pandas reads an empty cell as NaN
+    ok = records.drop(failed.index)
+    assert ok["correct"].all() and (ok["errors"] == 0).all()
+    if len(failed):  # the pool could not retry: the point is recorded, with the reason
+        assert len(failed) == 1 and failed["wall_s"].isna().all()
+        assert "could not be measured" in out.stdout and "restarting it" in out.stdout
+        after = records[(records["backend"] == backend) & (records.index > failed.index[0])]
+        assert len(after) and after["correct"].all()  # the restarted backend measured on
+    else:  # the engine retried the task on another worker
+        assert backend in ("dask", "ray"), "a dead process-pool worker breaks the pool"
