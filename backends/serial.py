@@ -70,6 +70,10 @@ class SerialBackend(Backend):
                 values, error, elapsed = runner(fn, items[pos : pos + size])
                 sizer.record(size, elapsed)
                 pos += size
+                if end is not None and time.monotonic() > end:
+                    # Finished after the deadline: as on every pool, that is a TimeoutError,
+                    # not a late result.
+                    raise TimeoutError
                 yield from values
                 if error is not None:
                     raise error

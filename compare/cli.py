@@ -269,6 +269,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
     add_outputs(out, drawn)  # what the next run into --out replaces
     console.print(f"records and plots: {out.resolve()}")
+    measured = records[records["failure"] == ""]
+    hopeless = sorted(
+        w for w, group in measured.groupby("workload") if (group["errors"] == group["size"]).all()
+    )
+    if hopeless:
+        # Timing a task that raised on every item measures nothing about the task.
+        console.print(
+            f"[bold red]nothing could be processed[/bold red] in {', '.join(hopeless)}: every "
+            "item raised an error on every backend (a folder of corrupt files, a server that "
+            "is down?); the times above are of failing, not of working"
+        )
+        return 1
     return 0
 
 

@@ -98,6 +98,12 @@ def test_map_timeout(ex, chunksize):
     assert time.monotonic() - start < 0.6 * 4
 
 
+def test_map_item_finished_after_the_deadline_is_a_timeout(ex):
+    # One item that ends 0.4 s past the deadline: not a late result, a TimeoutError.
+    with pytest.raises(TimeoutError):
+        next(ex.map(probes.sleep, [0.6], timeout=0.2))
+
+
 def test_wait_and_as_completed_across_backends(ex):
     with get_backend("threads", workers=2) as other:
         mine = ex.submit(pow, 2, 10)

@@ -118,3 +118,126 @@ def test_no_warning_on_a_clean_resume(measured, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RecordWriter(tmp_path, resume=True).close()
+
+
+def test_a_folder_of_only_corrupt_images_says_so_and_fails(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"scan{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(i + 10)))
+    cmd = [
+        sys.executable, "-m", "compare.cli", "run", "--workloads", "images", "--images",
+        str(folder), "--backends", "serial", "threads", "--sizes", "2", "3", "--repeats", "1",
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "nothing could be processed in images" in out.stdout
+    records = load_records(tmp_path / "out")
+    assert (records["errors"] == records["size"]).all()  # recorded, item by item
+
+
+BAD_OPTIONS = [
+    ("run", ["--sizes", "0"], "--sizes: must be ≥ 1"),
+    ("run", ["--sizes", "x"], "--sizes"),
+    ("run", ["--repeats", "-1"], "--repeats: must be ≥ 1"),
+    ("run", ["--workers", "0"], "--workers: must be ≥ 1"),
+    ("run", ["--out", ""], "--out: must name a folder"),
+    ("overhead", ["--items", "0"], "--items: must be ≥ 1"),
+    ("overhead", ["--repeats", "nan"], "--repeats"),
+    ("overhead", ["--plots", " "], "--plots: must name a folder"),
+    ("advise", ["--items", "-5", "--item-ms", "1"], "--items: must be ≥ 1"),
+    ("advise", ["--items", "5", "--item-ms", "inf"], "--item-ms: must be a finite number"),
+    ("advise", ["--items", "5", "--item-ms", "-1"], "--item-ms: must be ≥ 0"),
+    ("advise", ["--items", "5", "--item-ms", "1", "--wait-ms", "nan"], "--wait-ms"),
+    ("advise", ["--items", "5", "--item-ms", "1", "--item-kb", "-2"], "--item-kb: must be ≥ 0"),
+    ("advise", ["--items", "5", "--item-ms", "1", "--workers", "-4"], "--workers: must be ≥ 1"),
+    ("advise", ["--items", "5", "--item-ms", "1", "--latency-ms", "-1000"], "--latency-ms"),
+    ("advise", ["--items", "5", "--item-ms", "1", "--bandwidth-mbps", "0"], "must be > 0"),
+    ("advise", ["--items", "5", "--item-ms", "1", "--bandwidth-mbps", "-5"], "must be > 0"),
+    ("advise", ["--items", "5", "--item-ms", "1", "--sample", "1"], "--sample: must be ≥ 2"),
+    ("make-images", ["d", "--count", "0"], "--count: must be ≥ 1"),
+    ("make-images", ["d", "--seed", "-1"], "--seed: must be ≥ 0"),
+    ("bench overhead", ["--items", "0"], "--items: must be ≥ 1"),
+    ("bench kernels", ["--side", "0"], "--side: must be ≥ 1"),
+    ("bench api", ["--latency-ms", "-1"], "--latency-ms: must be ≥ 0"),
+    ("bench api", ["--concurrency", "0"], "--concurrency: must be ≥ 1"),
+    ("bench tasks", ["--scale", "0"], "--scale: must be > 0"),
+    ("bench tasks", ["--colds", "0"], "--colds: must be ≥ 1"),
+    ("serve-api", ["--latency-ms", "-1"], "--latency-ms must be"),
+    ("serve-api", ["--latency-ms", "nan"], "--latency-ms must be"),
+    ("serve-api", ["--jitter-ms", "-5"], "--jitter-ms must be"),
+    ("serve-api", ["--error-rate", "2"], "--error-rate must be from 0 to 1"),
+    ("serve-api", ["--malformed-rate", "5"], "--malformed-rate must be from 0 to 1"),
+    ("serve-api", ["--rate-limit", "-3"], "--rate-limit must be ≥ 0"),
+    ("serve-api", ["--port", "70000"], "--port must be from 0 to 65535"),
+]
+
+
+@pytest.mark.parametrize(("command", "args", "message"), BAD_OPTIONS)
+def test_a_bad_option_value_is_one_line_and_exit_2(command, args, message, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "compare.cli", *command.split(), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    said = (out.stdout + out.stderr).strip()
+    assert out.returncode == 2, said
+    assert message in said and len(said.splitlines()) == 1, said
+    assert list(tmp_path.iterdir()) == []  # nothing was started or written
+
+
+def test_the_python_api_checks_the_same_values():
+    from compare.advise import predict
+
+    profile = {"cpu_count": 2, "backends": {}}
+    for kwargs, message in [
+        ({"items": 0, "item_s": 0.001}, "items must be ≥ 1"),
+        ({"items": 5, "item_s": float("inf")}, "item_s must be a finite number"),
+        ({"items": 5, "item_s": -1.0}, "item_s must be ≥ 0"),
+        ({"items": 5, "item_s": 0.001, "workers": -4}, "workers must be ≥ 1"),
+        ({"items": 5, "item_s": 0.001, "latency_s": -1.0}, "latency_s must be ≥ 0"),
+        ({"items": 5, "item_s": 0.001, "bandwidth_Bps": 0}, "bandwidth_Bps must be > 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            predict(profile, **kwargs)
+    with pytest.raises(ValueError, match="profile must be a calibration"):
+        predict({}, 5, 0.001)
+
+
+def test_the_api_server_rejects_bad_input_in_one_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    import urllib3
+
+    from workloads.weather_server import Faults
+
+    with pytest.raises(ValueError, match="latency_s"):
+        Faults(latency_s=float("nan"))
+    with pytest.raises(ValueError, match="error_rate"):
+        Faults(error_rate=2)
+    cmd = [sys.executable, "-m", "compare.cli", "serve-api"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        port = int(url.rsplit(":", 1)[1])
+        # The port is taken now: a second server says so in one line.
+        busy = subprocess.run([*cmd, "--port", str(port)], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+        assert len(busy.stderr.strip().splitlines()) == 1, busy.stderr
+        r = urllib3.request("GET", f"{url}/v1/environment/rainfall", fields={"date": "20240101"})
+        assert r.status == 400 and b"YYYY-MM-DD" in r.data
+        for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(raw)
+                assert sock.recv(100).startswith(b"HTTP/1.")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err and "Error handling request from 127.0.0.1: 400" in err, err
