@@ -143,3 +143,52 @@ def test_a_dead_worker_is_recorded_and_the_run_goes_on(backend, tmp_path):
         assert len(after) and after["correct"].all()  # the restarted backend measured on
     else:  # the engine retried the task on another worker
         assert backend in ("dask", "ray"), "a dead process-pool worker breaks the pool"
+
+
+ABANDONED = """
+import sys
+
+from backends import get_backend
+
+if __name__ == "__main__":
+    ex = get_backend(sys.argv[1], workers=2)  # never shut down, never used in a `with`
+    print(sum(ex.map(abs, range(-5, 5))), flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", ["processes", "dask", "ray"])
+def test_a_backend_never_shut_down_is_stopped_at_exit(backend, tmp_path):
+    if backend not in available():
+        pytest.skip(f"{backend} is not installed")
+    (tmp_path / "abandon.py").write_text(ABANDONED)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "abandon.py"), backend],
+        stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    seen: dict[int, float] = {}
+    while proc.poll() is None:
+        _tree(proc.pid, seen)
+        time.sleep(0.05)
+    assert proc.returncode == 0 and proc.stdout.read().strip() == "25"
+    assert seen, "it started processes"
+    deadline = time.monotonic() + 15
+    while _alive(seen) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(seen), _alive(seen)
+
+
+def test_temp_folders_of_a_dead_owner_are_swept(tmp_path):
+    from backends.lifeline import owned_temp_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    stale = tempfile.mkdtemp(prefix=f"smallbig-put-{dead}-")
+    mine = owned_temp_dir("smallbig-put-")
+    try:
+        assert not os.path.exists(stale) and os.path.isdir(mine)
+        assert f"smallbig-put-{os.getpid()}-" in mine
+        again = owned_temp_dir("smallbig-put-")  # an owner alive keeps its folders
+        assert os.path.isdir(mine)
+        os.rmdir(again)
+    finally:
+        os.rmdir(mine)
