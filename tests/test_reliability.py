@@ -241,3 +241,18 @@ def test_the_api_server_rejects_bad_input_in_one_line(tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert "Traceback" not in err and "Error handling request from 127.0.0.1: 400" in err, err
+
+
+def test_a_partial_request_is_closed_after_the_idle_timeout():
+    import socket
+    import time
+
+    from workloads.weather_server import serve_api
+
+    with serve_api(idle_timeout_s=1.0) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /v1/environment/rainfall HTTP/1.1\r\nHost: x\r\n")  # no end
+            start = time.monotonic()
+            assert sock.recv(100) == b""  # closed by the server, not by our 10 s timeout
+            assert 0.9 < time.monotonic() - start < 5

@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta, timezone
 from aiohttp import web
 
 SGT = timezone(timedelta(hours=8))
+IDLE_TIMEOUT_S = 15.0
 STATS = web.AppKey("stats", dict)
 
 # endpoint -> (reading_type, reading_unit, low, high)
@@ -258,11 +259,16 @@ class ApiServer:
 
 @contextlib.contextmanager
 def serve_api(
-    faults: Faults = Faults(), host: str = "127.0.0.1", port: int = 0
+    faults: Faults = Faults(),
+    host: str = "127.0.0.1",
+    port: int = 0,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> Iterator[ApiServer]:
     """Run the API on a background thread; yield it; stop it on exit.
 
-    Binds 127.0.0.1 unless told otherwise; ``port=0`` picks a free port.
+    Binds 127.0.0.1 unless told otherwise; ``port=0`` picks a free port. A connection that
+    sends no complete request for ``idle_timeout_s`` (a client gone quiet, a slow or partial
+    request) is closed.
     """
     loop = asyncio.new_event_loop()
     started: dict = {}
@@ -270,7 +276,9 @@ def serve_api(
     app = make_app(faults)
 
     async def start() -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None)
+        # aiohttp closes a connection with no complete request after keepalive_timeout (75 s
+        # by default), a request's headers sent slowly or partly included.
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle_timeout_s)
         await runner.setup()
         # A deep backlog: a thousand clients connecting at once must not be refused.
         site = web.TCPSite(runner, host, port, backlog=4096)
