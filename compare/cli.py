@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration file (default: calibration.json in the cache folder; made if absent)",
     )
     p.set_defaults(func=cmd_advise)
+    p = sub.add_parser("report", help="write report.html of a run: tables, figures, advice")
+    p.add_argument(
+        "directory",
+        nargs="?",
+        help="output folder of a smallbig run (default: the last run's)",
+    )
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("make-images", help="write a realistic image dataset to a folder")
     p.add_argument("directory", type=_folder, help="where to write the images")
     p.add_argument("--count", type=arg_count(), default=48, help="how many images (default: 48)")
@@ -230,6 +237,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from compare.calibrate import RUN_PROFILE, load_profile
     from compare.records import add_outputs, read_metadata
     from compare.report import print_model_check, print_report
+    from compare.report_html import write_report
     from compare.runner import run
 
     user = _user_task(args)
@@ -268,7 +276,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             plots.phase_diagram(profile, out / "phase_diagram.png", winners, releases_gil=True)
         )
     add_outputs(out, drawn)  # what the next run into --out replaces
-    console.print(f"records and plots: {out.resolve()}")
+    report = write_report(out)
+    add_outputs(out, [report])
+    console.print(f"records and plots: {out.resolve()}; all in one page: {report.resolve()}")
     measured = records[records["failure"] == ""]
     hopeless = sorted(
         w for w, group in measured.groupby("workload") if (group["errors"] == group["size"]).all()
@@ -439,6 +449,19 @@ def _task_cost(args: argparse.Namespace) -> Any:
 
     with _workloads([args.workload], None) as loaded:
         return task_cost(loaded[args.workload])
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """Write ``report.html`` for an existing run folder."""
+    from compare.calibrate import last_run
+    from compare.records import add_outputs
+    from compare.report_html import write_report
+
+    folder = args.directory or str(last_run())
+    path = write_report(folder)
+    add_outputs(folder, [path])
+    console.print(f"report: {path.resolve()}")
+    return 0
 
 
 def cmd_make_images(args: argparse.Namespace, console: Console) -> int:

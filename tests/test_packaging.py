@@ -43,3 +43,15 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert commands[1] == 'pip install -e ".[all,test]" && pytest'
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[1] in ci
+
+
+def test_the_extras_install_a_notebook_front_end():
+    import shutil
+    import subprocess
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "jupyterlab" in {_name(r) for r in project["optional-dependencies"]["notebooks"]}
+    jupyter = shutil.which("jupyter")
+    assert jupyter, "the notebooks extra installs jupyter"
+    out = subprocess.run([jupyter, "lab", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip()[0].isdigit(), out.stderr
