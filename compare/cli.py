@@ -273,7 +273,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         winners = plots.measured_winners(known, item_s.to_dict())
         # Three of the four workloads release the GIL (the no-ops take too little to matter).
         drawn.append(
-            plots.phase_diagram(profile, out / "phase_diagram.png", winners, releases_gil=True)
+            plots.phase_diagram(
+                profile, out / "phase_diagram.png", winners, True, cluster=plots.Cluster()
+            )
         )
     add_outputs(out, drawn)  # what the next run into --out replaces
     report = write_report(out)
@@ -325,7 +327,7 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
     folder = Path(args.plots)
     drawn = [
         plots.overhead_breakdown(profile, folder / "overhead.png"),
-        plots.phase_diagram(profile, folder / "phase_diagram.png"),
+        plots.phase_diagram(profile, folder / "phase_diagram.png", cluster=plots.Cluster()),
     ]
     console.print(f"calibration saved to {profile['path']}; plots: {', '.join(map(str, drawn))}")
     return 0

@@ -8,6 +8,7 @@ never switches the user's matplotlib backend.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,38 +122,94 @@ def overhead_breakdown(profile: dict[str, Any], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster this machine does not have, for the extrapolated phase diagram."""
+
+    workers: int = 32
+    latency_s: float = 0.0005
+    bandwidth_Bps: float = 1.25e9  # 10 Gbit/s
+
+    def label(self) -> str:
+        return (
+            f"PREDICTED for a cluster of {self.workers} workers, "
+            f"{self.latency_s * 1e3:g} ms, {self.bandwidth_Bps * 8 / 1e9:g} Gbit/s"
+        )
+
+
 def phase_diagram(
     profile: dict[str, Any],
     path: str | Path,
     measured: pd.DataFrame | None = None,
     releases_gil: bool = False,
+    cluster: Cluster | None = None,
+    item_bytes: int = 0,
 ) -> Path:
-    """Predicted best backend over (items × per-item compute); measured winners on top."""
-    items = np.logspace(0, 6, 60)
-    compute = np.logspace(-6, 0, 60)
+    """Predicted best backend over (items × per-item compute); measured winners on top.
+
+    Parameters
+    ----------
+    profile : dict
+        A calibration (:func:`compare.overhead`).
+    measured : DataFrame, optional
+        The measured fastest backend per point (:func:`measured_winners`), drawn as dots.
+    releases_gil : bool
+        Predict for tasks that run outside the GIL.
+    cluster : Cluster, optional
+        Also draw, beside this machine's diagram, the one extrapolated to this cluster (only
+        if the calibration holds a cluster backend to scale).
+    item_bytes : int
+        Bytes shipped per item: priced into the predictions and, when known, the top axis
+        shows the dataset's size.
+
+    Both diagrams mark the break-even (where serial stops being fastest) and, on the cluster
+    one, the crossover (where a cluster backend starts being fastest).
+    """
     names = list(profile["backends"])
-    best = np.empty((len(compute), len(items)), int)
-    for i, c in enumerate(compute):
-        for j, n in enumerate(items):
-            ranked = predict(profile, int(n), float(c), releases_gil=releases_gil)
-            best[i, j] = names.index(ranked[0].backend)
-    ax = (fig := Figure(figsize=(7.5, 5.5))).subplots()
-    cmap = ListedColormap([color(n) for n in names])
-    ax.pcolormesh(
-        items,
-        compute,
-        best,
-        cmap=cmap,
-        vmin=-0.5,
-        vmax=len(names) - 0.5,
-        shading="auto",
-        alpha=0.55,
-    )
-    shown = {names[k] for k in np.unique(best)}  # the legend lists only what is drawn
+    clusters = {n for n, row in profile["backends"].items() if row.get("distributed")}
+    views: list[tuple[str, dict[str, Any]]] = [("this machine", {})]
+    if cluster is not None and clusters:
+        extra = {
+            "workers": cluster.workers,
+            "latency_s": cluster.latency_s,
+            "bandwidth_Bps": cluster.bandwidth_Bps,
+        }
+        views.append((cluster.label(), extra))
+    fig = Figure(figsize=(7.5 * len(views), 5.8))
+    axes = np.atleast_1d(fig.subplots(1, len(views)))
+    shown: set[str] = set()
+    lines: dict[str, str] = {}
+    for ax, (title, extra) in zip(axes, views, strict=True):
+        best = _best_grid(profile, names, releases_gil, item_bytes, extra)
+        shown |= {names[k] for k in np.unique(best)}
+        ax.pcolormesh(
+            _ITEMS,
+            _COMPUTE,
+            best,
+            cmap=ListedColormap([color(n) for n in names]),
+            vmin=-0.5,
+            vmax=len(names) - 0.5,
+            shading="auto",
+            alpha=0.55,
+        )
+        serial = names.index("serial") if "serial" in names else -1
+        if _boundary(ax, best == serial, "black"):
+            lines["break-even: serial stops being fastest"] = "black"
+        if clusters:
+            on_cluster = np.isin(best, [names.index(n) for n in clusters])
+            if _boundary(ax, ~on_cluster, "darkred"):
+                lines["crossover: a cluster starts being fastest"] = "darkred"
+        ax.set(xscale="log", yscale="log", xlabel="items", ylabel="compute per item (s)")
+        ax.set_title(title, fontsize=10)
+        if item_bytes > 0:  # the same x axis, read as the dataset's size
+            top = ax.secondary_xaxis(
+                "top", functions=(lambda n: n * item_bytes / 1e6, lambda mb: mb * 1e6 / item_bytes)
+            )
+            top.set_xlabel(f"data (MB, {item_bytes / 1e3:g} kB per item)")
     dots = measured is not None and len(measured) > 0
     if dots:
         for row in measured.itertuples():
-            ax.scatter(
+            axes[0].scatter(
                 row.items, row.item_s, color=color(row.backend), edgecolor="black", s=60, zorder=3
             )
     handles = [
@@ -162,23 +219,46 @@ def phase_diagram(
     ]
     if dots:
         handles += [
-            Line2D(
-                [],
-                [],
-                color=color(b),
-                marker="o",
-                markeredgecolor="black",
-                ls="",
-                label=f"{b} (measured)",
-            )
+            Line2D([], [], color=color(b), marker="o", markeredgecolor="black", ls="",
+                   label=f"{b} (measured)")
             for b in sorted(set(measured["backend"]))
-        ]
-    ax.set(xscale="log", yscale="log", xlabel="items", ylabel="compute per item (s)")
-    ax.legend(handles=handles, fontsize=8, loc="lower left")
+        ]  # fmt: skip
+    handles += [Line2D([], [], color=c, lw=1.6, label=label) for label, c in lines.items()]
+    axes[0].legend(handles=handles, fontsize=8, loc="lower left")
     kind = "GIL-releasing" if releases_gil else "pure-Python"
-    shown_how = "predicted (shaded), measured (dots)" if dots else "predicted"
-    ax.set_title(f"Fastest backend for {kind} tasks: {shown_how}")
+    shown_how = "predicted (shaded), measured (dots)" if dots else "predicted (shaded)"
+    fig.suptitle(f"Fastest backend for {kind} tasks: {shown_how}")
     return _save(fig, path)
+
+
+_ITEMS = np.logspace(0, 6, 60)
+_COMPUTE = np.logspace(-6, 0, 60)
+
+
+def _best_grid(
+    profile: dict[str, Any],
+    names: list[str],
+    releases_gil: bool,
+    item_bytes: int,
+    extra: dict[str, Any],
+) -> np.ndarray:
+    best = np.empty((len(_COMPUTE), len(_ITEMS)), int)
+    for i, c in enumerate(_COMPUTE):
+        for j, n in enumerate(_ITEMS):
+            ranked = predict(
+                profile, int(n), float(c), item_bytes, releases_gil=releases_gil, **extra
+            )
+            best[i, j] = names.index(ranked[0].backend)
+    return best
+
+
+def _boundary(ax: Any, inside: np.ndarray, colour: str) -> bool:
+    """Draw the edge of the region ``inside`` (if it has one); say whether there was one."""
+    if inside.all() or not inside.any():
+        return False
+    ax.contour(_ITEMS, _COMPUTE, inside.astype(float), levels=[0.5], colors=colour,
+               linewidths=1.6)  # fmt: skip
+    return True
 
 
 def measured_winners(records: pd.DataFrame, item_seconds: dict[str, float]) -> pd.DataFrame:

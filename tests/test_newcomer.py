@@ -190,3 +190,36 @@ def test_each_backend_has_one_colour_in_every_figure(monkeypatch, tmp_path):
         assert colours == {to_hex(plots.color(name))}, (name, colours)
     assert plots.color("dask@tcp://10.0.0.1:8786") == plots.color("dask")
     assert len({plots.color(n) for n in names[:6]}) == 6
+
+
+def test_the_phase_diagram_shows_where_a_cluster_pays_off(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, layout=True: drawn.append(fig))
+    row = {"threads": 1, "cores": 2, "task_overhead_s": 1e-4, "alpha_value_s": 1e-4,
+           "beta_value_Bps": 1e9, "inner_threads": 1}  # fmt: skip
+    profile = {
+        "cpu_count": 2,
+        "backends": {
+            "serial": {**row, "workers": 1, "startup_s": 0.0, "auto_overhead_s": 1e-6,
+                       "in_process": True},
+            "processes": {**row, "workers": 2, "startup_s": 0.3, "auto_overhead_s": 2e-5},
+            "dask": {**row, "workers": 2, "startup_s": 2.0, "auto_overhead_s": 1e-4,
+                     "distributed": True},
+        },
+    }  # fmt: skip
+    plots.phase_diagram(profile, tmp_path / "p.png", cluster=plots.Cluster(workers=64),
+                        item_bytes=100_000)  # fmt: skip
+    plots.phase_diagram({**profile, "backends": {k: v for k, v in profile["backends"].items()
+                         if k != "dask"}}, tmp_path / "q.png", cluster=plots.Cluster())  # fmt: skip
+    both, local_only = drawn
+    local, far = [ax for ax in both.axes if ax.get_title()]
+    assert "PREDICTED" in far.get_title() and "64 workers" in far.get_title()
+    assert "PREDICTED" not in local.get_title()
+    labels = [t.get_text() for t in local.get_legend().get_texts()]
+    assert any(t.startswith("break-even") for t in labels)
+    assert any(t.startswith("crossover") for t in labels)
+    tops = [c.get_xlabel() for ax in both.axes for c in ax.child_axes]
+    assert len(tops) == 2 and all("data (MB" in t for t in tops)  # the size in bytes too
+    assert "(dots)" not in both._suptitle.get_text()  # no dots drawn: none claimed
+    # Without a cluster backend calibrated there is nothing to extrapolate: one panel.
+    assert len([ax for ax in local_only.axes if ax.get_title()]) == 1
