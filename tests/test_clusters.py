@@ -44,6 +44,14 @@ def test_dask_local_cluster_listens_on_loopback_only(dashboard):
             assert ex.info()["dashboard"].startswith("http://127.0.0.1:")
         else:
             assert ex.info()["dashboard"] is None
+            # The scheduler's HTTP server (health, metrics) cannot be turned off: it must not
+            # take the well-known dashboard port when the dashboard is off.
+            ports = [
+                c.laddr.port
+                for c in psutil.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN and c.pid in pids
+            ]
+            assert 8787 not in ports, ports
 
 
 @pytest.mark.parametrize(
