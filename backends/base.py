@@ -50,6 +50,8 @@ class Backend(cf.Executor):
     """
 
     name: ClassVar[str] = ""
+    #: Why ``workers`` is fixed whatever is asked (``None``: the backend honours it).
+    fixed_workers: ClassVar[str | None] = None
     #: Importable module whose version ``info()`` reports.
     engine: ClassVar[str] = "python"
     #: pip extra that installs the engine (``None``: always installed).
@@ -180,6 +182,7 @@ class Backend(cf.Executor):
             "listens_on_all_interfaces": self.listens_on_all_interfaces,
             "inner_threads": self.inner_threads,
             "inner_threads_by": self.inner_threads_by,
+            "fixed_workers": self.fixed_workers,
         }
 
     def __repr__(self) -> str:

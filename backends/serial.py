@@ -25,15 +25,17 @@ class SerialBackend(Backend):
 
     name = "serial"
     in_process = True
+    fixed_workers = "serial runs one task at a time in the caller: 1 worker, whatever is asked"
 
     @classmethod
     def default_workers(cls) -> int:
         return 1
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
-        super().__init__(workers, inner_threads)
-        if self.workers != 1:
-            raise ValueError(f"the serial backend has exactly 1 worker, got workers={workers}")
+        super().__init__(workers, inner_threads)  # checks that workers is valid
+        # One worker by definition: `for name in available(): get_backend(name, workers=4)`
+        # works for every name, and info() says why serial reports 1.
+        self.workers = 1
         if inner_threads != "auto":
             self._cap_inner_threads(1)
 

@@ -45,8 +45,7 @@ def last_run() -> Path:
 
 def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) -> dict:
     """All overhead terms of one backend, measured in one session of it."""
-    count = None if spec == "serial" else workers
-    with get_backend(spec, workers=count) as ex:
+    with get_backend(spec, workers=workers) as ex:
         return measure_overheads(ex, spec, items, repeats)
 
 

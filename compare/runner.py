@@ -213,9 +213,7 @@ def run(
                 with contextlib.ExitStack() as stack:
                     opened = {}
                     for spec in active:
-                        # serial is one worker by definition; --workers sizes the others.
-                        count = None if spec == "serial" else workers
-                        opened[spec] = stack.enter_context(get_backend(spec, workers=count))
+                        opened[spec] = stack.enter_context(get_backend(spec, workers=workers))
                         infos[spec] = opened[spec].info()
                     write_metadata(out, metadata(infos, traits))
                     # What exists now lives through these measurements: keep it out of every
@@ -238,8 +236,7 @@ def run(
                             record = _failed(ex, spec, name, n, r, paired, exc)
                             _say(progress, bar, f"{spec}: {record.failure}; restarting it")
                             ex.shutdown(wait=False, cancel_futures=True)
-                            count = None if spec == "serial" else workers
-                            opened[spec] = stack.enter_context(get_backend(spec, workers=count))
+                            opened[spec] = stack.enter_context(get_backend(spec, workers=workers))
                             infos[spec] = opened[spec].info()
                             warmed = {w for w in warmed if w[0] != spec}
                         writer.write(record)

@@ -10,7 +10,7 @@ import pytest
 from conftest import SubmitCounter
 
 import backends
-from backends import BACKENDS, available, get_backend, parse_spec
+from backends import BACKENDS, available, backend_class, get_backend, parse_spec
 
 LOCAL = ["serial", "threads", "processes", "asyncio"]
 
@@ -123,3 +123,15 @@ def test_asyncio_auto_sizes_plain_functions_by_its_threads():
         results = list(ex.map(operator.neg, range(1000), chunksize="auto"))
         assert results == [-i for i in range(1000)]
         assert counter.calls < 60, counter.calls
+
+
+def test_every_backend_takes_a_worker_count_serial_says_why_it_keeps_one():
+    for name in [n for n in available() if not backend_class(n).distributed]:
+        with get_backend(name, workers=3) as ex:
+            info = ex.info()
+            if name == "serial":
+                assert ex.workers == 1 and "1 worker" in info["fixed_workers"]
+            else:
+                assert ex.workers == 3 and info["fixed_workers"] is None
+    with pytest.raises(ValueError, match="greater than 0"):
+        get_backend("serial", workers=0)
