@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from backends.chunks import BatchSizer, check_chunksize, run_chunk
 from backends.inner import InnerThreads, capped, check_inner_threads, resolve
+from backends.streaming import check_buffersize, stream_map
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
 
@@ -99,6 +100,7 @@ class Backend(cf.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | str = 1,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
         """Like the builtin ``map``, run in parallel; results come back in input order.
 
@@ -107,12 +109,17 @@ class Backend(cf.Executor):
         fn : callable
             Top-level function (processes, Dask and Ray pickle it).
         *iterables
-            Collected at once, as ``concurrent.futures.Executor.map`` does.
+            Collected at once, as ``concurrent.futures.Executor.map`` does, unless
+            ``buffersize`` is given.
         timeout : float, optional
             Seconds from this call; reaching an item later raises ``TimeoutError``.
         chunksize : int or "auto"
             Items per task. ``"auto"`` sizes batches from measured task durations so that
             per-task overhead is hidden (see :class:`backends.chunks.BatchSizer`).
+        buffersize : int, optional
+            As in Python 3.14: read the inputs lazily and keep at most this many tasks
+            (chunks) submitted and not yet yielded, so that an endless or larger-than-memory
+            input flows through in bounded memory (:mod:`backends.streaming`).
 
         Returns
         -------
@@ -120,8 +127,11 @@ class Backend(cf.Executor):
             Yields results in order; an item's exception is raised when the iterator reaches it.
         """
         chunksize = check_chunksize(chunksize)
+        buffersize = check_buffersize(buffersize)
         end = None if timeout is None else time.monotonic() + timeout
         self._check_open()
+        if buffersize is not None:
+            return stream_map(self, fn, iterables, chunksize, buffersize, end)
         items = list(zip(*iterables, strict=False))
         fn = self._prepare(fn)
         if chunksize == 1:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from backends.base import Backend
 from backends.chunks import BatchSizer, check_chunksize, run_chunk
 from backends.inner import InnerThreads
+from backends.streaming import check_buffersize
 
 
 class SerialBackend(Backend):
@@ -54,24 +57,38 @@ class SerialBackend(Backend):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | str = 1,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
-        """Lazy ``map`` in the caller; see :meth:`backends.base.Backend.map`."""
+        """Lazy ``map`` in the caller; see :meth:`backends.base.Backend.map`.
+
+        With ``buffersize`` the inputs are read lazily too, a chunk at a time: nothing is
+        ever in flight here, so the bound holds for any ``buffersize``.
+        """
         chunksize = check_chunksize(chunksize)
+        buffersize = check_buffersize(buffersize)
         end = None if timeout is None else time.monotonic() + timeout
         self._check_open()
-        items = list(zip(*iterables, strict=False))
+        stream = zip(*iterables, strict=False)
+        items = None if buffersize is not None else list(stream)
         runner = self._capped(run_chunk)
 
         def results() -> Iterator[Any]:
             sizer = BatchSizer(1, items[0] if items else None)
             pos = 0
-            while pos < len(items):
+            while items is None or pos < len(items):
                 if end is not None and time.monotonic() > end:
                     raise TimeoutError
-                size = sizer.next_size(len(items) - pos) if chunksize == "auto" else chunksize
-                values, error, elapsed = runner(fn, items[pos : pos + size])
-                sizer.record(size, elapsed)
-                pos += size
+                left = sys.maxsize if items is None else len(items) - pos
+                size = sizer.next_size(left) if chunksize == "auto" else chunksize
+                if items is None:
+                    chunk = list(itertools.islice(stream, size))
+                    if not chunk:
+                        return
+                else:
+                    chunk = items[pos : pos + size]
+                values, error, elapsed = runner(fn, chunk)
+                sizer.record(len(chunk), elapsed)
+                pos += len(chunk)
                 if end is not None and time.monotonic() > end:
                     # Finished after the deadline: as on every pool, that is a TimeoutError,
                     # not a late result.

@@ -163,3 +163,41 @@ def test_info_reports_engine_and_startup(ex):
     assert info["version"] not in ("", "not installed")
     assert info["startup_s"] >= 0
     assert isinstance(info["distributed"], bool)
+
+
+class _Counted:
+    """An endless input that counts what has been read from it."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __iter__(self):
+        while True:
+            self.read += 1
+            yield self.read - 1
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, "auto"])
+def test_map_buffersize_reads_an_endless_input_lazily(ex, chunksize):
+    from backends.chunks import MAX_BATCH_BYTES
+
+    source = _Counted()
+    it = ex.map(operator.neg, source, chunksize=chunksize, buffersize=4)
+    got = [next(it) for _ in range(10)]
+    assert got == [-i for i in range(10)]
+    # At most 4 tasks submitted and not yet yielded: 10 read for the results, plus 4 chunks.
+    bound = {1: 4, 3: 4 * 3 + 2, "auto": 4 * MAX_BATCH_BYTES // 10}[chunksize]
+    assert source.read <= 10 + bound
+    it.close()  # cancels what is in flight; the fixture's leak check sees nothing left
+
+
+def test_map_buffersize_keeps_order_errors_and_timeouts(ex):
+    items = [1.0, 2.0, 0.0, 4.0]
+    it = ex.map(operator.truediv, [1.0] * 4, items, buffersize=2)
+    assert next(it) == 1.0 and next(it) == 0.5
+    with pytest.raises(ZeroDivisionError):
+        next(it)
+    with pytest.raises(TimeoutError):
+        list(ex.map(probes.sleep, [0.6] * 3, timeout=0.2, buffersize=2))
+    with pytest.raises(ValueError, match="buffersize"):
+        ex.map(abs, [1], buffersize=0)
