@@ -55,3 +55,44 @@ def test_the_extras_install_a_notebook_front_end():
     assert jupyter, "the notebooks extra installs jupyter"
     out = subprocess.run([jupyter, "lab", "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip()[0].isdigit(), out.stderr
+
+
+def test_the_readmes_way_of_opening_the_notebooks_serves_them(tmp_path):
+    import json
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    assert "`jupyter lab notebooks/`" in (ROOT / "README.md").read_text()
+    with socket.socket() as s:  # a free port on loopback
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        shutil.which("jupyter"), "lab", "notebooks/", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=smallbig-test",
+        *(["--allow-root"] if __import__("os").geteuid() == 0 else []),  # as the README says
+    ]  # fmt: skip
+    env = {**__import__("os").environ, "JUPYTER_RUNTIME_DIR": str(tmp_path),
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    # The folder given is where the lab opens: its contents are at the root.
+    url = f"http://127.0.0.1:{port}/api/contents/?token=smallbig-test"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    listing = json.loads(r.read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "lab did not start"
+                time.sleep(0.5)
+        names = {c["name"] for c in listing["content"]}
+        assert {p.name for p in (ROOT / "notebooks").glob("*.ipynb")} <= names
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
