@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from backends.chunks import BatchSizer, check_chunksize, run_chunk
 from backends.inner import InnerThreads, capped, check_inner_threads, resolve
+from backends.memory import ProcessTree, descendants
 from backends.streaming import check_buffersize, stream_map
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
@@ -79,6 +80,9 @@ class Backend(cf.Executor):
         self.startup_s: float = 0.0
         self._closed = False
         self._close_lock = threading.Lock()
+        # The processes this backend starts here (see _claim_processes); None: its workers run
+        # on another machine, whose memory only the engine can report.
+        self._own_roots: set[int] | None = set()
         _LIVE.add(self)
 
     @classmethod
@@ -176,6 +180,29 @@ class Backend(cf.Executor):
         self._check_open()
         return obj
 
+    @property
+    def memory_is_local(self) -> bool:
+        """Whether :meth:`memory_reader` reads this machine's processes (cheap: sample often)
+        rather than asking a remote engine (a round trip: sample seldom)."""
+        return self._own_roots is not None
+
+    def memory_reader(self) -> Callable[[], int | None]:
+        """A cheap callable returning the resident bytes of this process plus every process
+        this backend started on this machine, now (:mod:`backends.memory`); for a cluster
+        reached by address, what its engine reports, or ``None`` when it reports nothing."""
+        if self._own_roots is None:
+            return self._engine_memory
+        return ProcessTree(self._own_roots).rss
+
+    def footprint(self) -> dict[str, int | None]:
+        """Resident bytes now: ``driver`` (this process, shared by every backend in it) and
+        ``backend`` (the processes it started: workers, schedulers, agents; 0 for in-process
+        backends; the engine's figure or ``None`` for a cluster reached by address)."""
+        driver = ProcessTree(set()).rss()
+        if self._own_roots is None:
+            return {"driver": driver, "backend": self._engine_memory()}
+        return {"driver": driver, "backend": ProcessTree(self._own_roots, driver=False).rss()}
+
     def info(self) -> dict[str, Any]:
         """Engine, version, workers, address, start-up seconds and capabilities."""
         return {
@@ -206,6 +233,15 @@ class Backend(cf.Executor):
 
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
         raise NotImplementedError
+
+    def _claim_processes(self, before: set[int]) -> None:
+        """Count as this backend's every process below this one that was not there
+        ``before`` it started (:func:`backends.memory.descendants`)."""
+        self._own_roots = descendants() - before
+
+    def _engine_memory(self) -> int | None:
+        """Resident bytes of a remote cluster's workers, as its engine reports them."""
+        return None
 
     def _prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Make ``fn`` shippable to this backend's workers (processes wrap ``__main__`` code)."""

@@ -26,6 +26,7 @@ from backends.futures import (
     resolve,
 )
 from backends.inner import InnerThreads, own_thread_env, thread_env
+from backends.memory import descendants
 
 
 class DaskBackend(Backend):
@@ -76,8 +77,10 @@ class DaskBackend(Backend):
         self._pending = PendingSet()
         self._settler: _Settler | None = None
         self._cluster = None
+        before = descendants()
         start = time.perf_counter()
         if address is not None:
+            self._own_roots = None
             check_dask_scheduler(address, connect_timeout)
             try:
                 self._client = Client(address, timeout=connect_timeout, set_as_default=False)
@@ -120,6 +123,7 @@ class DaskBackend(Backend):
             except BaseException:
                 self._cluster.close()
                 raise
+            self._claim_processes(before)
         self._settler = _Settler(self._client)
         self.address = self._client.scheduler.address
         self.dashboard_link = self._client.dashboard_link if dashboard else None
@@ -149,6 +153,12 @@ class DaskBackend(Backend):
         """``scatter`` ``obj`` to one worker; tasks given the handle receive ``obj``."""
         self._check_open()
         return self._client.scatter(obj, hash=self._hash_put)
+
+    def _engine_memory(self) -> int | None:
+        # Each worker's RSS as of its last heartbeat (~1 s old at most).
+        workers = self._client.scheduler_info()["workers"].values()
+        found = [w["metrics"]["memory"] for w in workers if "memory" in w.get("metrics", {})]
+        return sum(found) if found else None
 
     def info(self) -> dict[str, Any]:
         info = super().info()

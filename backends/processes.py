@@ -30,6 +30,7 @@ import cloudpickle
 from backends.base import Backend
 from backends.inner import InnerThreads, thread_env
 from backends.lifeline import owned_temp_dir, watch_owner
+from backends.memory import descendants
 
 
 def _start_worker(env: dict[str, str], owner: int) -> None:
@@ -57,6 +58,7 @@ class ProcessesBackend(Backend):
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         super().__init__(workers, inner_threads)
         self._cap_inner_threads(self.workers)
+        before = descendants()
         start = time.perf_counter()
         env = {} if self.inner_threads is None else thread_env(self.inner_threads)
         self._pool = cf.ProcessPoolExecutor(
@@ -72,6 +74,7 @@ class ProcessesBackend(Backend):
         for f in [self._pool.submit(os.getpid) for _ in range(self.workers)]:
             f.result()
         self.startup_s = time.perf_counter() - start
+        self._claim_processes(before)
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
         return self._pool.submit(fn, *args, **kwargs)

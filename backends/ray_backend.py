@@ -26,6 +26,7 @@ from backends.base import Backend
 from backends.futures import PendingSet, linked_future, settle
 from backends.inner import Capped, InnerThreads, own_thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
+from backends.memory import descendants
 
 
 class RayBackend(Backend):
@@ -75,7 +76,11 @@ class RayBackend(Backend):
         self._owns = False
         self._temp_dir: str | None = None
         self._reaper: subprocess.Popen | None = None
+        before = descendants()
         start = time.perf_counter()
+        # Memory: the processes ray.init starts here, or (a cluster by address, a runtime
+        # someone else started) unknown: Ray's own figures need its state API and dashboard.
+        self._own_roots = None
         if address is not None:
             check_ray_head(address, connect_timeout)
         if not ray.is_initialized():
@@ -97,6 +102,7 @@ class RayBackend(Backend):
                         # capped task sets them in each worker (backends.inner).
                         log_to_driver=False,
                     )
+                self._claim_processes(before)
             else:
                 with _keep_sigterm_handler():
                     ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)

@@ -49,7 +49,9 @@ def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) 
         return measure_overheads(ex, spec, items, repeats)
 
 
-def measure_overheads(ex: Any, spec: str, items: int, repeats: int) -> dict[str, Any]:
+def measure_overheads(
+    ex: Any, spec: str, items: int, repeats: int, footprint: dict[str, int | None] | None = None
+) -> dict[str, Any]:
     """The overhead terms of the open backend ``ex`` (named ``spec``), as a profile row.
 
     Parameters
@@ -60,8 +62,11 @@ def measure_overheads(ex: Any, spec: str, items: int, repeats: int) -> dict[str,
         Its name as given (``NAME`` or ``NAME@ADDRESS``).
     items, repeats : int
         No-op items for the ``chunksize="auto"`` figure; timed runs per term (medians).
+    footprint : dict, optional
+        Its :meth:`~backends.base.Backend.footprint` when it was idle (default: now).
     """
     info = ex.info()
+    idle = footprint or ex.footprint()
     row: dict[str, Any] = {
         "backend": spec,
         "workers": ex.workers,
@@ -77,6 +82,13 @@ def measure_overheads(ex: Any, spec: str, items: int, repeats: int) -> dict[str,
         # The cap on native pool threads per task (None: the libraries' own), which decides
         # whether a task runs at its uncapped or its one-thread cost (compare.advise).
         "inner_threads": info.get("inner_threads"),
+        # Memory at rest: this process (every backend shares it) and what the backend's own
+        # processes hold (None: a remote engine that reports nothing); per worker, their share.
+        "driver_rss_bytes": idle["driver"],
+        "idle_rss_bytes": idle["backend"],
+        "worker_rss_bytes": None
+        if idle["backend"] is None
+        else (0 if ex.in_process else idle["backend"] // ex.workers),
     }
     for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
         n = items if chunk == "auto" else max(20, items // 20)

@@ -1,5 +1,5 @@
-"""One way to print numbers in every table: times with a unit and three significant digits,
-counts with thousands separators, booleans as yes/no, missing values as a dash."""
+"""One way to print numbers in every table: times and sizes with a unit and three significant
+digits, counts with thousands separators, booleans as yes/no, missing values as a dash."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def seconds(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
+def size(nbytes: float | None) -> str:
+    """Bytes in decimal units: ``2.5e8`` → ``"250 MB"``, ``3.2e10`` → ``"32 GB"``."""
+    if nbytes is None or (isinstance(nbytes, float) and math.isnan(nbytes)):
+        return "-"
+    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(nbytes) >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} B"
+
+
 def number(value: Any) -> str:
     """Any table cell: floats to three significant digits (whole ones and those from 1,000 up
     with separators), integers with separators, booleans as yes/no, ``None``/NaN as ``-``."""
@@ -45,8 +55,10 @@ def number(value: Any) -> str:
 
 def cell(column: str, value: Any) -> str:
     """A cell of a column named like a record field: ``*_s`` are seconds (``*_per_s`` a rate),
-    ``*_pct`` percent."""
+    ``*_pct`` percent, ``*_bytes`` a size."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if column.endswith("_bytes"):
+            return size(value)
         if column.endswith("_s") and not column.endswith("per_s"):
             return seconds(float(value))
         if column.endswith("_pct") and not math.isnan(value):

@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from compare.advise import predict
 from compare.model import break_even, fit_all
-from compare.report import speedup_table
+from compare.report import memory_table, speedup_table
 
 # One colour per backend in every figure the product draws (a cluster by address takes its
 # engine's): the reader learns it once. Other names take one of the rest, by a stable hash.
@@ -47,8 +47,11 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
     table = speedup_table(records)
     table = table[table["workload"] == workload]
     fits = fit_all(records)
-    fig = Figure(figsize=(11, 4.6))
-    ax_t, ax_s = fig.subplots(1, 2)
+    memory = memory_table(records)
+    memory = memory[(memory["workload"] == workload) & memory["peak_rss_bytes"].notna()]
+    panels = 3 if len(memory) else 2  # memory beside time, when it was measured
+    fig = Figure(figsize=(5.5 * panels, 4.6))
+    ax_t, ax_s, *ax_m = fig.subplots(1, panels)
     base = fits.get((workload, "serial"))
     marks = []
     for backend, group in table.groupby("backend"):
@@ -56,6 +59,16 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
         ax_t.plot(group["size"], group["wall_s"], "o-", color=c, label=backend)
         known = group[group["speedup"] > 0]  # no serial baseline: no speedup to draw
         ax_s.plot(known["size"], known["speedup"], "o-", color=c)
+        mine = memory[memory["backend"] == backend]
+        if ax_m and len(mine):
+            ax_m[0].plot(mine["size"], mine["peak_rss_bytes"] / 1e6, "o-", color=c)
+    if ax_m:
+        ax_m[0].set(xscale="log", yscale="log", xlabel="items", ylabel="peak resident MB")
+        ax_m[0].set_title("memory: this process + the backend's", fontsize=9)
+        ax_m[0].grid(True, which="both", alpha=0.3)
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax_m[0].yaxis.set_major_formatter(plain)
+        ax_m[0].yaxis.set_minor_formatter(plain)
         if base is not None and backend != "serial":
             n = break_even(fits[(workload, backend)], base)
             if n is not None and n > 1:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 3  # 2: cpu_s, paired; 3: failure
+SCHEMA_VERSION = 4  # 2: cpu_s, paired; 3: failure; 4: bytes_out, peak_rss_bytes
 RECORDS = "records.csv"
 METADATA = "run.json"
 
@@ -50,6 +50,12 @@ class Record:
     # Why the backend could not measure this point (a worker died, the cluster was lost);
     # empty when it did. A failed point has no time: the analysis leaves it out.
     failure: str = ""
+    # Pickled bytes of the results (``bytes_shipped`` is the items'): the data out.
+    bytes_out: int = 0
+    # Peak resident bytes of this process plus every process the backend started here,
+    # sampled over the run (backends.memory); NaN when unknown (a remote cluster's engine
+    # that reports none).
+    peak_rss_bytes: float = float("nan")
 
     @property
     def key(self) -> tuple:

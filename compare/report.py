@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compare.fmt import cell, number, seconds
+from compare.fmt import cell, number, seconds, size
 from compare.model import fastest, fit_all, medians, thresholds
 
 
@@ -22,6 +22,17 @@ def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
         for w, n, t in zip(med["workload"], med["size"], med["wall_s"], strict=True)
     ]
     return med
+
+
+def memory_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Median peak resident bytes (this process plus the backend's own processes, warm runs)
+    per workload, backend and size; NaN where unknown (records before schema 4, a remote
+    engine that reports nothing)."""
+    keys = ["workload", "backend", "size"]
+    if "peak_rss_bytes" not in records:
+        return pd.DataFrame(columns=[*keys, "peak_rss_bytes"])
+    warm = records[(records["phase"] == "warm") & records["wall_s"].notna()]
+    return warm.groupby(keys, as_index=False)["peak_rss_bytes"].median()
 
 
 # Backends predicted within this of the advised one, over its whole range, are named beside it:
@@ -103,6 +114,7 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
             console.print(f"  {backend}: {escape(reason)} ({points})")
     th = thresholds(records, startup)
     advice = recommendations(records)
+    mem = memory_table(records)
     for workload, group in table.groupby("workload"):
         pivot = group.pivot(index="backend", columns="size", values=["wall_s", "speedup"])
         out = Table(title=f"{workload}: median warm seconds (speedup vs serial)")
@@ -117,6 +129,9 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
                 cells.append(f"{seconds(t)} ({s:.2g}×)" if s == s else seconds(t))
             out.add_row(backend, *cells)
         console.print(out)
+        memory = _memory_table(workload, mem[mem["workload"] == workload], sizes)
+        if memory is not None:
+            console.print(memory)
         console.print(_threshold_table(workload, th[th["workload"] == workload]))
         largest = int(group["size"].max())
         for row in advice[advice["workload"] == workload].to_dict("records"):
@@ -132,6 +147,20 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
                 span = f"{start:,}–{int(row['to']):,} items"
             also = f" ({', '.join(row['close'])} within {CLOSE:.0%})" if row["close"] else ""
             console.print(f"  {span}: use [bold]{row['use']}[/bold]{also}")
+
+
+def _memory_table(workload: str, rows: pd.DataFrame, sizes: list) -> Table | None:
+    """Peak memory beside the time table: same rows, same columns."""
+    if rows["peak_rss_bytes"].isna().all():
+        return None
+    pivot = rows.pivot(index="backend", columns="size", values="peak_rss_bytes")
+    out = Table(title=f"{workload}: median peak resident memory (this process + the backend's)")
+    out.add_column("backend")
+    for n in sizes:
+        out.add_column(f"n={n}", justify="right")
+    for backend in pivot.index:
+        out.add_row(backend, *(size(pivot.loc[backend].get(n)) for n in sizes))
+    return out
 
 
 def _threshold_table(workload: str, rows: pd.DataFrame) -> Table:

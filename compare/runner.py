@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backends import available, backend_class, get_backend, parse_spec
+from backends.memory import INTERVAL_S, PeakMemory
 from compare.advise import coroutine_cpu_s, task_cost
 from compare.calibrate import (
     RUN_PROFILE,
@@ -47,6 +48,8 @@ DEFAULT_SIZES = {
 }
 API_LATENCY_S = 0.005
 SLEEP_S = 0.005  # per sleep item: like the API's latency, a wait that threads and asyncio hide
+# A remote engine's memory figure is a round trip to its scheduler, refreshed by heartbeats.
+REMOTE_INTERVAL_S = 1.0
 OVERHEAD_ITEMS = 2000  # no-ops for each backend's "auto" overhead: ~0.1–2 s per backend
 
 
@@ -211,10 +214,12 @@ def run(
                 if not active:
                     continue
                 with contextlib.ExitStack() as stack:
-                    opened = {}
+                    opened, readers, idle = {}, {}, {}
                     for spec in active:
                         opened[spec] = stack.enter_context(get_backend(spec, workers=workers))
                         infos[spec] = opened[spec].info()
+                        readers[spec] = opened[spec].memory_reader()
+                        idle[spec] = opened[spec].footprint()  # before any work
                     write_metadata(out, metadata(infos, traits))
                     # What exists now lives through these measurements: keep it out of every
                     # collection, so that the collect before each measurement is cheap.
@@ -230,7 +235,14 @@ def run(
                             prepared[name, n] = items, loaded[name].item_bytes(items) * n
                         try:
                             record = _measure(
-                                ex, spec, loaded[name], *prepared[name, n], r, reference, paired
+                                ex,
+                                spec,
+                                loaded[name],
+                                *prepared[name, n],
+                                r,
+                                reference,
+                                paired,
+                                readers[spec],
                             )
                         except Exception as exc:  # items' own errors are outcomes: the engine
                             record = _failed(ex, spec, name, n, r, paired, exc)
@@ -238,6 +250,7 @@ def run(
                             ex.shutdown(wait=False, cancel_futures=True)
                             opened[spec] = stack.enter_context(get_backend(spec, workers=workers))
                             infos[spec] = opened[spec].info()
+                            readers[spec] = opened[spec].memory_reader()
                             warmed = {w for w in warmed if w[0] != spec}
                         writer.write(record)
                         bar.advance(task)
@@ -251,7 +264,7 @@ def run(
                     for spec in active:
                         bar.update(task, description=f"{spec:>10} overheads")
                         overheads[spec] = measure_overheads(
-                            opened[spec], spec, OVERHEAD_ITEMS, repeats=3
+                            opened[spec], spec, OVERHEAD_ITEMS, repeats=3, footprint=idle[spec]
                         )
                     write_profile(list(overheads.values()), out / RUN_PROFILE)
             for name, w in loaded.items():  # what the model needs that serial cannot show
@@ -360,15 +373,17 @@ def _measure(
     repeat: int,
     reference: dict[tuple[str, int], str],
     paired: bool,
+    memory: Callable[[], int | None],
 ) -> Record:
     n = len(items)
     # Start every measurement with an empty collector: otherwise a full collection of this
     # process's heap (~0.1 s, mostly the harness's own objects) lands in whichever measurement
     # crosses the threshold, e.g. one of three serial repeats of 10,000 no-ops.
     gc.collect()
-    cpu_start, start = time.process_time(), time.perf_counter()
-    outcomes = workload.run(ex, items, chunksize="auto")
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    with PeakMemory(memory, INTERVAL_S if ex.memory_is_local else REMOTE_INTERVAL_S) as peak:
+        cpu_start, start = time.process_time(), time.perf_counter()
+        outcomes = workload.run(ex, items, chunksize="auto")
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     phase = "cold" if repeat == 0 else "warm"
     if phase == "cold":
         wall += ex.startup_s  # the first run on a fresh backend pays for starting it
@@ -391,4 +406,6 @@ def _measure(
         paired=paired,
         checksum=digest,
         correct=None if expected is None else digest == expected,
+        bytes_out=workload.item_bytes(outcomes) * n,
+        peak_rss_bytes=float("nan") if peak.bytes is None else peak.bytes,
     )

@@ -155,6 +155,9 @@ def test_external_dask_cluster_survives_backend_shutdown():
         with get_backend(f"dask@{address}") as ex:
             assert ex.workers == 2 and not ex.info()["owns_cluster"]
             assert ex.submit(pow, 2, 5).result(timeout=60) == 32
+            # Memory of workers on "another machine": what the scheduler reports of them.
+            assert not ex.memory_is_local
+            assert 50e6 < ex.footprint()["backend"] < 5e9
         with Client(address, timeout=30, set_as_default=False) as client:
             assert client.submit(pow, 3, 3).result(timeout=60) == 27
             assert len(client.scheduler_info()["workers"]) == 2
@@ -166,6 +169,8 @@ def test_external_ray_cluster_survives_backend_shutdown():
         with get_backend(f"ray@{address}") as ex:
             assert ex.info()["owns_runtime"]  # it connected the driver, so it disconnects it
             assert ex.submit(pow, 2, 5).result(timeout=60) == 32
+            # Ray reports no memory figure without its dashboard: unknown, never a guess.
+            assert ex.footprint()["backend"] is None and ex.memory_reader()() is None
         with get_backend(f"ray@{address}") as again:
             assert again.submit(pow, 3, 3).result(timeout=60) == 27
 

@@ -58,6 +58,14 @@ def spin(seconds: float) -> int:
     return count
 
 
+def hold(megabytes: float, seconds: float = 0.5) -> int:
+    """Make ``megabytes`` resident (every page touched) for ``seconds``; return the bytes."""
+    block = bytearray(int(megabytes * 2**20))
+    block[::4096] = bytes(len(block[::4096]))  # bytearray() alone may only reserve the pages
+    time.sleep(seconds)
+    return len(block)
+
+
 def native_threads(_item: Any = None) -> dict[str, int]:
     """Threads of each native pool loaded in this process, NumPy's BLAS among them, as
     threadpoolctl reports them (``"openblas:libscipy_openblas64_-….so": 2``): what a task

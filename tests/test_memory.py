@@ -1,0 +1,93 @@
+"""Memory as a cost: the sampler sees every process a backend starts; records carry it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backends import available, get_backend
+from backends.memory import PeakMemory, ProcessTree
+from compare.calibrate import load_profile
+from compare.records import FIELDS
+from compare.runner import run
+from workloads import probes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", [n for n in available() if n in ("processes", "dask", "ray")])
+def test_the_peak_counts_memory_held_in_worker_processes(name):
+    with get_backend(name, workers=2) as ex:
+        ex.submit(probes.noop, 0).result(timeout=60)  # workers up and warm
+        reader = ex.memory_reader()
+        with PeakMemory(reader) as idle:
+            time.sleep(0.3)
+        with PeakMemory(reader) as busy:
+            assert ex.submit(probes.hold, 300).result(timeout=60) == 300 * 2**20
+    # 300 MB held in a worker, not in this process: the sampler must walk the backend's tree.
+    assert busy.bytes - idle.bytes > 200e6, (idle.bytes, busy.bytes)
+
+
+def test_a_process_started_later_under_a_root_is_counted():
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; "
+         "p = subprocess.Popen([sys.executable, '-c', "
+         "'b = bytearray(200 * 2**20); b[::4096] = bytes(len(b[::4096])); import time; "
+         "time.sleep(30)']); time.sleep(30)"]
+    )  # fmt: skip
+    try:
+        tree = ProcessTree({child.pid}, driver=False)
+        first = tree.rss()
+        deadline = time.monotonic() + 20
+        while tree.rss() - first < 150e6 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the grandchild is found at the next walk (every second)
+        assert tree.processes() == 2 and tree.rss() - first > 150e6
+    finally:
+        for proc in ProcessTree({child.pid}, driver=False)._procs.values():
+            proc.kill()
+        child.wait()
+
+
+def test_sampling_costs_under_one_percent_of_a_core():
+    with get_backend("processes", workers=2) as ex:
+        reader = ex.memory_reader()
+        reader()  # the first reading walks the tree
+        cpu = time.thread_time()
+        for _ in range(100):
+            reader()
+        per_read = (time.thread_time() - cpu) / 100
+    # 10 readings a second, plus a walk of every process each second (~ms).
+    assert per_read * 10 < 0.005, f"{per_read * 1e6:.0f} µs per reading"
+
+
+def test_records_and_calibration_carry_memory_on_every_backend(tmp_path):
+    backends = available()
+    records = run(["noop"], backends, sizes=[4], repeats=1, out_dir=tmp_path, progress=False)
+    profile = load_profile(tmp_path / "calibration.json")["backends"]
+    me = ProcessTree(set()).rss()
+    for backend in backends:
+        rows = records[records["backend"] == backend]
+        cal = profile[backend]
+        assert len(rows) == 2 and (rows["bytes_out"] > 0).all()
+        # Never below what this process alone holds; plus the workers for process backends.
+        floor = 0.5 * me + (0.8 * cal["idle_rss_bytes"] if not cal["in_process"] else 0)
+        assert (rows["peak_rss_bytes"] > floor).all(), (backend, rows["peak_rss_bytes"], floor)
+        if cal["in_process"]:
+            assert cal["idle_rss_bytes"] == 0 and cal["worker_rss_bytes"] == 0
+        else:  # a worker process is at least an interpreter
+            assert cal["worker_rss_bytes"] > 10e6, (backend, cal)
+    assert "bytes_out" in FIELDS and "peak_rss_bytes" in FIELDS
+
+
+def test_resume_into_records_of_the_previous_schema_says_so(tmp_path):
+    old = [f for f in FIELDS if f not in ("bytes_out", "peak_rss_bytes")]  # schema 3
+    with (tmp_path / "records.csv").open("w", newline="") as f:
+        csv.writer(f).writerow(old)
+    with pytest.raises(ValueError, match="another version of smallbig.*new --out"):
+        run(["noop"], ["serial"], sizes=[1], out_dir=tmp_path, resume=True, progress=False)
+    assert os.path.getsize(tmp_path / "records.csv") > 0
