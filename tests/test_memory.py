@@ -88,6 +88,6 @@ def test_resume_into_records_of_the_previous_schema_says_so(tmp_path):
     old = [f for f in FIELDS if f not in ("bytes_out", "peak_rss_bytes")]  # schema 3
     with (tmp_path / "records.csv").open("w", newline="") as f:
         csv.writer(f).writerow(old)
-    with pytest.raises(ValueError, match="another version of smallbig.*new --out"):
+    with pytest.raises(ValueError, match=r"another version of smallbig.*new --out"):
         run(["noop"], ["serial"], sizes=[1], out_dir=tmp_path, resume=True, progress=False)
     assert os.path.getsize(tmp_path / "records.csv") > 0
