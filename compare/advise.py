@@ -28,6 +28,7 @@ never measurements.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 from backends.chunks import TARGET_BATCH_SECONDS
 from compare import checks
 from compare.fmt import seconds
+from compare.memory import Data, Fit, chunk_items, fit, machine_memory
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Prediction:
     seconds: float
     workers: int
     reason: str
+    #: How it runs the data within its memory, and its predicted peak (compare.memory).
+    memory: Fit | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class _Cost:
     nbytes: int  # shipped to and from a worker
     coroutine: bool
     coroutine_cpu_s: float | None
+    result_bytes: int = 0  # of nbytes, the result's
+    work_bytes: int = 0  # allocated while one item runs
 
     @property
     def inner(self) -> float:
@@ -95,8 +101,13 @@ def predict(
     cold: bool = True,
     latency_s: float | None = None,
     bandwidth_Bps: float | None = None,
+    data_bytes: float | None = None,
+    worker_memory_bytes: float | None = None,
 ) -> list[Prediction]:
     """Backends ranked by predicted seconds (fastest first), each with its reason.
+
+    Those whose memory cannot hold the data even streaming come last, whatever their time
+    (:mod:`compare.memory`); each prediction says how it runs the data and its peak memory.
 
     Parameters
     ----------
@@ -122,6 +133,11 @@ def predict(
         machine does not have.
     cold : bool
         Include each backend's start-up.
+    data_bytes : float, optional
+        The items' bytes in all (default: ``items`` × the bytes per item): replaces the bytes
+        per item, shipped and held.
+    worker_memory_bytes : float, optional
+        Memory of each extrapolated cluster worker (default: this machine's).
     """
     items = checks.count("items", items)
     for name, value in (("item_s", item_s), ("cpu_s", cpu_s), ("coroutine_cpu_s", coroutine_cpu_s)):
@@ -134,9 +150,17 @@ def predict(
         latency_s = checks.number("latency_s", latency_s)
     if bandwidth_Bps is not None:
         bandwidth_Bps = checks.number("bandwidth_Bps", bandwidth_Bps, above=True)
+    if data_bytes is not None:
+        data_bytes = checks.number("data_bytes", data_bytes)
+    if worker_memory_bytes is not None:
+        worker_memory_bytes = checks.number("worker_memory_bytes", worker_memory_bytes, above=True)
     if not isinstance(profile, dict) or not isinstance(profile.get("backends"), dict):
         raise ValueError("profile must be a calibration: a dict with 'backends' (compare.overhead)")
     cost = _cost(task, item_s, item_bytes, cpu_s, releases_gil, coroutine, coroutine_cpu_s)
+    if data_bytes is not None:  # the items are the data: ship and hold what the user says
+        cost = dataclasses.replace(cost, nbytes=int(data_bytes / items + cost.result_bytes))
+    data = Data(items, cost.nbytes - cost.result_bytes, cost.result_bytes, cost.work_bytes)
+    machine = machine_memory(profile)
     cores = profile.get("cpu_count")
     out = []
     for name, cal in profile["backends"].items():
@@ -175,8 +199,12 @@ def predict(
         reason = f"{main} dominates ({seconds(parts[main])} of {seconds(total)})"
         if main == work:
             reason += f"; {_why(binding, note, cost, cap, work)}"
-        out.append(Prediction(name, total, slots, reason))
-    return sorted(out, key=lambda p: p.seconds)
+        chunk = chunk_items(wall, data.item_bytes, items, slots)
+        room = fit(cal, data, slots, chunk, machine, workers, worker_memory_bytes)
+        if not room.fits:
+            reason = f"{seconds(total)} if it had the memory; " + reason
+        out.append(Prediction(name, total, slots, reason, room))
+    return sorted(out, key=lambda p: (not p.memory.fits, p.seconds))
 
 
 def _cost(
@@ -199,6 +227,8 @@ def _cost(
             int(t["arg_bytes"] + t["result_bytes"]),
             bool(t["coroutine"]),
             t.get("coroutine_cpu_s"),
+            int(t["result_bytes"]),
+            int(t.get("memory_bytes") or 0),
         )
     if item_s is None:
         raise ValueError("give a task profile (task=) or its time per item (item_s=)")

@@ -15,7 +15,7 @@ from rich.table import Table
 from backends import BACKENDS, available, backend_class
 from backends.base import engine_version
 from compare.checks import Parser, arg_count, arg_number
-from compare.fmt import cell, seconds
+from compare.fmt import cell, seconds, size
 from compare.runner import DEFAULT_SIZES, WORKLOADS
 
 
@@ -156,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="extrapolate: network bandwidth (Mbit/s, default: as calibrated)",
     )
     p.add_argument(
+        "--data-gb",
+        type=arg_number(above=True),
+        help="the items' size in all (GB; default: --items × the bytes per item, measured or "
+        "--item-kb): replaces the bytes per item, shipped and held in memory",
+    )
+    p.add_argument(
+        "--worker-memory-gb",
+        type=arg_number(above=True),
+        help="extrapolate: memory of each cluster worker (GB, default: this machine's)",
+    )
+    p.add_argument(
         "--profile",
         help="calibration file (default: calibration.json in the cache folder; made if absent)",
     )
@@ -236,7 +247,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from compare import plots
     from compare.calibrate import RUN_PROFILE, load_profile
     from compare.records import add_outputs, read_metadata
-    from compare.report import print_model_check, print_report
+    from compare.report import print_memory_band, print_model_check, print_report
     from compare.report_html import write_report
     from compare.runner import run
 
@@ -262,6 +273,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     profile = load_profile(out / RUN_PROFILE)
     if profile is not None:
         print_model_check(records, profile, meta.get("workloads", {}), console)
+        print_memory_band(records, profile, meta.get("workloads", {}), console)
     drawn = [
         plots.scaling(records, workload, out / f"{workload}_scaling.png")
         for workload in sorted(records["workload"].unique())
@@ -272,9 +284,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         known = records[records["backend"].isin(profile["backends"])]
         winners = plots.measured_winners(known, item_s.to_dict())
         # Three of the four workloads release the GIL (the no-ops take too little to matter).
+        # One workload: its data per item gives the diagram its data axis and memory boundary.
+        workloads = meta.get("workloads", {})
+        data = (
+            workloads[next(iter(workloads))].get("data_bytes_per_item", 0)
+            if len(workloads) == 1
+            else 0
+        )
         drawn.append(
             plots.phase_diagram(
-                profile, out / "phase_diagram.png", winners, True, cluster=plots.Cluster()
+                profile,
+                out / "phase_diagram.png",
+                winners,
+                True,
+                cluster=plots.Cluster(),
+                item_bytes=int(data or 0),
             )
         )
     add_outputs(out, drawn)  # what the next run into --out replaces
@@ -339,7 +363,10 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     from compare.calibrate import load_profile, overhead
 
     task = _task_cost(args)  # first: a bad task description fails before any calibration
-    extrapolated = any(x is not None for x in (args.workers, args.latency_ms, args.bandwidth_mbps))
+    extrapolated = any(
+        x is not None
+        for x in (args.workers, args.latency_ms, args.bandwidth_mbps, args.worker_memory_gb)
+    )
     profile = load_profile(args.profile)
     if profile is None:
         # What a cluster extrapolation scales is a cluster backend's measured overheads.
@@ -373,6 +400,8 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
         workers=args.workers,
         latency_s=None if args.latency_ms is None else args.latency_ms / 1e3,
         bandwidth_Bps=None if args.bandwidth_mbps is None else args.bandwidth_mbps * 1e6 / 8,
+        data_bytes=None if args.data_gb is None else args.data_gb * 1e9,
+        worker_memory_bytes=None if args.worker_memory_gb is None else args.worker_memory_gb * 1e9,
     )
     if not described:
         _print_profile(task, console)
@@ -381,18 +410,42 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
             "cpu_s": task.cpu_s,
             "item_bytes": task.arg_bytes + task.result_bytes,
         }
+    if args.data_gb is not None:
+        task["item_bytes"] = args.data_gb * 1e9 / args.items
     title = (
         f"{args.items:,} items of {seconds(task['item_s'])} "
-        f"({seconds(task['cpu_s'])} CPU), {task['item_bytes'] / 1e3:.3g} kB: "
+        f"({seconds(task['cpu_s'])} CPU), {size(task['item_bytes'])} each: "
         f"PREDICTED{' (extrapolated to a cluster)' if extrapolated else ''}"
     )
     table = Table(title=title)
-    for col in ("rank", "backend", "workers", "predicted s", "why"):
+    for col in ("rank", "backend", "workers", "predicted s", "memory: how, peak", "why"):
         table.add_column(col)
     for i, p in enumerate(ranked, 1):
-        table.add_row(str(i), p.backend, str(p.workers), seconds(p.seconds), p.reason)
+        room = f"{p.memory.describe()}, {size(p.memory.peak_bytes)}"
+        table.add_row(str(i), p.backend, str(p.workers), seconds(p.seconds), room, p.reason)
     console.print(table)
+    console.print(memory_boundary(ranked, profile))
     return 0
+
+
+def memory_boundary(ranked: list[Any], profile: dict[str, Any]) -> str:
+    """One line: whether the data fits in this machine's memory at once, and what then."""
+    from compare.memory import AT_ONCE, STREAMING, machine_memory
+
+    here = size(machine_memory(profile))
+    if all(p.memory.mode == AT_ONCE for p in ranked):
+        return f"  the data fits in memory ({here} here) at once on every backend"
+    held = [p.backend for p in ranked if p.memory.mode == AT_ONCE]
+    streams = [p.backend for p in ranked if p.memory.mode == STREAMING]
+    says = [f"  the data does not fit in this machine's memory ({here}) at once"]
+    if held:
+        says.append(f"{', '.join(held)} hold it at once")
+    if streams:
+        says.append(f"{', '.join(streams)} stream it (map(..., buffersize=N), N as shown)")
+    lost = [p.backend for p in ranked if not p.memory.fits]
+    if lost:
+        says.append(f"{', '.join(lost)} cannot run it, even streaming")
+    return "; ".join(says)
 
 
 def _print_profile(task: Any, console: Console) -> None:

@@ -8,7 +8,6 @@ never switches the user's matplotlib backend.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,13 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from compare import fmt
 from compare.advise import predict
+from compare.band import Cluster
+from compare.memory import machine_memory
 from compare.model import break_even, fit_all
 from compare.report import memory_table, speedup_table
 
@@ -135,21 +138,6 @@ def overhead_breakdown(profile: dict[str, Any], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """A cluster this machine does not have, for the extrapolated phase diagram."""
-
-    workers: int = 32
-    latency_s: float = 0.0005
-    bandwidth_Bps: float = 1.25e9  # 10 Gbit/s
-
-    def label(self) -> str:
-        return (
-            f"PREDICTED for a cluster of {self.workers} workers, "
-            f"{self.latency_s * 1e3:g} ms, {self.bandwidth_Bps * 8 / 1e9:g} Gbit/s"
-        )
-
-
 def phase_diagram(
     profile: dict[str, Any],
     path: str | Path,
@@ -173,25 +161,26 @@ def phase_diagram(
         if the calibration holds a cluster backend to scale).
     item_bytes : int
         Bytes shipped per item: priced into the predictions and, when known, the top axis
-        shows the dataset's size.
+        shows the dataset's size and a dashed line the memory boundary (the data fills this
+        machine's memory).
 
     Both diagrams mark the break-even (where serial stops being fastest) and, on the cluster
-    one, the crossover (where a cluster backend starts being fastest).
+    one, the crossover (where a cluster backend starts being fastest) and, hatched, the small
+    big data between the memory boundary and the crossover.
     """
     names = list(profile["backends"])
     clusters = {n for n, row in profile["backends"].items() if row.get("distributed")}
     views: list[tuple[str, dict[str, Any]]] = [("this machine", {})]
     if cluster is not None and clusters:
-        extra = {
-            "workers": cluster.workers,
-            "latency_s": cluster.latency_s,
-            "bandwidth_Bps": cluster.bandwidth_Bps,
-        }
+        extra = cluster.extrapolation()
         views.append((cluster.label(), extra))
     fig = Figure(figsize=(7.5 * len(views), 5.8))
     axes = np.atleast_1d(fig.subplots(1, len(views)))
     shown: set[str] = set()
     lines: dict[str, str] = {}
+    memory = machine_memory(profile)
+    memory_edge = memory / item_bytes if item_bytes > 0 else None
+    hatched = False
     for ax, (title, extra) in zip(axes, views, strict=True):
         best = _best_grid(profile, names, releases_gil, item_bytes, extra)
         shown |= {names[k] for k in np.unique(best)}
@@ -208,10 +197,18 @@ def phase_diagram(
         serial = names.index("serial") if "serial" in names else -1
         if _boundary(ax, best == serial, "black"):
             lines["break-even: serial stops being fastest"] = "black"
-        if clusters:
-            on_cluster = np.isin(best, [names.index(n) for n in clusters])
-            if _boundary(ax, ~on_cluster, "darkred"):
-                lines["crossover: a cluster starts being fastest"] = "darkred"
+        on_cluster = np.isin(best, [names.index(n) for n in clusters])
+        if clusters and _boundary(ax, ~on_cluster, "darkred"):
+            lines["crossover: a cluster starts being fastest"] = "darkred"
+        if memory_edge is not None and _ITEMS[0] <= memory_edge <= _ITEMS[-1]:
+            ax.axvline(memory_edge, color=_MEMORY, ls="--", lw=1.6)
+            lines[f"memory boundary: the data outgrows this machine's {fmt.size(memory)}"] = _MEMORY
+            if extra:  # beyond memory, yet one machine beats the cluster: small big data
+                band = (_ITEMS[None, :] >= memory_edge) & ~on_cluster
+                if band.any():
+                    ax.contourf(_ITEMS, _COMPUTE, band.astype(float), levels=[0.5, 1.5],
+                                colors="none", hatches=["//"])  # fmt: skip
+                    hatched = True
         ax.set(xscale="log", yscale="log", xlabel="items", ylabel="compute per item (s)")
         ax.set_title(title, fontsize=10)
         if item_bytes > 0:  # the same x axis, read as the dataset's size
@@ -236,7 +233,15 @@ def phase_diagram(
                    label=f"{b} (measured)")
             for b in sorted(set(measured["backend"]))
         ]  # fmt: skip
-    handles += [Line2D([], [], color=c, lw=1.6, label=label) for label, c in lines.items()]
+    handles += [
+        Line2D([], [], color=c, lw=1.6, ls="--" if c == _MEMORY else "-", label=label)
+        for label, c in lines.items()
+    ]
+    if hatched:
+        handles.append(
+            Patch(facecolor="none", hatch="//", label="small big data: too big for memory, "
+                  "yet one machine streaming beats the cluster")
+        )  # fmt: skip
     axes[0].legend(handles=handles, fontsize=8, loc="lower left")
     kind = "GIL-releasing" if releases_gil else "pure-Python"
     shown_how = "predicted (shaded), measured (dots)" if dots else "predicted (shaded)"
@@ -245,6 +250,7 @@ def phase_diagram(
 
 
 _ITEMS = np.logspace(0, 6, 60)
+_MEMORY = "#4b0082"  # the memory boundary: no backend's colour
 _COMPUTE = np.logspace(-6, 0, 60)
 
 

@@ -225,3 +225,33 @@ def print_model_check(
         "(inputs: calibration.json and serial's cost per item, nothing else measured)"
     )
     return points
+
+
+def print_memory_band(
+    records: pd.DataFrame, profile: dict, traits: dict[str, dict], console: Console
+) -> None:
+    """Per workload: where its data outgrows this machine's memory and the small big data band
+    (:mod:`compare.band`), for its measured cost per item, against the default extrapolated
+    cluster."""
+    from compare.band import Cluster, small_big_band
+
+    warm = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
+    item_s = (warm["wall_s"] / warm["size"]).groupby(warm["workload"]).median()
+    cluster = Cluster()
+    lines = []
+    for workload, seconds_per_item in item_s.items():
+        data = traits.get(workload, {}).get("data_bytes_per_item")
+        if not data or seconds_per_item != seconds_per_item:
+            continue
+        band = small_big_band(
+            profile,
+            float(seconds_per_item),
+            float(data),
+            releases_gil=bool(traits[workload].get("releases_gil")),
+            cluster=cluster.extrapolation(),
+        )
+        lines.append(f"  {workload} ({size(data)} per item): {band.describe()}")
+    if lines:
+        console.print(f"memory boundary and small big data ({escape(cluster.label())}):")
+        for line in lines:
+            console.print(escape(line))

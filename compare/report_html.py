@@ -17,7 +17,7 @@ from rich.console import Console
 
 from compare.calibrate import RUN_PROFILE, load_profile
 from compare.records import load_records, read_metadata
-from compare.report import print_model_check, print_report
+from compare.report import print_memory_band, print_model_check, print_report
 
 REPORT = "report.html"
 _STYLE = """
@@ -48,6 +48,7 @@ def write_report(out_dir: str | Path) -> Path:
     print_report(records, startup, console)
     if profile is not None:
         print_model_check(records, profile, meta.get("workloads", {}), console)
+        print_memory_band(records, profile, meta.get("workloads", {}), console)
     tables = console.export_html(inline_styles=True, code_format="<pre>{code}</pre>")
     figures = [
         out / Path(p).name for p in meta.get("outputs", []) if Path(p).suffix.lower() == ".png"

@@ -268,6 +268,8 @@ def run(
                         )
                     write_profile(list(overheads.values()), out / RUN_PROFILE)
             for name, w in loaded.items():  # what the model needs that serial cannot show
+                # What "too big for memory" counts: the data an item stands for.
+                traits[name]["data_bytes_per_item"] = w.data_bytes(w.prepare(max(plan[name]), 0))
                 if w.async_task is not None:
                     traits[name]["coroutine_cpu_s"] = coroutine_cpu_s(w)
             for w in given:  # the user's task: its traits are measured, not declared

@@ -89,6 +89,9 @@ class Workload:
         it; nothing else does.
     fingerprint : callable, optional
         What of each result the checksum compares (default: the result itself, JSON).
+    data_size : callable, optional
+        ``item -> bytes`` of the data an item stands for, when the item only names it (a
+        file's path): what "data too big for memory" counts. Default: the item's pickle.
     """
 
     name: str
@@ -98,6 +101,7 @@ class Workload:
     releases_gil: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     fingerprint: Callable[[Any], Any] | None = None
+    data_size: Callable[[Any], int] | None = None
 
     def runner(self, backend: Any) -> Callable[[Any], Any]:
         """The picklable per-item callable to ``map`` on ``backend``."""
@@ -125,6 +129,12 @@ class Workload:
         """Median bytes shipped per item."""
         sizes = sorted(item_bytes(i) for i in items[:50]) or [0]
         return sizes[len(sizes) // 2]
+
+    def data_bytes(self, items: Sequence[Any]) -> float:
+        """Mean bytes of data per item (:attr:`data_size`, else what is shipped)."""
+        if self.data_size is None or not items:
+            return float(self.item_bytes(items))
+        return sum(map(self.data_size, items[:200])) / len(items[:200])
 
 
 def cache_dir() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,14 @@ def images_workload(
 
     params = {"directory": str(Path(directory).resolve()), "kernel": kernel, "size": list(size)}
     # Pillow decodes and resizes, and the numba kernels run, with the GIL released.
-    return Workload("images", prepare, process_image, releases_gil=True, params=params)
+    return Workload(
+        "images", prepare, process_image, releases_gil=True, params=params, data_size=_file_bytes
+    )
+
+
+def _file_bytes(item: ImageItem) -> int:
+    """The data an item stands for: its encoded file (decoded, it is larger)."""
+    return os.path.getsize(item.path)
 
 
 def balanced_order(costs: list[float], seed: int = 0) -> list[int]:
