@@ -26,9 +26,41 @@ REFRESH_S = 1.0
 
 def descendants(pid: int | None = None) -> set[int]:
     """Every process below ``pid`` (default: this one), however deep."""
-    with contextlib.suppress(psutil.Error):
-        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
-    return set()
+    return below({os.getpid() if pid is None else pid})
+
+
+def below(roots: set[int]) -> set[int]:
+    """Every process below any of ``roots``: one walk of the machine's processes for all
+    (a walk per root cost Ray's ten roots ~2% of a core at one walk a second)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parents():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _parents() -> list[tuple[int, int]]:
+    """``(pid, parent pid)`` of every process. On Linux straight from ``/proc/PID/stat``
+    (~15 µs a process; psutil's per-process objects cost ~60 µs)."""
+    if not os.path.isdir("/proc/self"):
+        return [(p.pid, p.info["ppid"]) for p in psutil.process_iter(["ppid"])]
+    pairs = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:  # exited meanwhile
+                continue
+            # After the command name in parentheses (which may hold spaces): state, ppid.
+            pairs.append((int(entry), int(stat[stat.rindex(b")") + 2 :].split()[1])))
+    return pairs
 
 
 class ProcessTree:
@@ -67,8 +99,8 @@ class ProcessTree:
 
     def _find(self) -> None:
         pids = {os.getpid()} if self._driver else set()
-        for root in self._roots:
-            pids |= {root} | descendants(root)
+        if self._roots:
+            pids |= self._roots | below(self._roots)
         for pid in pids - set(self._procs):
             with contextlib.suppress(psutil.Error):
                 self._procs[pid] = psutil.Process(pid)
@@ -96,6 +128,8 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
         self.bytes: int | None = None
         self.samples = 0
+        #: CPU seconds the sampling thread used: its cost, beside the wall time it covered.
+        self.cpu_s = 0.0
         self._unknown = False
 
     def _sample(self) -> None:
@@ -107,8 +141,10 @@ class PeakMemory:
             self.bytes = value
 
     def _loop(self) -> None:
+        start = time.thread_time()
         while not self._stop.wait(self._interval):
             self._sample()
+        self.cpu_s = time.thread_time() - start
 
     def __enter__(self) -> PeakMemory:
         self._sample()

@@ -422,9 +422,10 @@ def add_parser(sub: Any) -> None:
         help="requests per unit of concurrency (default: 20)",
     )
     p.set_defaults(func=cmd_api)
-    from compare import bench_tasks
+    from compare import bench_memory, bench_tasks
 
     bench_tasks.add_parser(kinds)
+    bench_memory.add_parser(kinds)
     p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
     p.add_argument(
         "records",
