@@ -8,50 +8,30 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from typing import Any
 
 from backends.base import Backend
+from backends.registry import (
+    BACKENDS,
+    Entry,
+    available,
+    backend_class,
+    capabilities,
+    is_cluster,
+    parse_spec,
+)
 
-__all__ = ["BACKENDS", "Backend", "available", "backend_class", "get_backend", "parse_spec"]
-
-#: name -> (module, class, engine module that must be importable, pip extra). Optional engines
-#: are imported only when asked for, as joblib registers its Dask backend lazily.
-BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
-    "serial": ("backends.serial", "SerialBackend", None, None),
-    "threads": ("backends.threads", "ThreadsBackend", None, None),
-    "processes": ("backends.processes", "ProcessesBackend", None, None),
-    "asyncio": ("backends.asyncio_backend", "AsyncioBackend", None, None),
-    "dask": ("backends.dask_backend", "DaskBackend", "distributed", "dask"),
-    "ray": ("backends.ray_backend", "RayBackend", "ray", "ray"),
-}
-
-
-def available() -> list[str]:
-    """Names of the backends whose engine is installed, in registry order."""
-    return [name for name, (*_, engine, _extra) in BACKENDS.items() if _installed(engine)]
-
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """Split ``"NAME"`` or ``"NAME@ADDRESS"`` into ``(name, address)``; validate the name."""
-    name, sep, address = spec.partition("@")
-    if name not in BACKENDS:
-        raise ValueError(f"Invalid backend: {name!r}, expected one of {sorted(BACKENDS)}")
-    if sep and not address:
-        raise ValueError(f"empty address in backend spec {spec!r}")
-    return name, address or None
-
-
-def backend_class(name: str) -> type[Backend]:
-    """The backend class registered as ``name``; ``ImportError`` names the extra if missing."""
-    name, _ = parse_spec(name)
-    module, cls, engine, extra = BACKENDS[name]
-    if not _installed(engine):
-        raise ImportError(
-            f"backend {name!r} needs the {engine!r} package: pip install 'smallbig[{extra}]'"
-        )
-    return getattr(importlib.import_module(module), cls)
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Entry",
+    "available",
+    "backend_class",
+    "capabilities",
+    "get_backend",
+    "is_cluster",
+    "parse_spec",
+]
 
 
 def get_backend(spec: str, *, workers: int | None = None, **options: Any) -> Backend:
@@ -94,7 +74,3 @@ def _accepted_options(cls: type[Backend]) -> set[str]:
 
     params = inspect.signature(cls.__init__).parameters
     return {p for p in params if p not in ("self", "workers")}
-
-
-def _installed(engine: str | None) -> bool:
-    return engine is None or importlib.util.find_spec(engine) is not None

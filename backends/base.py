@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from backends.chunks import BatchSizer, check_chunksize, run_chunk
 from backends.inner import InnerThreads, capped, check_inner_threads, resolve
 from backends.memory import ProcessTree, descendants
+from backends.registry import engine_of
 from backends.streaming import check_buffersize, stream_map
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
@@ -54,10 +55,6 @@ class Backend(cf.Executor):
     name: ClassVar[str] = ""
     #: Why ``workers`` is fixed whatever is asked (``None``: the backend honours it).
     fixed_workers: ClassVar[str | None] = None
-    #: Importable module whose version ``info()`` reports.
-    engine: ClassVar[str] = "python"
-    #: pip extra that installs the engine (``None``: always installed).
-    extra: ClassVar[str | None] = None
     in_process: ClassVar[bool] = False
     distributed: ClassVar[bool] = False
     uses_threads: ClassVar[bool] = False
@@ -207,8 +204,8 @@ class Backend(cf.Executor):
         """Engine, version, workers, address, start-up seconds and capabilities."""
         return {
             "name": self.name,
-            "engine": self.engine,
-            "version": engine_version(self.engine),
+            "engine": engine_of(self),
+            "version": engine_version(engine_of(self)),
             "workers": self.workers,
             "address": self.address,
             "startup_s": self.startup_s,

@@ -55,8 +55,6 @@ class DaskBackend(Backend):
     """
 
     name = "dask"
-    engine = "distributed"
-    extra = "dask"
     distributed = True
     accepts_address = True
 

@@ -51,8 +51,6 @@ class RayBackend(Backend):
     """
 
     name = "ray"
-    engine = "ray"
-    extra = "ray"
     distributed = True
     accepts_address = True
     listens_on_all_interfaces = True

@@ -14,9 +14,9 @@ Your own function, measured on a sample of your items::
     records = compare.run(task=my_function, items=my_items, out_dir="mine")
 """
 
-from compare.advise import predict as advise
 from compare.calibrate import load_profile, overhead
-from compare.model import break_even, fit_all, thresholds
+from compare.costmodel import predict as advise
+from compare.fits import break_even, fit_all, thresholds
 from compare.records import load_records
 from compare.runner import run
 from compare.taskprofile import TaskProfile, profile_task

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from compare.advise import predict
+from compare.costmodel import predict
 from compare.memory import machine_memory
 
 
@@ -27,7 +27,7 @@ class Cluster:
     worker_memory_bytes: float = 64e9
 
     def extrapolation(self) -> dict[str, Any]:
-        """:func:`~compare.advise.predict`'s keywords for this cluster."""
+        """:func:`~compare.costmodel.predict`'s keywords for this cluster."""
         return {
             "workers": self.workers,
             "latency_s": self.latency_s,
@@ -97,7 +97,7 @@ def small_big_band(
 ) -> Band:
     """The band for a task of ``item_s`` seconds and ``data_bytes_per_item`` per item.
 
-    ``cluster`` holds :func:`~compare.advise.predict`'s extrapolation keywords (``workers``,
+    ``cluster`` holds :func:`~compare.costmodel.predict`'s extrapolation keywords (``workers``,
     ``latency_s``, ``bandwidth_Bps``, ``worker_memory_bytes``); without it, the clusters as
     calibrated.
     """

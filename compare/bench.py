@@ -7,8 +7,6 @@ machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,42 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from backends import available, get_backend
+from compare import validation
 from compare.checks import arg_count, arg_number
+from compare.fits import CLOSE
 from compare.fmt import cell
-from compare.report import CLOSE
+from compare.timing import median_time, paired_ratio
 from workloads import probes
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    """Median wall seconds of ``fn()`` over ``repeats`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()  # no collection of earlier garbage inside the timing
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def paired_ratio(
-    ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int
-) -> tuple[float, float, float]:
-    """Median seconds of ``ours`` and ``theirs`` and the median of their per-pair ratios.
-
-    The two run alternately, after a warm-up of each, so that a noisy neighbour slows both of
-    a pair alike; the ratio of each pair is taken before the median.
-    """
-    ours(), theirs()
-    pairs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ours()
-        mid = time.perf_counter()
-        theirs()
-        pairs.append((mid - start, time.perf_counter() - mid))
-    a, b = zip(*pairs, strict=True)
-    return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in pairs)
 
 
 def _map_all(ex: Any, n: int, chunksize: int | str) -> Callable[[], None]:
@@ -92,7 +60,7 @@ def _native(ex: Any, n: int) -> Callable[[], None] | None:
     return None
 
 
-def overhead(
+def adapter_overhead(
     specs: list[str], items: int, single_items: int, tasks: int, repeats: int, workers: int | None
 ) -> list[dict[str, Any]]:
     """Per backend: µs per no-op item of ``map`` (chunksize 1 and "auto"), and the adapter's
@@ -100,7 +68,7 @@ def overhead(
     rows = []
     for spec in specs:
         with get_backend(spec, workers=workers) as ex:
-            n1 = items if ex.in_process or ex.name == "processes" else single_items
+            n1 = single_items if ex.distributed else items
             single = median_time(_map_all(ex, n1, 1), repeats) / n1
             auto = median_time(_map_all(ex, items, "auto"), repeats) / items
             row = {
@@ -120,9 +88,11 @@ def overhead(
     return rows
 
 
-def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
+def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
     specs = args.backends or available()
-    rows = overhead(specs, args.items, args.single_items, args.tasks, args.repeats, args.workers)
+    rows = adapter_overhead(
+        specs, args.items, args.single_items, args.tasks, args.repeats, args.workers
+    )
     table = Table(title=f"map over no-op items: µs per item (median of {args.repeats})")
     cols = [
         "backend",
@@ -234,70 +204,6 @@ def _cpu_seconds(proc: Any) -> float:
     return times.user + times.system
 
 
-def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Hold out each measured size in turn, fit on the others, predict the held-out one.
-
-    Returns per (workload, held-out size): the advised and the measured fastest backend and
-    the median relative error of the predicted times; and the summary (share of correct
-    advice, median error over all predictions).
-    """
-    from compare.model import fastest, fit_line, medians
-
-    med = medians(records)
-    warm = records[records["phase"] == "warm"].groupby(["workload", "backend", "size"])["wall_s"]
-    low, high = warm.min(), warm.max()
-    rows, errors = [], []
-    for (workload, size), point in med.groupby(["workload", "size"]):
-        fits = {}
-        for backend, group in med[med["workload"] == workload].groupby("backend"):
-            train = group[group["size"] != size]
-            if len(train) >= 2 and backend in set(point["backend"]):
-                fits[backend] = fit_line(train["size"].to_numpy(), train["wall_s"].to_numpy())
-        if not fits:
-            continue
-        predicted = {b: fit.predict(size) for b, fit in fits.items()}
-        measured = point.set_index("backend")["wall_s"]
-        errs = [abs(predicted[b] - measured[b]) / measured[b] for b in predicted]
-        errors += errs
-        advised = fastest(fits, size)
-        quickest = measured.idxmin()
-        rows.append(
-            {
-                "workload": workload,
-                "held_out": size,
-                "advised": advised,
-                "fastest": quickest,
-                "advised_s": measured[advised],
-                "fastest_s": measured[quickest],
-                "right": advised == quickest,
-                # Within noise: the advised backend's repeats reach below the fastest's slowest
-                # repeat, so the two are not told apart by this run.
-                "tied": bool(
-                    advised == quickest
-                    or low[workload, advised, size] <= high[workload, quickest, size]
-                ),
-                # What a wrong pick costs: how much slower the advised backend measured.
-                "slower_pct": 100 * (measured[advised] / measured[quickest] - 1),
-                "median_err_pct": 100 * statistics.median(errs),
-            }
-        )
-    right = [r["right"] for r in rows]
-    summary = {
-        "points": len(rows),
-        "advised_fastest_pct": 100 * sum(right) / max(len(right), 1),
-        "advised_fastest_or_tied_pct": 100 * sum(r["tied"] for r in rows) / max(len(rows), 1),
-        # The report's own yardstick: a backend within CLOSE of the advised one is named as
-        # an equal choice, so an advised backend within CLOSE of the fastest is one too.
-        "advised_within_close_pct": 100
-        * sum(r["slower_pct"] <= 100 * CLOSE for r in rows)
-        / max(len(rows), 1),
-        "median_slower_pct": statistics.median(r["slower_pct"] for r in rows) if rows else 0.0,
-        "max_slower_pct": max((r["slower_pct"] for r in rows), default=0.0),
-        "median_error_pct": 100 * statistics.median(errors) if errors else float("nan"),
-    }
-    return rows, summary
-
-
 def cmd_advice(args: argparse.Namespace, console: Console) -> int:
     from compare.calibrate import last_run
     from compare.records import load_records
@@ -306,7 +212,7 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
         args.records = str(last_run())
         console.print(f"records of the last run: {args.records}")
     records = load_records(args.records)
-    rows, summary = advice_accuracy(records)
+    rows, summary = validation.advice_accuracy(records)
     if not rows:
         console.print(
             f"no size in {args.records} can be held out: a backend needs 3 or more measured "
@@ -391,7 +297,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
     )
-    p.set_defaults(func=cmd_overhead)
+    p.set_defaults(func=cmd_adapter_overhead)
     p = kinds.add_parser("kernels", help="the four pixel kernels: first call and steady state")
     p.add_argument(
         "--side",

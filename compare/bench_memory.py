@@ -23,9 +23,9 @@ from rich.table import Table
 
 from backends import available, get_backend
 from backends.memory import PeakMemory
-from compare.bench import paired_ratio
 from compare.checks import arg_count, arg_number
 from compare.fmt import cell, size
+from compare.timing import paired_ratio
 from workloads import probes
 
 GROWTH_TARGET_BYTES = 0.5e9

@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from backends import available, get_backend
-from compare.advise import predict
 from compare.calibrate import overhead
 from compare.checks import arg_count, arg_number
+from compare.costmodel import predict
 from compare.fmt import cell
 from compare.taskprofile import profile_task
 from workloads.tasks import SUITE, TaskKind

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from backends import available, get_backend, parse_spec
-from compare.bench import median_time
-from compare.model import fit_line
+from compare.fits import fit_line
 from compare.records import read_json, write_json
+from compare.timing import median_time
 from workloads import probes
 from workloads.base import cache_dir
 
@@ -80,7 +80,7 @@ def measure_overheads(
         "in_process": ex.in_process,
         "distributed": ex.distributed,
         # The cap on native pool threads per task (None: the libraries' own), which decides
-        # whether a task runs at its uncapped or its one-thread cost (compare.advise).
+        # whether a task runs at its uncapped or its one-thread cost (compare.costmodel).
         "inner_threads": info.get("inner_threads"),
         # Memory at rest: this process (every backend shares it) and what the backend's own
         # processes hold (None: a remote engine that reports nothing); per worker, their share.

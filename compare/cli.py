@@ -24,16 +24,17 @@ def cmd_backends(args: argparse.Namespace, console: Console) -> int:
     table = Table(title="smallbig backends")
     for column in ("backend", "available", "engine", "version", "install", "kind"):
         table.add_column(column)
-    for name, (_module, _cls, engine, extra) in BACKENDS.items():
+    for name, entry in BACKENDS.items():
+        engine = entry.engine or "python"
         try:
             cls = backend_class(name)
         except ImportError:
-            install = escape(f"pip install 'smallbig[{extra}]'")
-            table.add_row(name, "no", engine or "", "-", install, "")
+            install = escape(f"pip install 'smallbig[{entry.extra}]'")
+            table.add_row(name, "no", engine, "-", install, "")
             continue
         kind = "cluster" if cls.distributed else "in-process" if cls.in_process else "local"
-        install = escape(f"smallbig[{extra}]") if extra else "(core)"
-        table.add_row(name, "yes", cls.engine, engine_version(cls.engine), install, kind)
+        install = escape(f"smallbig[{entry.extra}]") if entry.extra else "(core)"
+        table.add_row(name, "yes", engine, engine_version(engine), install, kind)
     console.print(table)
     return 0
 
@@ -269,7 +270,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out)
     meta = read_metadata(out)
     startup = {b: i.get("startup_s", 0.0) for b, i in meta.get("backends", {}).items()}
-    print_report(records, startup, console)
+    print_report(records, startup, console, meta.get("backends", {}))
     profile = load_profile(out / RUN_PROFILE)
     if profile is not None:
         print_model_check(records, profile, meta.get("workloads", {}), console)
@@ -359,8 +360,8 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     """Rank backends for a task by predicted time."""
-    from compare.advise import predict
     from compare.calibrate import load_profile, overhead
+    from compare.costmodel import predict
 
     task = _task_cost(args)  # first: a bad task description fails before any calibration
     extrapolated = any(
@@ -499,7 +500,7 @@ def _task_cost(args: argparse.Namespace) -> Any:
             "releases_gil": args.releases_gil,
             "coroutine": args.coroutine,
         }
-    from compare.advise import task_cost
+    from compare.costmodel import task_cost
     from compare.runner import _workloads
 
     with _workloads([args.workload], None) as loaded:

@@ -20,10 +20,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from compare import fmt
-from compare.advise import predict
 from compare.band import Cluster
+from compare.costmodel import predict
+from compare.fits import break_even, fit_all
 from compare.memory import machine_memory
-from compare.model import break_even, fit_all
 from compare.report import memory_table, speedup_table
 
 # One colour per backend in every figure the product draws (a cluster by address takes its

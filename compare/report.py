@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from compare.fits import CLOSE, fastest, fit_all, medians, thresholds
 from compare.fmt import cell, number, seconds, size
-from compare.model import fastest, fit_all, medians, thresholds
 
 
 def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
@@ -33,11 +33,6 @@ def memory_table(records: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*keys, "peak_rss_bytes"])
     warm = records[(records["phase"] == "warm") & records["wall_s"].notna()]
     return warm.groupby(keys, as_index=False)["peak_rss_bytes"].median()
-
-
-# Backends predicted within this of the advised one, over its whole range, are named beside it:
-# a few percent is within the run-to-run noise of a shared machine.
-CLOSE = 0.05
 
 
 def recommendations(records: pd.DataFrame) -> pd.DataFrame:
@@ -92,8 +87,14 @@ def _close(cands: dict, best: str, ends: tuple[int, int]) -> list[str]:
     ]
 
 
-def print_report(records: pd.DataFrame, startup: dict[str, float], console: Console) -> None:
-    """Per workload: the speedup table, thresholds and the recommendation."""
+def print_report(
+    records: pd.DataFrame,
+    startup: dict[str, float],
+    console: Console,
+    infos: dict[str, dict] | None = None,
+) -> None:
+    """Per workload: the speedup table, thresholds and the recommendation (``infos``: each
+    backend's recorded ``info()``, for its capabilities)."""
     table = speedup_table(records)
     wrong = records[records["correct"] == False]  # noqa: E712 - NaN-aware on purpose
     if len(wrong):
@@ -112,7 +113,7 @@ def print_report(records: pd.DataFrame, startup: dict[str, float], console: Cons
             where = group[["workload", "size", "repeat"]].itertuples(index=False)
             points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
             console.print(f"  {backend}: {escape(reason)} ({points})")
-    th = thresholds(records, startup)
+    th = thresholds(records, startup, infos=infos)
     advice = recommendations(records)
     mem = memory_table(records)
     for workload, group in table.groupby("workload"):

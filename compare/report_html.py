@@ -45,7 +45,7 @@ def write_report(out_dir: str | Path) -> Path:
     # Recorded, not printed: the same tables as in the terminal, exported as HTML.
     console = Console(record=True, width=100, file=io.StringIO(), color_system="truecolor")
     startup = {b: i.get("startup_s", 0.0) for b, i in meta.get("backends", {}).items()}
-    print_report(records, startup, console)
+    print_report(records, startup, console, meta.get("backends", {}))
     if profile is not None:
         print_model_check(records, profile, meta.get("workloads", {}), console)
         print_memory_band(records, profile, meta.get("workloads", {}), console)

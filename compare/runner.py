@@ -15,9 +15,8 @@ import pandas as pd
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backends import available, backend_class, get_backend, parse_spec
+from backends import available, backend_class, get_backend, is_cluster, parse_spec
 from backends.memory import INTERVAL_S, PeakMemory
-from compare.advise import coroutine_cpu_s, task_cost
 from compare.calibrate import (
     RUN_PROFILE,
     load_profile,
@@ -25,6 +24,7 @@ from compare.calibrate import (
     remember_run,
     write_profile,
 )
+from compare.costmodel import coroutine_cpu_s, task_cost
 from compare.records import (
     Record,
     RecordWriter,
@@ -297,8 +297,8 @@ def _groups(backends: Sequence[str]) -> list[list[str]]:
     measured 9% apart when timed a minute apart). A cluster is a group of its own: an idle
     scheduler or raylet does use CPU.
     """
-    local = [b for b in backends if not _is_cluster(b)]
-    return [local] + [[b] for b in backends if _is_cluster(b)]
+    local = [b for b in backends if not is_cluster(b)]
+    return [local] + [[b] for b in backends if is_cluster(b)]
 
 
 def _schedule(
@@ -317,11 +317,6 @@ def _schedule(
                 for spec in active[k:] + active[:k]:
                     if (name, n, r) in todo[spec]:
                         yield name, n, r, spec
-
-
-def _is_cluster(spec: str) -> bool:
-    name, address = parse_spec(spec)
-    return address is not None or backend_class(name).distributed
 
 
 def _warm_workers(ex: Any, workload: Workload) -> None:

@@ -1,6 +1,6 @@
 """``profile_task``: what one item of the user's own function costs, measured, as advice needs.
 
-A task is described by what the cost model (:func:`compare.advise.predict`) needs to know and
+A task is described by what the cost model (:func:`compare.costmodel.predict`) needs to know and
 cannot guess from the function's name: how long an item takes and how much of that is CPU;
 how many cores one item keeps busy by itself (BLAS, OpenMP, numba ``parallel``); how long it
 takes when its native pools are capped at one thread, as they are inside a pool's workers; how

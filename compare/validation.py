@@ -1,6 +1,6 @@
 """How well the cost model predicts a run's measured points, from the run's own calibration.
 
-The model (:func:`compare.advise.predict`) takes each backend's overheads from the run's
+The model (:func:`compare.costmodel.predict`) takes each backend's overheads from the run's
 ``calibration.json`` and the task's cost from serial's records: seconds per item (the slope of
 serial's fitted line), the share of them spent on a CPU, bytes per item, and the workload's
 traits from ``run.json``. Nothing the other backends measured on the workload goes in: but
@@ -9,12 +9,13 @@ for serial's own points, every prediction is out of sample.
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import pandas as pd
 
-from compare.advise import predict
-from compare.model import fit_line, medians
+from compare.costmodel import predict
+from compare.fits import CLOSE, fastest, fit_line, medians
 
 
 def task_costs(records: pd.DataFrame, traits: dict[str, dict]) -> dict[str, dict[str, Any]]:
@@ -117,3 +118,65 @@ def error_table(points: pd.DataFrame) -> pd.DataFrame:
     return absolute.pivot_table(
         index="workload", columns="backend", values="error_pct", aggfunc="median"
     )
+
+
+def advice_accuracy(records: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Hold out each measured size in turn, fit on the others, predict the held-out one.
+
+    Returns per (workload, held-out size): the advised and the measured fastest backend and
+    the median relative error of the predicted times; and the summary (share of correct
+    advice, median error over all predictions).
+    """
+    med = medians(records)
+    warm = records[records["phase"] == "warm"].groupby(["workload", "backend", "size"])["wall_s"]
+    low, high = warm.min(), warm.max()
+    rows, errors = [], []
+    for (workload, size), point in med.groupby(["workload", "size"]):
+        fits = {}
+        for backend, group in med[med["workload"] == workload].groupby("backend"):
+            train = group[group["size"] != size]
+            if len(train) >= 2 and backend in set(point["backend"]):
+                fits[backend] = fit_line(train["size"].to_numpy(), train["wall_s"].to_numpy())
+        if not fits:
+            continue
+        predicted = {b: fit.predict(size) for b, fit in fits.items()}
+        measured = point.set_index("backend")["wall_s"]
+        errs = [abs(predicted[b] - measured[b]) / measured[b] for b in predicted]
+        errors += errs
+        advised = fastest(fits, size)
+        quickest = measured.idxmin()
+        rows.append(
+            {
+                "workload": workload,
+                "held_out": size,
+                "advised": advised,
+                "fastest": quickest,
+                "advised_s": measured[advised],
+                "fastest_s": measured[quickest],
+                "right": advised == quickest,
+                # Within noise: the advised backend's repeats reach below the fastest's slowest
+                # repeat, so the two are not told apart by this run.
+                "tied": bool(
+                    advised == quickest
+                    or low[workload, advised, size] <= high[workload, quickest, size]
+                ),
+                # What a wrong pick costs: how much slower the advised backend measured.
+                "slower_pct": 100 * (measured[advised] / measured[quickest] - 1),
+                "median_err_pct": 100 * statistics.median(errs),
+            }
+        )
+    right = [r["right"] for r in rows]
+    summary = {
+        "points": len(rows),
+        "advised_fastest_pct": 100 * sum(right) / max(len(right), 1),
+        "advised_fastest_or_tied_pct": 100 * sum(r["tied"] for r in rows) / max(len(rows), 1),
+        # The report's own yardstick: a backend within CLOSE of the advised one is named as
+        # an equal choice, so an advised backend within CLOSE of the fastest is one too.
+        "advised_within_close_pct": 100
+        * sum(r["slower_pct"] <= 100 * CLOSE for r in rows)
+        / max(len(rows), 1),
+        "median_slower_pct": statistics.median(r["slower_pct"] for r in rows) if rows else 0.0,
+        "max_slower_pct": max((r["slower_pct"] for r in rows), default=0.0),
+        "median_error_pct": 100 * statistics.median(errors) if errors else float("nan"),
+    }
+    return rows, summary

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from compare import plots
-from compare.advise import predict
 from compare.calibrate import load_profile, overhead
+from compare.costmodel import predict
 
 
 def _cal(workers, startup, auto, in_process, distributed=False, alpha=0.0, beta=1e9):

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compare.advise import predict
 from compare.calibrate import load_profile
-from compare.model import (
+from compare.costmodel import predict
+from compare.fits import (
     Fit,
     break_even,
     fastest,

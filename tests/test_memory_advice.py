@@ -8,7 +8,7 @@ import sys
 import pytest
 from test_advise import _cal
 
-from compare.advise import predict
+from compare.costmodel import predict
 from compare.memory import AT_ONCE, NO_FIT, STREAMING
 
 GB = 1e9

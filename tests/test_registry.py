@@ -10,7 +10,7 @@ import pytest
 from conftest import SubmitCounter
 
 import backends
-from backends import BACKENDS, available, backend_class, get_backend, parse_spec
+from backends import BACKENDS, Entry, available, backend_class, get_backend, parse_spec
 
 LOCAL = ["serial", "threads", "processes", "asyncio"]
 
@@ -26,7 +26,7 @@ def test_unknown_backend_lists_known_names():
 
 def test_missing_engine_names_the_extra(monkeypatch):
     monkeypatch.setitem(
-        BACKENDS, "fancy", ("backends.serial", "SerialBackend", "no_such_engine_pkg", "fancy")
+        BACKENDS, "fancy", Entry("backends.serial", "SerialBackend", "no_such_engine_pkg", "fancy")
     )
     assert "fancy" not in available()
     with pytest.raises(ImportError, match=r"pip install 'smallbig\[fancy\]'"):

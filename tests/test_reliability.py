@@ -191,7 +191,7 @@ def test_a_bad_option_value_is_one_line_and_exit_2(command, args, message, tmp_p
 
 
 def test_the_python_api_checks_the_same_values():
-    from compare.advise import predict
+    from compare.costmodel import predict
 
     profile = {"cpu_count": 2, "backends": {}}
     for kwargs, message in [

@@ -1,4 +1,5 @@
-"""``smallbig advise``: rank backends for a task by predicted time, from the calibration.
+"""The calibrated cost model: each backend's predicted time for a task, from the calibration
+(what ``smallbig advise`` and :func:`compare.advise` rank by).
 
 An item takes ``item_s`` seconds alone, ``cpu_s`` of them on a CPU (the rest waiting on I/O;
 above ``item_s`` when its native pools — BLAS, OpenMP, numba — use several cores). A backend

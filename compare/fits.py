@@ -1,4 +1,4 @@
-"""The cost model and the thresholds it implies — pure functions over records.
+"""Fitted lines of measured time and the thresholds they imply — pure functions over records.
 
 Per backend and workload, warm time is fitted as ``T(n) = fixed + per_item · n`` (least squares
 on the medians); cold time adds the measured start-up. ``per_item`` holds per-task overhead,
@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from backends import is_cluster
 from compare.fmt import seconds
+
+#: The backend every speedup, break-even and checksum is measured against.
+BASELINE = "serial"
+# Backends predicted within this of the advised one, over its whole range, are named beside it:
+# a few percent is within the run-to-run noise of a shared machine.
+CLOSE = 0.05
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def fit_all(records: pd.DataFrame) -> dict[tuple[str, str], Fit]:
     return fits
 
 
-def fastest(fits: dict[str, Fit], n: float, baseline: str = "serial") -> str:
+def fastest(fits: dict[str, Fit], n: float, baseline: str = BASELINE) -> str:
     """The backend whose fitted line is lowest at ``n`` items; a tie goes to ``baseline`` (a
     pool that only equals serial adds dispatch and a failure mode), then by name."""
     times = {b: fit.predict(n) for b, fit in fits.items()}
@@ -102,15 +109,24 @@ def break_even(fast: Fit, slow: Fit, extra_fixed_s: float = 0.0) -> float | None
 
 
 def thresholds(
-    records: pd.DataFrame, startup: dict[str, float], baseline: str = "serial"
+    records: pd.DataFrame,
+    startup: dict[str, float],
+    baseline: str = BASELINE,
+    infos: dict[str, dict] | None = None,
 ) -> pd.DataFrame:
     """Per workload and backend: warm and cold break-even vs ``baseline``, and for cluster
-    backends the crossover against the best local pool, with the reason when there is none."""
+    backends the crossover against the best local pool, with the reason when there is none.
+
+    Which backends are clusters comes from their capabilities: ``infos`` (each backend's
+    recorded ``info()``, as in ``run.json``) or else their registered class.
+    """
     fits = fit_all(records)
+    infos = infos or {}
+    cluster = {b: is_cluster(b, infos.get(b)) for _, b in fits}
     rows = []
     for workload in sorted({w for w, _ in fits}):
         base = fits.get((workload, baseline))
-        local = [b for (w, b) in fits if w == workload and b in ("threads", "processes")]
+        local = [b for (w, b) in fits if w == workload and not cluster[b] and b != baseline]
         for (w, backend), fit in sorted(fits.items()):
             if w != workload:
                 continue
@@ -129,7 +145,7 @@ def thresholds(
                         f"per item {seconds(fit.per_item_s)} ≥ {baseline}'s "
                         f"{seconds(base.per_item_s)}"
                     )
-            if backend.split("@")[0] in ("dask", "ray") and local:
+            if cluster[backend] and local:
                 best = min(local, key=lambda b: fits[(workload, b)].per_item_s)
                 row["crossover_vs"] = best
                 row["crossover"] = break_even(fit, fits[(workload, best)])

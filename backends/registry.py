@@ -1,0 +1,117 @@
+"""Which backends exist, what each needs installed, and what each can do — without starting or
+importing any engine (optional engines are imported only when asked for, as joblib registers
+its Dask backend lazily)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backends.base import Backend
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a backend's class lives and what it needs.
+
+    Parameters
+    ----------
+    module, cls : str
+        Import path of the class.
+    engine : str, optional
+        Module that must be importable (``None``: the standard library suffices); its version
+        is the one ``info()`` reports.
+    extra : str, optional
+        The pip extra that installs ``engine``.
+    """
+
+    module: str
+    cls: str
+    engine: str | None = None
+    extra: str | None = None
+
+
+#: name -> :class:`Entry`. Register your own backend by adding an entry: nothing in compare/
+#: names backends, it reads their capabilities (:func:`capabilities`).
+BACKENDS: dict[str, Entry] = {
+    "serial": Entry("backends.serial", "SerialBackend"),
+    "threads": Entry("backends.threads", "ThreadsBackend"),
+    "processes": Entry("backends.processes", "ProcessesBackend"),
+    "asyncio": Entry("backends.asyncio_backend", "AsyncioBackend"),
+    "dask": Entry("backends.dask_backend", "DaskBackend", "distributed", "dask"),
+    "ray": Entry("backends.ray_backend", "RayBackend", "ray", "ray"),
+}
+
+#: The capability flags a backend class declares (see :class:`backends.base.Backend`).
+CAPABILITIES = (
+    "in_process",
+    "distributed",
+    "uses_threads",
+    "supports_coroutines",
+    "accepts_address",
+    "listens_on_all_interfaces",
+)
+
+
+def available() -> list[str]:
+    """Names of the backends whose engine is installed, in registry order."""
+    return [name for name, entry in BACKENDS.items() if _installed(entry.engine)]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``"NAME"`` or ``"NAME@ADDRESS"`` into ``(name, address)``; validate the name."""
+    name, sep, address = spec.partition("@")
+    if name not in BACKENDS:
+        raise ValueError(f"Invalid backend: {name!r}, expected one of {sorted(BACKENDS)}")
+    if sep and not address:
+        raise ValueError(f"empty address in backend spec {spec!r}")
+    return name, address or None
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class registered as ``name``; ``ImportError`` names the extra if missing."""
+    name, _ = parse_spec(name)
+    entry = BACKENDS[name]
+    if not _installed(entry.engine):
+        raise ImportError(
+            f"backend {name!r} needs the {entry.engine!r} package: "
+            f"pip install 'smallbig[{entry.extra}]'"
+        )
+    return getattr(importlib.import_module(entry.module), entry.cls)
+
+
+def capabilities(spec: str) -> dict[str, Any]:
+    """What the backend ``spec`` names can do, from its class: :data:`CAPABILITIES`, with
+    ``distributed`` true for any cluster given by address."""
+    name, address = parse_spec(spec)
+    cls = backend_class(name)
+    found = {flag: getattr(cls, flag) for flag in CAPABILITIES}
+    found["distributed"] = found["distributed"] or address is not None
+    return found
+
+
+def is_cluster(spec: str, info: dict[str, Any] | None = None) -> bool:
+    """Whether ``spec`` runs on a cluster: from its recorded ``info()`` (``run.json``) if
+    given, else from its class; a backend no longer registered counts as local."""
+    if info is not None and "distributed" in info:
+        return bool(info["distributed"]) or "@" in spec
+    try:
+        return capabilities(spec)["distributed"]
+    except (ValueError, ImportError):
+        return "@" in spec
+
+
+def engine_of(backend: type | Any) -> str:
+    """The engine module a backend class (or instance) is registered with (``"python"``)."""
+    cls = backend if isinstance(backend, type) else type(backend)
+    for entry in BACKENDS.values():
+        if entry.module == cls.__module__ and entry.cls == cls.__name__:
+            return entry.engine or "python"
+    return "python"
+
+
+def _installed(engine: str | None) -> bool:
+    return engine is None or importlib.util.find_spec(engine) is not None

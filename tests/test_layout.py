@@ -1,0 +1,115 @@
+"""The layout: one direction of dependence, no import cycle, any import order, and a backend
+added by registering it alone — compare/ decides by capabilities, never by name."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from backends import BACKENDS, Entry, available, capabilities
+from compare.cli import main
+from compare.records import load_records
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("backends", "workloads", "compare")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).glob("*.py")):
+            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Modules of the three packages that ``path`` imports anywhere (functions included),
+    except under ``if TYPE_CHECKING:``, which never runs."""
+    tree = ast.parse(path.read_text())
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    deps = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                deps.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            deps |= {alias.name for alias in node.names}
+    return {d for d in deps if d in modules}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path, or ``None``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_and_one_direction_of_dependence():
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+    for name, deps in graph.items():
+        if not name.startswith("compare"):  # backends/ and workloads/ know nothing of compare/
+            assert not {d for d in deps if d.startswith("compare")}, (name, deps)
+        if name.startswith("workloads"):  # workloads know nothing of backends
+            assert not {d for d in deps if d.startswith("backends")}, (name, deps)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_module_imports_in_any_order():
+    names = [n for n in _modules() if not n.endswith("__main__")]  # that one runs the CLI
+    for seed in range(3):
+        order = random.Random(seed).sample(names, len(names))
+        code = f"import importlib\nfor m in {order!r}:\n    importlib.import_module(m)\n"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300, cwd=ROOT)  # fmt: skip
+        assert done.returncode == 0, (order, done.stderr[-2000:])
+
+
+def test_a_backend_registered_alone_is_measured_and_reported(monkeypatch, tmp_path):
+    # A seventh backend: the thread pool under another name. Nothing in compare/ is edited.
+    monkeypatch.setitem(BACKENDS, "pool7", Entry("backends.threads", "ThreadsBackend"))
+    assert "pool7" in available() and capabilities("pool7")["uses_threads"]
+    out = tmp_path / "run"
+    argv = ["run", "--workloads", "noop", "--backends", "pool7", "--sizes", "2", "8", "20",
+            "--repeats", "1", "--workers", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    records = load_records(out)
+    mine = records[records["backend"] == "pool7"]
+    assert len(mine) == 3 * 2 and mine["correct"].all()
+    profile = json.loads((out / "calibration.json").read_text())["backends"]
+    assert profile["pool7"]["in_process"] and profile["pool7"]["auto_overhead_s"] > 0
+    assert "pool7" in (out / "report.html").read_text()
