@@ -127,6 +127,12 @@ class DaskBackend(Backend):
         self.dashboard_link = self._client.dashboard_link if dashboard else None
         self.startup_s = time.perf_counter() - start
 
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` this backend submits through: Dask's own API, e.g. to
+        compare with it (``smallbig bench overhead``)."""
+        return self._client
+
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
         if kwargs:
             # kwargs travel inside the task's arguments so that they can never collide with

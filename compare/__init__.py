@@ -3,7 +3,7 @@
 Example::
 
     import compare
-    records = compare.run(["noop"], ["serial", "threads"], sizes=[10, 100], out_dir="out")
+    records = compare.run(["noop"], ["serial", "threads"], sizes=[10, 100], out_dir="out").records
     profile = compare.overhead(["serial", "threads"])
     best = compare.advise(profile, items=10_000, item_s=0.002)[0].backend
 
@@ -11,7 +11,8 @@ Your own function, measured on a sample of your items::
 
     task = compare.profile_task(my_function, my_items[:17])
     best = compare.advise(profile, items=len(my_items), task=task)[0].backend
-    records = compare.run(task=my_function, items=my_items, out_dir="mine")
+    result = compare.run(task=my_function, items=my_items, out_dir="mine")
+    result.records, result.metadata, result.calibration
 """
 
 from compare.calibrate import load_profile, overhead

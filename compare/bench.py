@@ -42,7 +42,7 @@ def _submit_all(ex: Any, n: int) -> Callable[[], None]:
 def _native(ex: Any, n: int) -> Callable[[], None] | None:
     """The engine's own submit-and-gather path for ``n`` no-op tasks, for comparison."""
     if ex.name == "dask":
-        client = ex._client
+        client = ex.client
 
         def run_dask() -> None:
             client.gather([client.submit(probes.noop, i, pure=False) for i in range(n)])
@@ -122,9 +122,9 @@ def kernels(side: int, repeats: int) -> list[dict[str, Any]]:
     import numpy as np
 
     from workloads import kernels as k
-    from workloads.imagegen import _scan
+    from workloads.imagegen import scan
 
-    image = _scan(np.random.default_rng(0), side, side, "L")
+    image = scan(np.random.default_rng(0), side, side, "L")
     rows = []
     for name, kernel in k.KERNELS.items():
         start = time.perf_counter()
@@ -137,7 +137,7 @@ def kernels(side: int, repeats: int) -> list[dict[str, Any]]:
     for row in rows:
         row["vs_python"] = base["python"] / row["steady_s"]
         row["vs_numpy"] = base["numpy"] / row["steady_s"]
-    hits = k._blur_serial.stats.cache_hits
+    hits = k.blur_serial.stats.cache_hits
     rows.append(
         {
             "kernel": f"(numba disk cache {'warm' if hits else 'cold'}: first_s "

@@ -60,8 +60,8 @@ def stream(
 
 def images_with_and_without_sampling(backend: str, repeats: int) -> dict[str, Any]:
     """The images workload at its largest default size, timed with sampling and without."""
-    from compare.runner import DEFAULT_SIZES
     from workloads.images import images_workload
+    from workloads.registry import DEFAULT_SIZES
 
     workload = images_workload()
     items = workload.prepare(max(DEFAULT_SIZES["images"]), 0)

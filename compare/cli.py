@@ -16,7 +16,7 @@ from backends import BACKENDS, available, backend_class
 from backends.base import engine_version
 from compare.checks import Parser, arg_count, arg_number
 from compare.fmt import cell, seconds, size
-from compare.runner import DEFAULT_SIZES, WORKLOADS
+from workloads.registry import DEFAULT_SIZES, WORKLOADS
 
 
 def cmd_backends(args: argparse.Namespace, console: Console) -> int:
@@ -243,17 +243,14 @@ def _user_task(args: argparse.Namespace) -> tuple[Any, list[Any]] | None:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Run the matrix, then print the tables, thresholds, advice and the model's check."""
-    from pathlib import Path
-
     from compare import plots
-    from compare.calibrate import RUN_PROFILE, load_profile
-    from compare.records import add_outputs, read_metadata
+    from compare.records import add_outputs
     from compare.report import print_memory_band, print_model_check, print_report
     from compare.report_html import write_report
     from compare.runner import run
 
     user = _user_task(args)
-    records = run(
+    result = run(
         args.workloads,
         args.backends,
         args.sizes,
@@ -267,11 +264,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         task=user and user[0],
         items=user and user[1],
     )
-    out = Path(args.out)
-    meta = read_metadata(out)
-    startup = {b: i.get("startup_s", 0.0) for b, i in meta.get("backends", {}).items()}
-    print_report(records, startup, console, meta.get("backends", {}))
-    profile = load_profile(out / RUN_PROFILE)
+    records, meta, profile, out = (
+        result.records,
+        result.metadata,
+        result.calibration,
+        result.out_dir,
+    )
+    print_report(records, result.startup, console, meta.get("backends", {}))
     if profile is not None:
         print_model_check(records, profile, meta.get("workloads", {}), console)
         print_memory_band(records, profile, meta.get("workloads", {}), console)
@@ -501,9 +500,9 @@ def _task_cost(args: argparse.Namespace) -> Any:
             "coroutine": args.coroutine,
         }
     from compare.costmodel import task_cost
-    from compare.runner import _workloads
+    from workloads.registry import open_workloads
 
-    with _workloads([args.workload], None) as loaded:
+    with open_workloads([args.workload]) as loaded:
         return task_cost(loaded[args.workload])
 
 

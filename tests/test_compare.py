@@ -91,7 +91,7 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
         out_dir=out,
         workers=2,
         progress=False,
-    )
+    ).records
     assert len(records) == 3 * 2 * 2 * 3
     assert set(records["phase"]) == {"cold", "warm"}
     assert records["correct"].all() and (records["errors"] == 0).all()
@@ -120,7 +120,7 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
         workers=2,
         resume=True,
         progress=False,
-    )
+    ).records
     assert len(again) == 3 * 2 * 2 * 4
     assert load_records(out).iloc[: len(records)].equals(records)
 
@@ -152,14 +152,13 @@ def test_paired_medians_take_each_round_against_serials():
 
 
 def test_local_backends_take_turns_clusters_run_alone():
-    from compare.runner import _groups, _schedule
+    from compare.plan import Plan
 
-    groups = _groups(["serial", "threads", "dask", "processes", "ray@127.0.0.1:6379"])
+    plan = Plan.make({"w": [5]}, ["threads", "dask", "processes", "ray@127.0.0.1:6379"], 2)
+    groups = plan.groups()
     assert groups == [["serial", "threads", "processes"], ["dask"], ["ray@127.0.0.1:6379"]]
-    active = ["serial", "threads", "processes"]
-    todo = {b: {("w", 5, r) for r in range(3)} for b in active}
-    todo["threads"].discard(("w", 5, 1))  # measured before a resume
-    order = [(r, b) for _, _, r, b in _schedule({"w": [5]}, 2, active, todo)]
+    done = {("w", "threads", 5, 1, "warm")}  # measured before a resume
+    order = [(p.repeat, p.backend) for p in plan.schedule(groups[0], done)]
     assert order == [
         (0, "serial"),
         (0, "threads"),
@@ -250,7 +249,7 @@ def test_bad_options_fail_before_anything_starts(args, message, tmp_path):
 
 
 def test_advice_accuracy_is_perfect_on_exact_lines():
-    from compare.bench import advice_accuracy
+    from compare.validation import advice_accuracy
 
     records = _records(
         {"serial": (0.0, 0.010), "processes": (0.2, 0.004), "dask": (1.0, 0.002)},

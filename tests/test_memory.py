@@ -67,8 +67,10 @@ def test_sampling_costs_under_one_percent_of_a_core():
 
 def test_records_and_calibration_carry_memory_on_every_backend(tmp_path):
     backends = available()
-    records = run(["noop"], backends, sizes=[4], repeats=1, out_dir=tmp_path, progress=False)
-    profile = load_profile(tmp_path / "calibration.json")["backends"]
+    result = run(["noop"], backends, sizes=[4], repeats=1, out_dir=tmp_path, progress=False)
+    records = result.records
+    profile = result.calibration["backends"]  # what the run returns is what it wrote
+    assert profile == load_profile(tmp_path / "calibration.json")["backends"]
     me = ProcessTree(set()).rss()
     for backend in backends:
         rows = records[records["backend"] == backend]

@@ -49,7 +49,7 @@ def test_resume_after_a_cut_measures_the_point_again(measured, tmp_path):
             out_dir=tmp_path,
             resume=True,
             progress=False,
-        )
+        ).records
     before = load_records(measured)
     assert len(again) == len(before)
     assert not again.duplicated(["workload", "backend", "size", "repeat", "phase"]).any()
@@ -76,7 +76,7 @@ def test_a_run_refuses_to_replace_records_unless_asked(measured, tmp_path):
         out_dir=tmp_path,
         overwrite=True,
         progress=False,
-    )
+    ).records
     assert set(records["size"]) == {2} and not stale.exists()  # nothing of the old run left
     assert set(load_profile(tmp_path / "calibration.json")["backends"]) == {"serial"}
 

@@ -310,7 +310,7 @@ if __name__ == "__main__":
     records = compare.run(
         task=cube, items=list(range(8)), backends={backends!r}, sizes=[8], repeats=1,
         out_dir="out", progress=False,
-    )
+    ).records
     print(records[["backend", "correct", "errors"]].to_json(orient="records"))
 """
 

@@ -46,7 +46,7 @@ def make_images(directory: str | Path, count: int, seed: int = 0) -> list[Path]:
         if not path.exists():
             h = int(rng.integers(lo, hi + 1))
             w = h if lo == hi else int(h * rng.uniform(0.75, 1.35))
-            image = Image.fromarray(_scan(rng, h, w, mode), mode)
+            image = Image.fromarray(scan(rng, h, w, mode), mode)
             tmp = path.with_suffix(".tmp")
             image.save(tmp, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
             tmp.rename(path)  # never leave a half-written file under the real name
@@ -63,7 +63,7 @@ def _kind(u: float) -> tuple[str, str, int, int]:
     return MIX[-1][1:]
 
 
-def _scan(rng: np.random.Generator, h: int, w: int, mode: str) -> np.ndarray:
+def scan(rng: np.random.Generator, h: int, w: int, mode: str) -> np.ndarray:
     """A chest-radiograph-like picture: torso, two lungs, ribs, gradient and sensor noise."""
     y = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
     x = np.linspace(-1, 1, w, dtype=np.float32)[None, :]

@@ -72,7 +72,8 @@ _blur_row = numba.njit(cache=True, nogil=True)(_blur_body)
 
 
 @numba.njit(cache=True, nogil=True)
-def _blur_serial(vals: np.ndarray) -> np.ndarray:
+def blur_serial(vals: np.ndarray) -> np.ndarray:
+    """The numba blur, one row after another (the parallel kernel's serial twin)."""
     out = np.empty(vals.shape, np.uint8)
     for i in range(vals.shape[0]):
         _blur_row(vals, out, i)
@@ -90,7 +91,7 @@ def _blur_parallel(vals: np.ndarray) -> np.ndarray:
 def kernel_numba(image: np.ndarray) -> np.ndarray:
     """numba ``@njit`` loops (compiled on first call, then cached on disk)."""
     vals = lookup_table(int(image.min()), int(image.max()))[image]
-    return _blur_serial(vals)
+    return blur_serial(vals)
 
 
 def kernel_numba_parallel(image: np.ndarray) -> np.ndarray:
