@@ -76,7 +76,7 @@ class Plan:
         starts with the next backend, so none is always first."""
         todo = {p for p in self._points(group) if p.key not in done}
         active = [b for b in group if any(p.backend == b for p in todo)]
-        return [p for p in self._rounds(active) if p in todo]
+        return [p for p in self._rounds(active) if p in todo] if active else []
 
     def _points(self, group: Sequence[str]) -> Iterator[Point]:
         for workload, sizes in self.sizes.items():

@@ -169,6 +169,9 @@ def test_local_backends_take_turns_clusters_run_alone():
         (2, "serial"),
         (2, "threads"),
     ]
+    # A resume that finds a group done has nothing to schedule for it.
+    everything = {p.key for p in plan.schedule(groups[1])}
+    assert len(everything) == 3 and plan.schedule(groups[1], everything) == []
 
 
 def test_resume_refuses_records_of_another_schema(tmp_path):
