@@ -19,6 +19,7 @@ from backends.base import Backend
 from backends.chunks import Batch
 from backends.futures import (
     PendingSet,
+    SettlerThread,
     linked_future,
     notify_cancelled,
     reject,
@@ -187,7 +188,7 @@ FLUSH_DELAY_S = 0.02
 RESULT_TIMEOUT_S = 300.0
 
 
-class _Settler:
+class _Settler(SettlerThread):
     """Moves Dask outcomes into our futures, with Dask's public API only.
 
     ``distributed.as_completed`` reports finished tasks; one thread takes them in batches
@@ -201,13 +202,8 @@ class _Settler:
         self._client = client
         self._finished = as_completed(loop=client.loop)
         self._ours: dict[Any, cf.Future] = {}  # task key -> our future
-        self._incoming: list[Any] = []
-        self._lock = threading.Lock()
-        self._more = threading.Event()
-        self._closed = False
         self._last_flush = float("-inf")
-        self._thread = threading.Thread(target=self._run, name="smallbig-dask-settler", daemon=True)
-        self._thread.start()
+        super().__init__("smallbig-dask-settler")
 
     def watch(self, task: Any, future: cf.Future) -> None:
         """Called from any thread: settle ``future`` with ``task``'s outcome.
@@ -226,19 +222,13 @@ class _Settler:
         with self._lock:
             incoming, self._incoming = self._incoming, []
         self._finished.update(incoming)  # on the loop: no cross-thread wake-up per task
-        self._more.set()
-
-    def close(self) -> None:
-        """Stop settling (before the client closes): what is left stays unsettled."""
-        self._closed = True
-        self._more.set()
-        self._thread.join(timeout=5)
+        self._wake.set()
 
     def _run(self) -> None:
         while not self._closed:
-            self._more.clear()
+            self._wake.clear()
             if self._finished.is_empty():
-                self._more.wait()
+                self._wake.wait()
                 continue
             try:
                 batch = self._finished.next_batch(block=True)

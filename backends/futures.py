@@ -101,3 +101,29 @@ def settle(future: cf.Future, get_result: Callable[[], Any]) -> None:
         reject(future, exc)
     else:
         resolve(future, value)
+
+
+class SettlerThread:
+    """A daemon thread that moves an engine's outcomes into our futures, in batches.
+
+    Subclasses implement ``_run``, looping until :attr:`_closed`, and sleep on :attr:`_wake`
+    when there is nothing to settle; :attr:`_incoming` (under :attr:`_lock`) holds what
+    ``watch`` handed over and the thread has not taken yet.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._lock = threading.Lock()
+        self._incoming: list[Any] = []
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop settling (before the engine goes): what is left stays unsettled."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        raise NotImplementedError

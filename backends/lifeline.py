@@ -92,11 +92,10 @@ def start_reaper(folder: str) -> subprocess.Popen:
 def stop_reaper(reaper: subprocess.Popen) -> None:
     """End a reaper whose owner cleaned up by itself."""
     reaper.terminate()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         reaper.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        reaper.kill()
-        reaper.wait()
+    reaper.kill()  # does nothing if it has exited
+    reaper.wait()
 
 
 def _reap(owner: int, folder: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from backends.addresses import check_ray_head
 from backends.base import Backend
-from backends.futures import PendingSet, linked_future, resolve, settle
+from backends.futures import PendingSet, SettlerThread, linked_future, resolve, settle
 from backends.inner import Capped, InnerThreads, own_thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
 from backends.memory import descendants
@@ -240,7 +240,7 @@ WAIT_WINDOW = 512
 FLUSH_S = 0.02
 
 
-class _Settler:
+class _Settler(SettlerThread):
     """Moves Ray outcomes into our futures from one thread: ``ray.wait`` on the refs in flight
     until all are ready or :data:`FLUSH_S` passed, then one ``ray.get`` for the ready ones.
 
@@ -250,13 +250,8 @@ class _Settler:
 
     def __init__(self, ray: Any) -> None:
         self._ray = ray
-        self._lock = threading.Lock()
-        self._incoming: list[tuple[Any, cf.Future]] = []
-        self._wake = threading.Event()
         self._idle = True
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="smallbig-ray-settler", daemon=True)
-        self._thread.start()
+        super().__init__("smallbig-ray-settler")
 
     def watch(self, ref: Any, future: cf.Future) -> None:
         """Called from any thread: settle ``future`` with ``ref``'s outcome."""
@@ -266,12 +261,6 @@ class _Settler:
             self._idle = False
         if idle:  # a wake-up per task made the two threads fight for the GIL
             self._wake.set()
-
-    def close(self) -> None:
-        """Stop settling (before the runtime goes): what is left stays unsettled."""
-        self._closed = True
-        self._wake.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         pending: dict[Any, cf.Future] = {}  # in submission order

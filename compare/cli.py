@@ -141,32 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item-kb", type=arg_number(), help="bytes shipped per item (kB, default: 0)")
     p.add_argument("--releases-gil", action="store_true", help="the task releases the GIL")
     p.add_argument("--coroutine", action="store_true", help="the task has an async version")
-    p.add_argument(
-        "--workers",
-        type=arg_count(),
-        help="extrapolate to a cluster of this many workers (default: as calibrated)",
-    )
-    p.add_argument(
-        "--latency-ms",
-        type=arg_number(),
-        help="extrapolate: network latency per task (ms, default: as calibrated)",
-    )
-    p.add_argument(
-        "--bandwidth-mbps",
-        type=arg_number(above=True),
-        help="extrapolate: network bandwidth (Mbit/s, default: as calibrated)",
-    )
-    p.add_argument(
-        "--data-gb",
-        type=arg_number(above=True),
-        help="the items' size in all (GB; default: --items × the bytes per item, measured or "
-        "--item-kb): replaces the bytes per item, shipped and held in memory",
-    )
-    p.add_argument(
-        "--worker-memory-gb",
-        type=arg_number(above=True),
-        help="extrapolate: memory of each cluster worker (GB, default: this machine's)",
-    )
+    # What the extrapolation to a cluster this machine does not have replaces, and the data.
+    for flag, kind, text in (
+        ("--workers", arg_count(),
+         "extrapolate to a cluster of this many workers (default: as calibrated)"),
+        ("--latency-ms", arg_number(),
+         "extrapolate: network latency per task (ms, default: as calibrated)"),
+        ("--bandwidth-mbps", arg_number(above=True),
+         "extrapolate: network bandwidth (Mbit/s, default: as calibrated)"),
+        ("--worker-memory-gb", arg_number(above=True),
+         "extrapolate: memory of each cluster worker (GB, default: this machine's)"),
+        ("--data-gb", arg_number(above=True),
+         "the items' size in all (GB; default: --items × the bytes per item, measured or "
+         "--item-kb): replaces the bytes per item, shipped and held in memory"),
+    ):  # fmt: skip
+        p.add_argument(flag, type=kind, help=text)
     p.add_argument(
         "--profile",
         help="calibration file (default: calibration.json in the cache folder; made if absent)",

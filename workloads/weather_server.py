@@ -338,11 +338,10 @@ def serve_api_process(faults: Faults = Faults(), host: str = "127.0.0.1") -> Ite
         yield ApiServer(url, {}, proc.pid)
     finally:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.kill()  # does nothing if it has exited
+        proc.wait()
         proc.stdout.close()
 
 
