@@ -62,8 +62,16 @@ SMALL = {
         "1",
     ],
     "bench api": ["--concurrency", "2", "--rounds", "2", "--latency-ms", "10"],
-    "bench memory": ["--backends", "serial", "threads", "--items", "40", "--repeats", "1",
-                     "--images-backends"],  # fmt: skip
+    "bench memory": [
+        "--backends",
+        "serial",
+        "threads",
+        "--items",
+        "40",
+        "--repeats",
+        "1",
+        "--images-backends",
+    ],
 }
 # The default run measures every workload on every backend: keep two cheap ones.
 DEFAULT_RUN = ["--workloads", "noop", "sleep", "--backends", "serial", "threads"]
