@@ -16,9 +16,9 @@ from rich.table import Table
 
 from backends import available, get_backend
 from compare import validation
-from compare.checks import arg_count, arg_number
+from compare.checks import add_run_folder, arg_count, arg_number
 from compare.fits import CLOSE
-from compare.fmt import cell
+from compare.fmt import cell, print_rows
 from compare.timing import median_time, paired_ratio
 from workloads import probes
 
@@ -219,7 +219,7 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
             "sizes (run with --sizes of at least three values)"
         )
         return 2
-    _print_rows(console, "advice accuracy, each size held out in turn", rows)
+    print_rows(console, "advice accuracy, each size held out in turn", rows)
     console.print(
         f"advised backend = measured fastest in {summary['advised_fastest_pct']:.0f}% of "
         f"{summary['points']} held-out points; within {CLOSE:.0%} of it in "
@@ -243,19 +243,9 @@ def cmd_advice(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _print_rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
-    cols = list(dict.fromkeys(c for row in rows for c in row))
-    table = Table(title=title)
-    for col in cols:  # headers wrap at their spaces instead of being cut
-        table.add_column(col.replace("_", " "), justify="right", overflow="fold")
-    for row in rows:
-        table.add_row(*(cell(col, row.get(col)) for col in cols))
-    console.print(table)
-
-
 def cmd_kernels(args: argparse.Namespace, console: Console) -> int:
     rows = kernels(args.side, args.repeats)
-    _print_rows(
+    print_rows(
         console, f"pixel kernel on {args.side}×{args.side} (steady: median of {args.repeats})", rows
     )
     return 0
@@ -263,7 +253,7 @@ def cmd_kernels(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_api(args: argparse.Namespace, console: Console) -> int:
     rows = api_throughput(args.concurrency, args.latency_ms / 1e3, args.rounds)
-    _print_rows(console, f"weather API, {args.latency_ms:g} ms latency", rows)
+    print_rows(console, f"weather API, {args.latency_ms:g} ms latency", rows)
     return 0
 
 
@@ -333,9 +323,5 @@ def add_parser(sub: Any) -> None:
     bench_tasks.add_parser(kinds)
     bench_memory.add_parser(kinds)
     p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
-    p.add_argument(
-        "records",
-        nargs="?",
-        help="output directory of a `smallbig run` (default: the last run's)",
-    )
+    add_run_folder(p, "records")
     p.set_defaults(func=cmd_advice)

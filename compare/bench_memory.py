@@ -19,12 +19,11 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from backends import available, get_backend
 from backends.memory import PeakMemory
 from compare.checks import arg_count, arg_number
-from compare.fmt import cell, size
+from compare.fmt import print_rows, size
 from compare.timing import paired_ratio
 from workloads import probes
 
@@ -74,7 +73,7 @@ def images_with_and_without_sampling(backend: str, repeats: int) -> dict[str, An
 
         with_s, without_s, ratio = paired_ratio(sampled, lambda: workload.run(ex, items), repeats)
     return {"backend": backend, "items": len(items), "sampled_s": with_s,
-            "plain_s": without_s, "ratio": ratio}  # fmt: skip
+            "plain_s": without_s, "ratio": f"{ratio:.3f}"}  # fmt: skip
 
 
 def cmd_memory(args: argparse.Namespace, console: Console) -> int:
@@ -92,16 +91,16 @@ def cmd_memory(args: argparse.Namespace, console: Console) -> int:
                    "per_worker_bytes": per_worker}  # fmt: skip
             row |= stream(ex, args.items, item_bytes, args.buffersize)
         rows.append(row)
-    _print(console, f"streaming {args.items:,} items of {size(item_bytes)}, buffersize="
+    print_rows(console, f"streaming {args.items:,} items of {size(item_bytes)}, buffersize="
            f"{args.buffersize}: idle = the backend's own processes; peak and growth (over idle) "
            "of this process + them", rows)  # fmt: skip
     images = [images_with_and_without_sampling(b, args.repeats) for b in args.images_backends]
     if images:
-        _print(console, "images, largest default size: with memory sampling vs without "
+        print_rows(console, "images, largest default size: with memory sampling vs without "
                "(paired)", images)  # fmt: skip
     growth = max((r["growth_bytes"] or 0) for r in rows)
     sampler = max(r["sampler_core_pct"] for r in rows) / 100
-    slowest = max(r["ratio"] for r in images) if images else float("nan")
+    slowest = max(float(r["ratio"]) for r in images) if images else float("nan")
     console.print(
         f"targets: peak growth ≤ {size(GROWTH_TARGET_BYTES)}: worst {size(growth)} "
         f"({'met' if growth <= GROWTH_TARGET_BYTES else 'NOT met'}); sampling < "
@@ -110,15 +109,6 @@ def cmd_memory(args: argparse.Namespace, console: Console) -> int:
         f"worst {slowest:.3f} (noise on this machine: a few %)"
     )
     return 0
-
-
-def _print(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=title)
-    for column in rows[0]:
-        table.add_column(column.replace("_bytes", "").replace("_", " "), justify="right")
-    for row in rows:
-        table.add_row(*(cell(k, v) if k != "ratio" else f"{v:.3f}" for k, v in row.items()))
-    console.print(table)
 
 
 def add_parser(kinds: Any) -> None:

@@ -75,3 +75,10 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_run_folder(parser: argparse.ArgumentParser, name: str) -> None:
+    """The optional positional ``name``: a run's output folder, by default the last run's."""
+    parser.add_argument(
+        name, nargs="?", help="output folder of a `smallbig run` (default: the last run's)"
+    )

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from backends import BACKENDS, available, backend_class
 from backends.base import engine_version
-from compare.checks import Parser, arg_count, arg_number
+from compare.checks import Parser, add_run_folder, arg_count, arg_number
 from compare.fmt import cell, seconds, size
 from workloads.registry import DEFAULT_SIZES, WORKLOADS
 
@@ -162,11 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_advise)
     p = sub.add_parser("report", help="write report.html of a run: tables, figures, advice")
-    p.add_argument(
-        "directory",
-        nargs="?",
-        help="output folder of a smallbig run (default: the last run's)",
-    )
+    add_run_folder(p, "directory")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("make-images", help="write a realistic image dataset to a folder")
     p.add_argument("directory", type=_folder, help="where to write the images")

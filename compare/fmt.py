@@ -64,3 +64,16 @@ def cell(column: str, value: Any) -> str:
         if column.endswith("_pct") and not math.isnan(value):
             return f"{value:.3g}%"
     return number(value)
+
+
+def print_rows(console: Any, title: str, rows: list[dict[str, Any]]) -> None:
+    """``rows`` (dicts named like record fields) as one rich table on ``console``."""
+    from rich.table import Table
+
+    cols = list(dict.fromkeys(c for row in rows for c in row))
+    table = Table(title=title)
+    for col in cols:  # headers wrap at their spaces instead of being cut
+        table.add_column(col.replace("_", " "), justify="right", overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(col, row.get(col)) for col in cols))
+    console.print(table)
