@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from backends.chunks import BatchSizer, check_chunksize, run_chunk
 from backends.inner import InnerThreads, capped, check_inner_threads, resolve
@@ -25,6 +25,16 @@ from backends.registry import engine_of
 from backends.streaming import check_buffersize, stream_map
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
+
+
+class MapCall(NamedTuple):
+    """One checked ``map`` call, as :meth:`Backend.map` hands it to ``_map``."""
+
+    fn: Callable[..., Any]
+    iterables: tuple[Iterable[Any], ...]
+    chunksize: int | str
+    buffersize: int | None
+    end: float | None  # the deadline on time.monotonic(), or None
 
 
 @atexit.register
@@ -131,6 +141,11 @@ class Backend(cf.Executor):
         buffersize = check_buffersize(buffersize)
         end = None if timeout is None else time.monotonic() + timeout
         self._check_open()
+        return self._map(MapCall(fn, iterables, chunksize, buffersize, end))
+
+    def _map(self, call: MapCall) -> Iterator[Any]:
+        # Serial overrides this: it runs the batches lazily in the caller instead.
+        fn, iterables, chunksize, buffersize, end = call
         if buffersize is not None:
             return stream_map(self, fn, iterables, chunksize, buffersize, end)
         items = list(zip(*iterables, strict=False))

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from backends.addresses import check_dask_scheduler
-from backends.base import Backend
 from backends.chunks import Batch
+from backends.cluster import ClusterBackend
 from backends.futures import (
-    PendingSet,
     SettlerThread,
     linked_future,
     notify_cancelled,
@@ -30,7 +29,7 @@ from backends.inner import InnerThreads, own_thread_env, thread_env
 from backends.memory import descendants
 
 
-class DaskBackend(Backend):
+class DaskBackend(ClusterBackend):
     """Dask ``distributed`` backend.
 
     Parameters
@@ -56,8 +55,6 @@ class DaskBackend(Backend):
     """
 
     name = "dask"
-    distributed = True
-    accepts_address = True
 
     def __init__(
         self,
@@ -73,8 +70,6 @@ class DaskBackend(Backend):
 
         super().__init__(workers, inner_threads)
         self._hash_put = hash_put
-        self._pending = PendingSet()
-        self._settler: _Settler | None = None
         self._cluster = None
         before = descendants()
         start = time.perf_counter()
@@ -141,10 +136,7 @@ class DaskBackend(Backend):
             task = self._client.submit(_call, fn, args, kwargs, pure=False)
         else:
             task = self._client.submit(fn, *args, pure=False)
-        future = linked_future(task.cancel)
-        self._settler.watch(task, future)
-        self._pending.add(future)
-        return future
+        return self._track(task, linked_future(task.cancel))
 
     def _pack(self, chunk: list[tuple]) -> Any:
         from distributed import Future
@@ -171,14 +163,10 @@ class DaskBackend(Backend):
         info["dashboard"] = self.dashboard_link
         return info
 
-    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
-        try:
-            self._pending.cancel_and_wait(cancel_futures, wait)
-        finally:
-            self._settler.close()
-            self._client.close()
-            if self._cluster is not None:
-                self._cluster.close()
+    def _release(self) -> None:
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
 
 
 # Results that finish within this long of each other share one gather request: one request

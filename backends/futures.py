@@ -119,6 +119,10 @@ class SettlerThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    def watch(self, task: Any, future: cf.Future) -> None:
+        """Called from any thread: finish ``future`` with the engine's ``task``'s outcome."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Stop settling (before the engine goes): what is left stays unsettled."""
         self._closed = True

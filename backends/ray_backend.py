@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from backends.addresses import check_ray_head
-from backends.base import Backend
-from backends.futures import PendingSet, SettlerThread, linked_future, resolve, settle
+from backends.cluster import ClusterBackend
+from backends.futures import SettlerThread, linked_future, resolve, settle
 from backends.inner import Capped, InnerThreads, own_thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
 from backends.memory import descendants
 
 
-class RayBackend(Backend):
+class RayBackend(ClusterBackend):
     """Ray backend.
 
     Parameters
@@ -52,8 +52,6 @@ class RayBackend(Backend):
     """
 
     name = "ray"
-    distributed = True
-    accepts_address = True
     listens_on_all_interfaces = True
 
     def __init__(
@@ -71,7 +69,6 @@ class RayBackend(Backend):
         import ray
 
         self._ray = ray
-        self._pending = PendingSet()
         self._owns = False
         self._temp_dir: str | None = None
         self._reaper: subprocess.Popen | None = None
@@ -138,10 +135,7 @@ class RayBackend(Backend):
         # ("Check failed: it != submissible_tasks_.end() Tried to complete task that was not
         # pending", task_manager.cc), twice in five runs of the test suite. The task's workers
         # are freed when this backend stops its runtime or disconnects from the cluster.
-        future = linked_future(_keep_running)
-        self._settler.watch(ref, future)
-        self._pending.add(future)
-        return future
+        return self._track(ref, linked_future(_keep_running))
 
     def _remote_for(self, fn: Callable[..., Any]) -> Any:
         """A cached ``ray.remote(fn)`` for plain Python functions, else ``None``.
@@ -170,18 +164,14 @@ class RayBackend(Backend):
         info["owns_runtime"] = self._owns
         return info
 
-    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
-        try:
-            self._pending.cancel_and_wait(cancel_futures, wait)
-        finally:
-            self._settler.close()
-            if self._owns:
-                # For an address this disconnects the driver only; the cluster keeps running.
-                self._ray.shutdown()
-            if self._temp_dir is not None:
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
-            if self._reaper is not None:
-                stop_reaper(self._reaper)
+    def _release(self) -> None:
+        if self._owns:
+            # For an address this disconnects the driver only; the cluster keeps running.
+            self._ray.shutdown()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+        if self._reaper is not None:
+            stop_reaper(self._reaper)
 
 
 @contextlib.contextmanager

@@ -6,13 +6,12 @@ import concurrent.futures as cf
 import itertools
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from backends.base import Backend
-from backends.chunks import BatchSizer, check_chunksize, run_chunk
+from backends.base import Backend, MapCall
+from backends.chunks import BatchSizer, run_chunk
 from backends.inner import InnerThreads
-from backends.streaming import check_buffersize
 
 
 class SerialBackend(Backend):
@@ -51,23 +50,10 @@ class SerialBackend(Backend):
             future.set_exception(exc)
         return future
 
-    def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int | str = 1,
-        buffersize: int | None = None,
-    ) -> Iterator[Any]:
-        """Lazy ``map`` in the caller; see :meth:`backends.base.Backend.map`.
-
-        With ``buffersize`` the inputs are read lazily too, a chunk at a time: nothing is
-        ever in flight here, so the bound holds for any ``buffersize``.
-        """
-        chunksize = check_chunksize(chunksize)
-        buffersize = check_buffersize(buffersize)
-        end = None if timeout is None else time.monotonic() + timeout
-        self._check_open()
+    def _map(self, call: MapCall) -> Iterator[Any]:
+        # Lazy map in the caller. With ``buffersize`` the inputs are read lazily too, a chunk
+        # at a time: nothing is ever in flight here, so the bound holds for any ``buffersize``.
+        fn, iterables, chunksize, buffersize, end = call
         stream = zip(*iterables, strict=False)
         items = None if buffersize is not None else list(stream)
         runner = self._capped(run_chunk)
