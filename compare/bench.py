@@ -16,7 +16,7 @@ from rich.table import Table
 
 from backends import available, get_backend
 from compare import validation
-from compare.checks import add_run_folder, arg_count, arg_number
+from compare.checks import add_backend_options, add_counts, add_run_folder, arg_count, arg_number
 from compare.fits import CLOSE
 from compare.fmt import cell, print_rows
 from compare.timing import median_time, paired_ratio
@@ -262,40 +262,25 @@ def add_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     kinds = bench.add_subparsers(dest="bench", required=True)
     p = kinds.add_parser("overhead", help="per-item cost of map on each backend")
-    p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
-    p.add_argument(
-        "--items",
-        type=arg_count(),
-        default=100_000,
-        help="no-op items for chunksize='auto' (default: 100000)",
-    )
-    p.add_argument(
-        "--single-items",
-        type=arg_count(),
-        default=2_000,
-        help="items for chunksize=1 on cluster backends; local ones use --items (default: 2000)",
-    )
-    p.add_argument(
-        "--tasks",
-        type=arg_count(),
-        default=2_000,
-        help="no-op tasks for submit vs the engine's own API (default: 2000)",
-    )
-    p.add_argument(
-        "--repeats", type=arg_count(), default=3, help="timed runs per figure (default: 3)"
-    )
-    p.add_argument(
-        "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
+    add_backend_options(p)
+    add_counts(
+        p,
+        ("--items", 100_000, "no-op items for chunksize='auto'"),
+        (
+            "--single-items",
+            2_000,
+            "items for chunksize=1 on cluster backends; local ones use --items",
+        ),
+        ("--tasks", 2_000, "no-op tasks for submit vs the engine's own API"),
+        ("--repeats", 3, "timed runs per figure"),
     )
     p.set_defaults(func=cmd_adapter_overhead)
     p = kinds.add_parser("kernels", help="the four pixel kernels: first call and steady state")
-    p.add_argument(
-        "--side",
-        type=arg_count(),
-        default=2000,
-        help="image side in pixels: side × side (default: 2000)",
+    add_counts(
+        p,
+        ("--side", 2000, "image side in pixels: side × side"),
+        ("--repeats", 5, "steady-state calls"),
     )
-    p.add_argument("--repeats", type=arg_count(), default=5, help="steady-state calls (default: 5)")
     p.set_defaults(func=cmd_kernels)
     p = kinds.add_parser("api", help="HTTP throughput of threads and asyncio vs the ideal")
     p.add_argument(
@@ -311,12 +296,7 @@ def add_parser(sub: Any) -> None:
         default=50.0,
         help="the server's latency per request (ms, default: 50)",
     )
-    p.add_argument(
-        "--rounds",
-        type=arg_count(),
-        default=20,
-        help="requests per unit of concurrency (default: 20)",
-    )
+    add_counts(p, ("--rounds", 20, "requests per unit of concurrency"))
     p.set_defaults(func=cmd_api)
     from compare import bench_memory, bench_tasks
 

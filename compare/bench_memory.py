@@ -22,7 +22,7 @@ from rich.console import Console
 
 from backends import available, get_backend
 from backends.memory import PeakMemory
-from compare.checks import arg_count, arg_number
+from compare.checks import add_backend_options, add_counts, arg_number
 from compare.fmt import print_rows, size
 from compare.timing import paired_ratio
 from workloads import probes
@@ -114,15 +114,11 @@ def cmd_memory(args: argparse.Namespace, console: Console) -> int:
 def add_parser(kinds: Any) -> None:
     """Register ``smallbig bench memory``."""
     p = kinds.add_parser("memory", help="footprints, and a dataset larger than memory streamed")
-    p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
-    p.add_argument(
-        "--items", type=arg_count(), default=20_000, help="blocks streamed (default: 20000)"
-    )
+    add_backend_options(p)
+    add_counts(p, ("--items", 20_000, "blocks streamed"), ("--buffersize", 8, "tasks in flight"))
     p.add_argument(
         "--item-mb", type=arg_number(above=True), default=1.0, help="MB per block (default: 1)"
     )
-    p.add_argument("--buffersize", type=arg_count(), default=8, help="tasks in flight (default: 8)")
-    p.add_argument("--workers", type=arg_count(), help="workers per backend (default: own)")
     p.add_argument(
         "--images-backends",
         nargs="*",
@@ -130,5 +126,5 @@ def add_parser(kinds: Any) -> None:
         help="backends on which images are timed with and without sampling "
         "(default: threads processes)",
     )
-    p.add_argument("--repeats", type=arg_count(), default=5, help="paired image runs (default: 5)")
+    add_counts(p, ("--repeats", 5, "paired image runs"))
     p.set_defaults(func=cmd_memory)

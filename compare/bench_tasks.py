@@ -23,7 +23,7 @@ from rich.table import Table
 
 from backends import available, get_backend
 from compare.calibrate import overhead
-from compare.checks import arg_count, arg_number
+from compare.checks import add_backend_options, add_counts, arg_number
 from compare.costmodel import predict
 from compare.fmt import cell
 from compare.taskprofile import profile_task
@@ -34,14 +34,20 @@ SAMPLE = 17  # items profiled, the first one a warm-up
 
 
 def measure(
-    spec: str, kind: TaskKind, items: list, inner_threads: Any, repeats: int, colds: int
+    spec: str,
+    kind: TaskKind,
+    items: list,
+    inner_threads: Any,
+    repeats: int,
+    colds: int,
+    workers: int | None = None,
 ) -> dict:
     """Median cold seconds (start-up + first map, each on a fresh backend) over ``colds``
     starts, and the median warm seconds over ``repeats`` maps on the first one."""
     cold, warm = [], []
     for i in range(colds):
         start = time.perf_counter()
-        with get_backend(spec, inner_threads=inner_threads) as ex:
+        with get_backend(spec, workers=workers, inner_threads=inner_threads) as ex:
             list(ex.map(kind.fn, items, chunksize="auto"))
             cold.append(time.perf_counter() - start)
             for _ in range(repeats if i == 0 else 0):
@@ -84,10 +90,11 @@ def tasks_bench(
     modes: Sequence[str],
     scale: float,
     console: Console,
+    workers: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Rows per ``mode`` ("capped": the default inner-thread caps; "uncapped": none)."""
     with tempfile.TemporaryDirectory() as tmp:
-        calibration = overhead(list(specs), items=5000, repeats=3, path=f"{tmp}/cal.json")
+        calibration = overhead(list(specs), workers, items=5000, repeats=3, path=f"{tmp}/cal.json")
     uncapped = copy.deepcopy(calibration)
     for row in uncapped["backends"].values():
         row["inner_threads"] = None
@@ -103,7 +110,7 @@ def tasks_bench(
         for mode in modes:
             cal = calibration if mode == "capped" else uncapped
             inner = "auto" if mode == "capped" else None
-            measured = {s: measure(s, kind, items, inner, repeats, colds) for s in specs}
+            measured = {s: measure(s, kind, items, inner, repeats, colds, workers) for s in specs}
             console.print(
                 f"  {mode}: "
                 + ", ".join(f"{s} {m['cold']:.3g}/{m['warm']:.3g}" for s, m in measured.items())
@@ -127,6 +134,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def summary_line(s: dict[str, float]) -> str:
+    """:func:`summary` in a sentence."""
+    return (
+        f"mean regret {s['mean_regret_pct']:.1f}%, worst {s['worst_regret_pct']:.1f}% (ties "
+        f"under {TIE_S * 1e3:.0f} ms); median error of predicted time "
+        f"{s['median_error_advised_pct']:.0f}% for the advised backend, "
+        f"{s['median_error_pct']:.0f}% over every backend"
+    )
+
+
 def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     specs = args.backends or available()
     kinds = [k for k in SUITE if not args.tasks or k.name in args.tasks]
@@ -134,7 +151,9 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}, expected {[k.name for k in SUITE]}")
     modes = ["capped", "uncapped"] if args.uncapped else ["capped"]
-    results = tasks_bench(specs, kinds, args.repeats, args.colds, modes, args.scale, console)
+    results = tasks_bench(
+        specs, kinds, args.repeats, args.colds, modes, args.scale, console, args.workers
+    )
     cols = [
         "task", "items", "phase", "advised", "predicted_s", "advised_s", "fastest",
         "fastest_s", "regret_pct", "error_pct", "median_error_pct", "why",
@@ -149,29 +168,19 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
         for row in rows:
             table.add_row(*(cell(c, row[c]) for c in cols))
         console.print(table)
-        s = summary(rows)
-        console.print(
-            f"{mode}: mean regret {s['mean_regret_pct']:.1f}%, worst "
-            f"{s['worst_regret_pct']:.1f}% (ties under {TIE_S * 1e3:.0f} ms); median error of "
-            f"predicted time {s['median_error_advised_pct']:.0f}% for the advised backend, "
-            f"{s['median_error_pct']:.0f}% over every backend"
-        )
+        console.print(f"{mode}: {summary_line(summary(rows))}")
     return 0
 
 
 def add_parser(kinds: Any) -> None:
     """Register ``smallbig bench tasks``."""
     p = kinds.add_parser("tasks", help="advice vs every backend measured, on unseen task kinds")
-    p.add_argument("--backends", nargs="+", help="backend specs (default: all available)")
+    add_backend_options(p)
     p.add_argument("--tasks", nargs="+", metavar="NAME", help="task kinds (default: all)")
-    p.add_argument(
-        "--repeats", type=arg_count(), default=3, help="warm maps per backend (default: 3)"
-    )
-    p.add_argument(
-        "--colds",
-        type=arg_count(),
-        default=3,
-        help="cold starts per backend, each a fresh backend and its first map (default: 3)",
+    add_counts(
+        p,
+        ("--repeats", 3, "warm maps per backend"),
+        ("--colds", 3, "cold starts per backend, each a fresh backend and its first map"),
     )
     p.add_argument(
         "--scale",

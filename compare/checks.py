@@ -77,6 +77,27 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backends SPEC...`` and ``--workers N``: every command that starts backends takes them."""
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        metavar="SPEC",
+        help="backend names, or NAME@ADDRESS for a running cluster (default: every available one)",
+    )
+    parser.add_argument(
+        "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
+    )
+
+
+def add_counts(parser: argparse.ArgumentParser, *options: tuple[str, int, str]) -> None:
+    """Whole-number options, each ``(flag, default, what it counts)``; help names the default."""
+    for flag, default, what in options:
+        parser.add_argument(
+            flag, type=arg_count(), default=default, help=f"{what} (default: {default})"
+        )
+
+
 def add_run_folder(parser: argparse.ArgumentParser, name: str) -> None:
     """The optional positional ``name``: a run's output folder, by default the last run's."""
     parser.add_argument(

@@ -14,7 +14,14 @@ from rich.table import Table
 
 from backends import BACKENDS, available, backend_class
 from backends.base import engine_version
-from compare.checks import Parser, add_run_folder, arg_count, arg_number
+from compare.checks import (
+    Parser,
+    add_backend_options,
+    add_counts,
+    add_run_folder,
+    arg_count,
+    arg_number,
+)
 from compare.fmt import cell, seconds, size
 from workloads.registry import DEFAULT_SIZES, WORKLOADS
 
@@ -57,12 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"what to measure (default: {' '.join(WORKLOADS)})",
     )
-    p.add_argument(
-        "--backends",
-        nargs="+",
-        metavar="SPEC",
-        help="names or dask@ADDRESS / ray@ADDRESS (default: every available one)",
-    )
+    add_backend_options(p)
     p.add_argument(
         "--sizes",
         nargs="+",
@@ -72,12 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         + " ".join(map(str, DEFAULT_SIZES["images"]))
         + ")",
     )
-    p.add_argument(
-        "--repeats", type=arg_count(), default=3, help="warm repeats per point (default: 3)"
-    )
-    p.add_argument(
-        "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
-    )
+    add_counts(p, ("--repeats", 3, "warm repeats per point"))
     p.add_argument(
         "--out",
         type=_folder,
@@ -94,20 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     _task_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("overhead", help="measure per-backend overheads; save a calibration")
-    p.add_argument(
-        "--backends", nargs="+", metavar="SPEC", help="backend specs (default: all available)"
-    )
-    p.add_argument(
-        "--workers", type=arg_count(), help="workers per backend (default: each one's own)"
-    )
-    p.add_argument(
-        "--items",
-        type=arg_count(),
-        default=20_000,
-        help="no-op items for the chunksize='auto' figure (default: 20000)",
-    )
-    p.add_argument(
-        "--repeats", type=arg_count(), default=3, help="timed runs per figure (default: 3)"
+    add_backend_options(p)
+    add_counts(
+        p,
+        ("--items", 20_000, "no-op items for the chunksize='auto' figure"),
+        ("--repeats", 3, "timed runs per figure"),
     )
     p.add_argument(
         "--profile",
@@ -166,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("make-images", help="write a realistic image dataset to a folder")
     p.add_argument("directory", type=_folder, help="where to write the images")
-    p.add_argument("--count", type=arg_count(), default=48, help="how many images (default: 48)")
+    add_counts(p, ("--count", 48, "how many images"))
     p.add_argument(
         "--seed", type=arg_count(0), default=0, help="same seed, same images (default: 0)"
     )

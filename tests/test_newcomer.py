@@ -108,22 +108,21 @@ def test_a_run_lists_what_it_drew_with_absolute_paths(small_run):
 
 
 def test_waiting_is_called_waiting(tmp_path):
-    out = _smallbig(
-        "advise", "--items", "5000", "--item-ms", "40", "--wait-ms", "39",
-        "--profile", str(_profile(tmp_path)),
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = _advise(tmp_path, "--items", "5000", "--item-ms", "40", "--wait-ms", "39")
     assert "waiting dominates" in out.stdout and "compute dominates" not in out.stdout
 
 
 def test_an_extrapolation_without_a_cluster_calibrated_says_so(tmp_path):
-    out = _smallbig(
-        "advise", "--items", "5000", "--item-ms", "3", "--workers", "64",
-        "--profile", str(_profile(tmp_path)),
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = _advise(tmp_path, "--items", "5000", "--item-ms", "3", "--workers", "64")
     assert "cannot extrapolate to a cluster" in out.stdout
     assert "extrapolated to a cluster" not in out.stdout
+
+
+def _advise(tmp_path, *args):
+    """``smallbig advise ARGS`` on a real calibration; it must succeed."""
+    out = _smallbig("advise", *args, "--profile", str(_profile(tmp_path)))
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
 
 
 def _profile(tmp_path):
