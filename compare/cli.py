@@ -217,6 +217,7 @@ def _user_task(args: argparse.Namespace) -> tuple[Any, list[Any]] | None:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Run the matrix, then print the tables, thresholds, advice and the model's check."""
     from compare import plots
+    from compare.fits import baseline_item_s
     from compare.records import add_outputs
     from compare.report import print_memory_band, print_model_check, print_report
     from compare.report_html import write_report
@@ -252,8 +253,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         for workload in sorted(records["workload"].unique())
     ]
     if profile is not None:  # measured winners on top of the predicted regions
-        serial = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
-        item_s = (serial["wall_s"] / serial["size"]).groupby(serial["workload"]).median()
+        item_s = baseline_item_s(records)
         known = records[records["backend"].isin(profile["backends"])]
         winners = plots.measured_winners(known, item_s.to_dict())
         # Three of the four workloads release the GIL (the no-ops take too little to matter).

@@ -63,17 +63,28 @@ def medians(records: pd.DataFrame, phase: str = "warm") -> pd.DataFrame:
     if "paired" not in sel.columns or not sel["paired"].astype(bool).any():
         return plain
     rounds = ["workload", "size", "repeat"]
-    serial = sel[sel["backend"] == "serial"].set_index(rounds)["wall_s"]
+    serial = sel[sel["backend"] == BASELINE].set_index(rounds)["wall_s"]
     same_round = serial.reindex(pd.MultiIndex.from_frame(sel[rounds])).to_numpy()
     ratio = sel.assign(ratio=sel["wall_s"].to_numpy() / same_round)
     ratio = ratio[ratio["paired"].astype(bool) & ratio["ratio"].notna()]
     per_round = ratio.groupby(keys)["ratio"].median()
-    serial_median = plain[plain["backend"] == "serial"].set_index(["workload", "size"])["wall_s"]
+    serial_median = plain[plain["backend"] == BASELINE].set_index(["workload", "size"])["wall_s"]
     joined = plain.join(per_round, on=keys).join(
         serial_median.rename("serial_s"), on=["workload", "size"]
     )
     paired = (joined["ratio"] * joined["serial_s"]).fillna(joined["wall_s"])
     return plain.assign(wall_s=paired.to_numpy())
+
+
+def baseline_warm(records: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`BASELINE`'s warm records."""
+    return records[(records["backend"] == BASELINE) & (records["phase"] == "warm")]
+
+
+def baseline_item_s(records: pd.DataFrame) -> pd.Series:
+    """Per workload, the :data:`BASELINE`'s median warm seconds per item."""
+    warm = baseline_warm(records)
+    return (warm["wall_s"] / warm["size"]).groupby(warm["workload"]).median()
 
 
 def fit_all(records: pd.DataFrame) -> dict[tuple[str, str], Fit]:

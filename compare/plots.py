@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from compare import fmt
 from compare.band import Cluster
 from compare.costmodel import predict
-from compare.fits import break_even, fit_all
+from compare.fits import BASELINE, break_even, fit_all
 from compare.memory import machine_memory
 from compare.report import memory_table, speedup_table
 
@@ -55,7 +55,7 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
     panels = 3 if len(memory) else 2  # memory beside time, when it was measured
     fig = Figure(figsize=(5.5 * panels, 4.6))
     ax_t, ax_s, *ax_m = fig.subplots(1, panels)
-    base = fits.get((workload, "serial"))
+    base = fits.get((workload, BASELINE))
     marks = []
     for backend, group in table.groupby("backend"):
         c = color(backend)
@@ -72,7 +72,7 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax_m[0].yaxis.set_major_formatter(plain)
         ax_m[0].yaxis.set_minor_formatter(plain)
-        if base is not None and backend != "serial":
+        if base is not None and backend != BASELINE:
             n = break_even(fits[(workload, backend)], base)
             if n is not None and n > 1:
                 marks.append((n, backend))
@@ -194,7 +194,7 @@ def phase_diagram(
             shading="auto",
             alpha=0.55,
         )
-        serial = names.index("serial") if "serial" in names else -1
+        serial = names.index(BASELINE) if BASELINE in names else -1
         if _boundary(ax, best == serial, "black"):
             lines["break-even: serial stops being fastest"] = "black"
         on_cluster = np.isin(best, [names.index(n) for n in clusters])

@@ -9,14 +9,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compare.fits import CLOSE, fastest, fit_all, medians, thresholds
+from compare.fits import BASELINE, CLOSE, baseline_item_s, fastest, fit_all, medians, thresholds
 from compare.fmt import cell, number, seconds, size
 
 
 def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
     """Median warm seconds and speedup vs serial per workload, backend and size."""
     med = medians(records)
-    serial = med[med["backend"] == "serial"].set_index(["workload", "size"])["wall_s"]
+    serial = med[med["backend"] == BASELINE].set_index(["workload", "size"])["wall_s"]
     med["speedup"] = [
         serial.get((w, n), float("nan")) / t
         for w, n, t in zip(med["workload"], med["size"], med["wall_s"], strict=True)
@@ -236,8 +236,7 @@ def print_memory_band(
     cluster."""
     from compare.band import Cluster, small_big_band
 
-    warm = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
-    item_s = (warm["wall_s"] / warm["size"]).groupby(warm["workload"]).median()
+    item_s = baseline_item_s(records)
     cluster = Cluster()
     lines = []
     for workload, seconds_per_item in item_s.items():

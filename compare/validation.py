@@ -15,12 +15,12 @@ from typing import Any
 import pandas as pd
 
 from compare.costmodel import predict
-from compare.fits import CLOSE, fastest, fit_line, medians
+from compare.fits import CLOSE, baseline_warm, fastest, fit_line, medians
 
 
 def task_costs(records: pd.DataFrame, traits: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """Per workload, the task's cost as :func:`predict` takes it, from serial's warm records."""
-    serial = records[(records["backend"] == "serial") & (records["phase"] == "warm")]
+    serial = baseline_warm(records)
     costs = {}
     for workload, rows in serial.groupby("workload"):
         line = rows.groupby("size")["wall_s"].median()
