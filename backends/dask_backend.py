@@ -11,7 +11,7 @@ import concurrent.futures as cf
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from backends.addresses import check_dask_scheduler
@@ -137,6 +137,10 @@ class DaskBackend(ClusterBackend):
         else:
             task = self._client.submit(fn, *args, pure=False)
         return self._track(task, linked_future(task.cancel))
+
+    def engine_map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        client = self._client
+        return client.gather([client.submit(fn, item, pure=False) for item in items])
 
     def _pack(self, chunk: list[tuple]) -> Any:
         from distributed import Future

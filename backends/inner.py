@@ -27,7 +27,7 @@ import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 #: What the native libraries read when they load: set in worker processes of our own, so that
@@ -67,15 +67,9 @@ def resolve(
 
 
 @contextlib.contextmanager
-def own_thread_env() -> Iterator[None]:
-    """Give this process its thread variables back after an engine starts its workers.
-
-    Starting a Dask LocalCluster sets ``OMP``/``OPENBLAS``/``MKL_NUM_THREADS=1`` in the
-    *caller's* environment: every native library the caller loads afterwards (scipy's
-    OpenBLAS, loaded by numba's first parallel kernel) would then start capped at one thread,
-    and serial would no longer be the plain loop it stands for.
-    """
-    before = {var: os.environ.get(var) for var in THREAD_ENV}
+def kept_env(names: Iterable[str]) -> Iterator[None]:
+    """Give the environment variables ``names`` back their values (or absence) on exit."""
+    before = {var: os.environ.get(var) for var in names}
     try:
         yield
     finally:
@@ -84,6 +78,17 @@ def own_thread_env() -> Iterator[None]:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
+
+
+def own_thread_env() -> contextlib.AbstractContextManager[None]:
+    """Give this process its thread variables back after an engine starts its workers.
+
+    Starting a Dask LocalCluster sets ``OMP``/``OPENBLAS``/``MKL_NUM_THREADS=1`` in the
+    *caller's* environment: every native library the caller loads afterwards (scipy's
+    OpenBLAS, loaded by numba's first parallel kernel) would then start capped at one thread,
+    and serial would no longer be the plain loop it stands for.
+    """
+    return kept_env(THREAD_ENV)
 
 
 def thread_env(threads: int) -> dict[str, str]:

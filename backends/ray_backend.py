@@ -19,13 +19,13 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from backends.addresses import check_ray_head
 from backends.cluster import ClusterBackend
 from backends.futures import SettlerThread, linked_future, resolve, settle
-from backends.inner import Capped, InnerThreads, own_thread_env
+from backends.inner import Capped, InnerThreads, kept_env, own_thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
 from backends.memory import descendants
 
@@ -85,14 +85,20 @@ class RayBackend(ClusterBackend):
                 # Under the system temp dir, and short: Ray's socket paths must fit 107 bytes.
                 self._temp_dir = owned_temp_dir("smallbig-ray-")
                 self._reaper = start_reaper(self._temp_dir)
-                with own_thread_env(), _keep_sigterm_handler(), self._cleanup_on_error():
+                with (
+                    own_thread_env(),
+                    kept_env(["RAY_TMPDIR"]),
+                    _keep_sigterm_handler(),
+                    self._cleanup_on_error(),
+                ):
+                    # Ray's documented variable, read as it starts its processes: their
+                    # sockets, logs and spill files go under ours (ray.init's `_temp_dir` is
+                    # one of its "hidden / experimental, may change without notice" options).
+                    os.environ["RAY_TMPDIR"] = self._temp_dir
                     ray.init(
                         num_cpus=self.workers,
                         include_dashboard=False,
                         object_store_memory=object_store_mb * 2**20,
-                        _temp_dir=self._temp_dir,
-                        # Advertise loopback; Ray still *listens* on every interface.
-                        _node_ip_address="127.0.0.1",
                         logging_level=logging.ERROR,
                         # No runtime_env for the caps: it cost ~2 s more start-up. The first
                         # capped task sets them in each worker (backends.inner).
@@ -113,6 +119,7 @@ class RayBackend(ClusterBackend):
         self._settler = _Settler(ray)
         self._remote_call = ray.remote(_call)
         self._remotes: weakref.WeakKeyDictionary[Callable, Any] = weakref.WeakKeyDictionary()
+        self._engine_remotes: weakref.WeakKeyDictionary[Callable, Any] = weakref.WeakKeyDictionary()
 
     @contextlib.contextmanager
     def _cleanup_on_error(self) -> Iterator[None]:
@@ -136,6 +143,12 @@ class RayBackend(ClusterBackend):
         # pending", task_manager.cc), twice in five runs of the test suite. The task's workers
         # are freed when this backend stops its runtime or disconnects from the cluster.
         return self._track(ref, linked_future(_keep_running))
+
+    def engine_map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        remote = self._engine_remotes.get(fn)
+        if remote is None:  # exported once, as a user of Ray's API would
+            remote = self._engine_remotes[fn] = self._ray.remote(fn)
+        return self._ray.get([remote.remote(item) for item in items])
 
     def _remote_for(self, fn: Callable[..., Any]) -> Any:
         """A cached ``ray.remote(fn)`` for plain Python functions, else ``None``.

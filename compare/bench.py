@@ -40,24 +40,13 @@ def _submit_all(ex: Any, n: int) -> Callable[[], None]:
 
 
 def _native(ex: Any, n: int) -> Callable[[], None] | None:
-    """The engine's own submit-and-gather path for ``n`` no-op tasks, for comparison."""
-    if ex.name == "dask":
-        client = ex.client
-
-        def run_dask() -> None:
-            client.gather([client.submit(probes.noop, i, pure=False) for i in range(n)])
-
-        return run_dask
-    if ex.name == "ray":
-        import ray
-
-        remote_noop = ray.remote(probes.noop)
-
-        def run_ray() -> None:
-            ray.get([remote_noop.remote(i) for i in range(n)])
-
-        return run_ray
-    return None
+    """The engine's own submit-and-gather path for ``n`` no-op tasks, for comparison; ``None``
+    for a backend without one (:meth:`backends.cluster.ClusterBackend.engine_map`)."""
+    engine_map = getattr(ex, "engine_map", None)
+    if engine_map is None:
+        return None
+    items = range(n)
+    return lambda: engine_map(probes.noop, items)
 
 
 def adapter_overhead(
