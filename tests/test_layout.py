@@ -84,6 +84,42 @@ def test_no_import_cycle_and_one_direction_of_dependence():
             assert not {d for d in deps if d.startswith("backends")}, (name, deps)
 
 
+def _private_uses(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Private names (``_x``) of another of the three packages' modules that ``path`` uses:
+    ``from m import _x`` or ``m._x`` on a module bound by ``import m [as y]``."""
+    tree = ast.parse(path.read_text())
+    bound = {}  # local name -> module, for `import m` and `from pkg import m`
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    bound[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if sub in modules:
+                    bound[alias.asname or alias.name] = sub
+                elif node.module in modules and alias.name.startswith("_"):
+                    found.add(f"{node.module}.{alias.name}")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                and node.value.id in bound):  # fmt: skip
+            found.add(f"{bound[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_private_name_is_used_across_modules(tmp_path):
+    modules = _modules()
+    for name, path in modules.items():
+        assert not _private_uses(path, modules), (name, _private_uses(path, modules))
+    # The checker sees both spellings.
+    probe = tmp_path / "probe.py"
+    probe.write_text("import compare.fits as f\nfrom compare.cli import _x\nf._y\n")
+    assert _private_uses(probe, modules) == {"compare.cli._x", "compare.fits._y"}
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
