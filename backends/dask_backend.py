@@ -199,9 +199,6 @@ class _Settler(SettlerThread):
     def __init__(self, client: Any, workers: int) -> None:
         self._client = client
         self._window_size = max(WINDOW, 4 * workers)
-        self._backlog: collections.deque[tuple[Any, cf.Future]] = collections.deque()
-        self._window: list[tuple[Any, cf.Future]] = []
-        self._last_flush = float("-inf")
         super().__init__("smallbig-dask-settler")
 
     def watch(self, task: Any, future: cf.Future) -> None:
@@ -213,25 +210,27 @@ class _Settler(SettlerThread):
         self._wake.set()
 
     def _run(self) -> None:
+        backlog: collections.deque[tuple[Any, cf.Future]] = collections.deque()
+        window: list[tuple[Any, cf.Future]] = []  # the oldest watched, polled each round
         done: list[tuple[Any, cf.Future]] = []
-        sleep = POLL_S[0]
+        sleep, last_flush = POLL_S[0], float("-inf")
         while not self._closed:
             self._wake.clear()
             with self._lock:
                 incoming, self._incoming = self._incoming, []
-            self._backlog.extend(incoming)
-            while len(self._window) < self._window_size and self._backlog:
-                self._window.append(self._backlog.popleft())
-            if not self._window and not done:
+            backlog.extend(incoming)
+            while len(window) < self._window_size and backlog:
+                window.append(backlog.popleft())
+            if not window and not done:
                 self._wake.wait()
                 continue
             running = []
-            for pair in self._window:
+            for pair in window:
                 (done if pair[0].status in _DONE else running).append(pair)
-            self._window = running
+            window = running
             now = time.monotonic()
-            if done and (not running or now >= self._last_flush + FLUSH_S):
-                self._last_flush = now
+            if done and (not running or now >= last_flush + FLUSH_S):
+                last_flush = now
                 try:
                     self._settle(done)
                 except Exception:

@@ -119,6 +119,8 @@ class RayBackend(ClusterBackend):
         self._settler = _Settler(ray)
         self._remote_call = ray.remote(_call)
         self._remotes: weakref.WeakKeyDictionary[Callable, Any] = weakref.WeakKeyDictionary()
+        # Apart from _remotes, which maps a function to its capped export: the engine's own
+        # path must run the function bare.
         self._engine_remotes: weakref.WeakKeyDictionary[Callable, Any] = weakref.WeakKeyDictionary()
 
     @contextlib.contextmanager
