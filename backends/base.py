@@ -22,6 +22,7 @@ from backends.chunks import BatchSizer, check_chunksize, run_chunk
 from backends.inner import InnerThreads, capped, check_inner_threads, resolve
 from backends.memory import ProcessTree, descendants
 from backends.registry import engine_of
+from backends.shipping import portable
 from backends.streaming import check_buffersize, stream_map
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
@@ -90,6 +91,8 @@ class Backend(cf.Executor):
         # The processes this backend starts here (see _claim_processes); None: its workers run
         # on another machine, whose memory only the engine can report.
         self._own_roots: set[int] | None = set()
+        # fn -> what travels for it (shipping.portable is a pickle of fn: once per function).
+        self._portable: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         _LIVE.add(self)
 
     @classmethod
@@ -256,8 +259,17 @@ class Backend(cf.Executor):
         return None
 
     def _prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Make ``fn`` shippable to this backend's workers (processes wrap ``__main__`` code)."""
-        return fn
+        """Make ``fn`` reach this backend's workers: by reference where they can import it,
+        else by value (:mod:`backends.shipping`); in-process backends run ``fn`` itself."""
+        if self.in_process:
+            return fn
+        try:
+            return self._portable[fn]
+        except (KeyError, TypeError):  # TypeError: not hashable or not weak-referenceable
+            shipped = portable(fn)
+            with contextlib.suppress(TypeError):
+                self._portable[fn] = shipped
+            return shipped
 
     def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return run_chunk

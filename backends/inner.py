@@ -111,7 +111,8 @@ class Capped:
     def __reduce__(self) -> tuple:
         return (Capped, (self.fn, self.threads, self.shared))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        # ``self`` is positional-only: a task's own keyword named ``self`` reaches the task.
         if not self.shared:
             _cap_thread(self.threads, for_good=True)
             return self.fn(*args, **kwargs)

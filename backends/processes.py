@@ -5,15 +5,14 @@ asyncio loop, HTTP servers, Dask's client) in arbitrary states, which can deadlo
 ``spawn`` is safe but re-imports everything in every worker. A forkserver is a clean
 single-threaded process started once, from which workers fork quickly and safely.
 
-Functions the workers cannot import by name (defined in ``__main__``, a notebook, or a lambda)
-are shipped by value with cloudpickle, as Dask and Ray do.
+Functions the workers cannot import (defined in ``__main__``, a notebook, a lambda, or a module
+found only through the driver's own ``sys.path``) travel by value, as on every backend
+(:mod:`backends.shipping`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
-import hashlib
 import multiprocessing
 import os
 import pickle
@@ -21,11 +20,8 @@ import shutil
 import signal
 import tempfile
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
-
-import cloudpickle
 
 from backends.base import Backend
 from backends.inner import InnerThreads, thread_env
@@ -67,7 +63,6 @@ class ProcessesBackend(Backend):
             initializer=_start_worker,
             initargs=(env, os.getpid()),
         )
-        self._portable: weakref.WeakKeyDictionary[Any, _Portable] = weakref.WeakKeyDictionary()
         self._put_dir: str | None = None
         # The pool forks workers lazily; start them all now so that start-up is measured
         # here and not charged to the first tasks.
@@ -78,18 +73,6 @@ class ProcessesBackend(Backend):
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
         return self._pool.submit(fn, *args, **kwargs)
-
-    def _prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        if not _needs_by_value(fn):
-            return fn
-        try:
-            return self._portable[fn]
-        except (KeyError, TypeError):
-            portable = _Portable(cloudpickle.dumps(fn))
-            # A bound method is not weak-referenceable: then it is simply not cached.
-            with contextlib.suppress(TypeError):
-                self._portable[fn] = portable
-            return portable
 
     def put(self, obj: Any) -> Any:
         """Write ``obj`` once to a private temp file; each worker loads it once and caches it."""
@@ -107,30 +90,7 @@ class ProcessesBackend(Backend):
             shutil.rmtree(self._put_dir, ignore_errors=True)
 
 
-def _needs_by_value(fn: Callable[..., Any]) -> bool:
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", "")
-    return module in (None, "__main__") or "<lambda>" in qualname or "<locals>" in qualname
-
-
 _LOADED: dict[str, Any] = {}
-
-
-class _Portable:
-    """A callable shipped by value; each worker unpickles it once and keeps it."""
-
-    def __init__(self, payload: bytes, key: str | None = None) -> None:
-        self.payload = payload
-        self.key = key or hashlib.sha1(payload).hexdigest()
-
-    def __reduce__(self) -> tuple:
-        return (_Portable, (self.payload, self.key))
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fn = _LOADED.get(self.key)
-        if fn is None:
-            fn = _LOADED[self.key] = cloudpickle.loads(self.payload)
-        return fn(*args, **kwargs)
 
 
 class SharedRef:

@@ -28,6 +28,7 @@ from backends.futures import SettlerThread, linked_future, resolve, settle
 from backends.inner import Capped, InnerThreads, kept_env, own_thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
 from backends.memory import descendants
+from backends.shipping import ByValue
 
 
 class RayBackend(ClusterBackend):
@@ -153,19 +154,18 @@ class RayBackend(ClusterBackend):
         return self._ray.get([remote.remote(item) for item in items])
 
     def _remote_for(self, fn: Callable[..., Any]) -> Any:
-        """A cached ``ray.remote(fn)`` for plain Python functions, else ``None``.
+        """A cached ``ray.remote`` export of ``fn`` (a function, a by-value function, either
+        capped), else ``None``.
 
         Ray exports a remote function once; shipping ``fn`` inside every task's arguments
         instead cost 18% over the native API on no-op tasks.
         """
-        if isinstance(fn, Capped) and inspect.isfunction(fn.fn):
-            key, shipped = fn.fn, _capped_function(fn)
-        elif inspect.isfunction(fn):
-            key, shipped = fn, fn
-        else:
+        key = fn.fn if isinstance(fn, Capped) else fn
+        if not (inspect.isfunction(key) or isinstance(key, ByValue)):
             return None
         remote = self._remotes.get(key)
         if remote is None:
+            shipped = fn if inspect.isfunction(fn) else _as_function(fn)
             remote = self._remotes[key] = self._ray.remote(shipped)
         return remote
 
@@ -221,13 +221,14 @@ def _ray_get(ref: Any) -> Any:
     return ray.get(ref)
 
 
-def _capped_function(capped: Capped) -> Callable[..., Any]:
-    """A plain function that calls ``capped``: ``ray.remote`` takes functions, not objects."""
+def _as_function(call: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain function that calls ``call``: ``ray.remote`` takes functions, not objects."""
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        return capped(*args, **kwargs)
+        return call(*args, **kwargs)
 
-    run.__name__ = run.__qualname__ = getattr(capped.fn, "__name__", "task")
+    inner = call.fn if isinstance(call, Capped) else call
+    run.__name__ = run.__qualname__ = getattr(inner, "__name__", "task")
     return run
 
 

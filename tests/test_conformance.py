@@ -8,6 +8,7 @@ a cluster started separately as subprocesses (``dask scheduler``/``dask worker``
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import operator
 import time
 
@@ -51,6 +52,25 @@ def test_submit_args_and_kwargs(ex):
     future = ex.submit(probes.echo, 1, "two", key="k", workers=3)
     assert isinstance(future, cf.Future)
     assert future.result(timeout=60) == ((1, "two"), {"key": "k", "workers": 3})
+
+
+# Keywords named like the parameters of the callables smallbig puts between the user's function
+# and its arguments (Capped.__call__(self, ...), Executor.submit(fn, ...), map's own options).
+OWN_NAMES = {"self": 1, "fn": 2, "args": 3, "kwargs": 4, "chunksize": 5, "timeout": 6}
+
+
+def test_submit_passes_every_keyword_through(ex):
+    future = ex.submit(probes.echo, 0, **OWN_NAMES)
+    assert future.result(timeout=60) == ((0,), OWN_NAMES)
+    bound = functools.partial(probes.echo, **OWN_NAMES)
+    assert ex.submit(bound, 7).result(timeout=60) == ((7,), OWN_NAMES)
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, "auto"])
+def test_map_over_a_function_with_such_keywords(ex, chunksize):
+    bound = functools.partial(probes.echo, **OWN_NAMES)
+    got = list(ex.map(bound, range(7), chunksize=chunksize, timeout=120))
+    assert got == [((i,), OWN_NAMES) for i in range(7)]
 
 
 def test_exception_keeps_its_type(ex):

@@ -41,6 +41,18 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert drawing
     for cell in drawing:
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
+    if path.name.startswith("03"):
+        _check_a_cells_function_ran_on_process_backends(notebook)
+
+
+def _check_a_cells_function_ran_on_process_backends(notebook) -> None:
+    from backends import available
+
+    cell = next(c for c in notebook.cells if "def score(" in c.source)
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    assert "score travels by value" in text, text
+    for name in [b for b in ("processes", "dask", "ray") if b in available()]:
+        assert f"{name}: 200 items, equal to a plain loop" in text, text
 
 
 def _draws(source: str) -> bool:

@@ -1,10 +1,10 @@
 """The user's own task as a workload: a function named ``package.module:function`` and items
 read from a SOURCE (a folder, a glob, a JSON-lines or CSV file, or ``range:N``).
 
-A function the workers can import by name travels by reference. One they cannot — defined in
-``__main__`` or a notebook, or in a module found only through the current directory or the
-script's own folder — travels by value (cloudpickle), on every backend, and each worker
-unpickles it once.
+Every backend decides how the function reaches its workers (``backends.shipping``): by
+reference where a fresh interpreter imports its module from the same file, by value otherwise
+(``__main__``, a notebook, a module found only through the driver's own ``sys.path`` or the
+current directory).
 """
 
 from __future__ import annotations
@@ -26,21 +26,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from workloads.base import Workload
-
-# What a worker's interpreter finds without the driver's help: sys.path as Python set it up,
-# less its first entry (the script's folder, or the current directory for `python -m` and
-# the REPL) and the current directory itself.
-_WORKER_PATH = [p for p in sys.path[1:] if p and os.path.abspath(p) != os.path.abspath(os.getcwd())]
 
 
 def load_task(spec: str) -> Callable[..., Any]:
     """Import ``package.module:function``; the current directory is searched first.
 
     As ``python -m`` does, the current directory goes on ``sys.path`` so that a module beside
-    the user's data (not installed) is found; such a module then travels to workers by value.
+    the user's data (not installed) is found; its functions then travel to workers by value.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -61,19 +54,7 @@ def load_task(spec: str) -> Callable[..., Any]:
             )
     if not callable(fn):
         raise ValueError(f"task {spec!r} is not callable: {type(fn).__name__}")
-    if not importable_by_workers(module_name):
-        cloudpickle.register_pickle_by_value(module)
     return fn
-
-
-def importable_by_workers(module_name: str) -> bool:
-    """Whether a fresh worker interpreter finds ``module_name`` without the driver's help."""
-    if module_name == "__main__":
-        return False
-    top = module_name.partition(".")[0]
-    if top in sys.builtin_module_names:
-        return True
-    return importlib.machinery.PathFinder.find_spec(top, _WORKER_PATH) is not None
 
 
 def read_items(source: str) -> list[Any]:
@@ -160,28 +141,9 @@ class UserCall:
         """Await the coroutine function on ``item``."""
         return await (self.fn(**item) if self.kwargs else self.fn(item))
 
-    def __reduce__(self) -> tuple:
-        module = getattr(self.fn, "__module__", None)
-        qualname = getattr(self.fn, "__qualname__", "")
-        if module and importable_by_workers(module) and "<" not in qualname:
-            return (UserCall, (self.fn, self.kwargs))
-        payload = cloudpickle.dumps(self.fn)
-        return (_user_call_by_value, (payload, hashlib.sha1(payload).hexdigest(), self.kwargs))
-
 
 def call_item(fn: Callable[..., Any], kwargs: bool = False) -> UserCall:
     """``fn`` as a task of one item (see :class:`UserCall`)."""
-    return UserCall(fn, kwargs)
-
-
-_BY_VALUE: dict[str, Callable[..., Any]] = {}
-
-
-def _user_call_by_value(payload: bytes, key: str, kwargs: bool) -> UserCall:
-    # Unpickled once per worker: every later task carrying the same function reuses it.
-    fn = _BY_VALUE.get(key)
-    if fn is None:
-        fn = _BY_VALUE[key] = cloudpickle.loads(payload)
     return UserCall(fn, kwargs)
 
 

@@ -1,0 +1,200 @@
+"""How functions reach the workers: by reference where the workers import them, else by value.
+
+The package here lives in a temporary folder outside the project and outside the driver's
+current directory, and only the driver's ``sys.path`` finds it: the common layout of a
+data-science repository (``sys.path.insert(0, "../src")`` in a notebook or script).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import dask_cluster
+
+from backends import available, shipping
+
+PACKAGE = {
+    "__init__.py": "",
+    "clean.py": """
+        from extpkg import helpers
+
+        OFFSET = 1
+
+
+        def _scale(x):
+            return 3 * x
+
+
+        def clean(x):
+            return _scale(x) + OFFSET
+
+
+        def via_other_module(x):
+            return helpers.double(x) + OFFSET
+        """,
+    "helpers.py": """
+        def double(x):
+            return 2 * x
+        """,
+}
+
+
+def _write_package(root: Path) -> Path:
+    package = root / "src" / "extpkg"
+    package.mkdir(parents=True)
+    for name, text in PACKAGE.items():
+        (package / name).write_text(textwrap.dedent(text))
+    return root / "src"
+
+
+def test_the_decision_follows_the_file_not_the_name(tmp_path, monkeypatch):
+    src = _write_package(tmp_path)
+    monkeypatch.syspath_prepend(str(src))
+    import extpkg.clean
+
+    try:
+        assert not shipping.importable_by_workers("extpkg.clean")
+        assert not shipping.by_reference(extpkg.clean.clean)
+        # What a fresh interpreter imports from the same file travels by reference: the
+        # standard library, site-packages, this project's editable install.
+        import json as stdlib_json
+
+        from workloads import probes
+
+        assert shipping.importable_by_workers(stdlib_json.__name__)
+        assert shipping.importable_by_workers("numpy") or "numpy" not in sys.modules
+        assert shipping.by_reference(probes.noop) and shipping.by_reference(len)
+        assert not shipping.by_reference(lambda x: x)
+        # By value carries the module-level helpers, from this module and from its sibling.
+        import cloudpickle
+
+        for fn, expected in ((extpkg.clean.clean, 10), (extpkg.clean.via_other_module, 7)):
+            shipped = shipping.portable(fn)
+            assert isinstance(shipped, shipping.ByValue)
+            assert cloudpickle.loads(shipped.payload)(3) == expected
+        assert not cloudpickle.list_registry_pickle_by_value()  # registrations undone
+    finally:
+        _forget("extpkg")
+
+
+def _forget(package: str) -> None:
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[name]
+
+
+def test_same_name_from_another_folder_is_not_the_workers_module(tmp_path, monkeypatch):
+    # Two copies of one package: the workers' (on PYTHONPATH, which they inherit) and one
+    # that only the driver's sys.path finds. Only the first travels by reference.
+    for side in ("theirs", "mine"):
+        (tmp_path / side / "twin").mkdir(parents=True)
+        (tmp_path / side / "twin" / "__init__.py").write_text(f"WHERE = {side!r}\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "theirs"))
+    shipping.refresh()
+    try:
+        for side, expected in (("mine", False), ("theirs", True)):
+            monkeypatch.syspath_prepend(str(tmp_path / side))
+            import twin
+
+            found = twin.WHERE
+            assert found == side
+            assert shipping.importable_by_workers("twin") is expected, side
+            _forget("twin")
+    finally:
+        _forget("twin")
+        monkeypatch.undo()
+        shipping.refresh()
+
+
+DRIVER = """
+import contextlib
+import json
+import sys
+
+sys.path.insert(0, {src!r})  # the driver's own path: the workers never see this folder
+
+import compare
+from backends import get_backend
+from compare import cli
+from extpkg.clean import clean, via_other_module
+
+
+def main():
+    specs = {specs!r}
+    got = {{}}
+    # One Ray runtime for every step: each Ray backend below finds it and reuses it.
+    with get_backend("ray", workers=2) if "ray" in specs else contextlib.nullcontext():
+        for spec in specs:
+            with get_backend(spec, workers=None if spec == "serial" else 2) as ex:
+                got[spec] = [
+                    ex.submit(clean, 3).result(timeout=120),
+                    list(ex.map(clean, range(8))),
+                    list(ex.map(via_other_module, range(8), chunksize="auto")),
+                    list(ex.map(clean, range(8), chunksize=3)),
+                ]
+        profile = compare.profile_task(via_other_module, range(17))
+        got["profile"] = [profile.item_s > 0, profile.errors]
+        task = "extpkg.clean:via_other_module"
+        got["run"] = cli.main([
+            "run", "--task", task, "--items-from", "range:6", "--backends", *specs,
+            "--sizes", "6", "--repeats", "1", "--out", "out",
+        ])
+        got["advise"] = cli.main([
+            "advise", "--task", task, "--items-from", "range:6", "--items", "1000",
+            "--profile", "out/calibration.json",
+        ])
+    print("RESULT " + json.dumps(got))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_package_only_on_the_drivers_path_runs_on_every_backend():
+    root = Path(tempfile.mkdtemp(prefix="smallbig-extpkg-"))
+    try:
+        src = _write_package(root)
+        workdir = root / "work"  # the driver's current directory: not where the package is
+        workdir.mkdir()
+        with dask_cluster() as address:
+            specs = [*available(), *([f"dask@{address}"] if "dask" in available() else [])]
+            (workdir / "driver.py").write_text(DRIVER.format(src=str(src), specs=specs))
+            out = subprocess.run(
+                [sys.executable, "driver.py"],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+        got = json.loads(line.removeprefix("RESULT "))
+        expected = [10, [3 * i + 1 for i in range(8)], [2 * i + 1 for i in range(8)]]
+        expected.append(expected[1])
+        for spec in specs:
+            assert got[spec] == expected, spec
+        assert got["profile"] == [True, 0]
+        assert got["run"] == 0 and got["advise"] == 0, out.stdout[-3000:]
+        records = pd.read_csv(workdir / "out" / "records.csv")
+        assert set(records["backend"]) == set(specs)
+        assert records["correct"].all() and (records["errors"] == 0).all()
+        assert "measured on" in out.stdout
+        # Nothing was installed or copied: the package is still only where we wrote it.
+        project = Path(__file__).resolve().parents[1]
+        assert not list(project.rglob("extpkg"))
+        check = subprocess.run(
+            [sys.executable, "-c", "import extpkg"], cwd=workdir, capture_output=True
+        )
+        assert check.returncode != 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
