@@ -72,6 +72,8 @@ class Backend(cf.Executor):
     supports_coroutines: ClassVar[bool] = False
     accepts_address: ClassVar[bool] = False
     listens_on_all_interfaces: ClassVar[bool] = False
+    #: A second backend opened while one is up gets the running workers (loky's reuse).
+    reusable: ClassVar[bool] = False
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         if workers is not None and (
@@ -232,6 +234,7 @@ class Backend(cf.Executor):
             "uses_threads": self.uses_threads,
             "supports_coroutines": self.supports_coroutines,
             "listens_on_all_interfaces": self.listens_on_all_interfaces,
+            "reusable": self.reusable,
             "inner_threads": self.inner_threads,
             "inner_threads_by": self.inner_threads_by,
             "fixed_workers": self.fixed_workers,

@@ -48,6 +48,12 @@ class Batch:
         return len(self.items)
 
 
+def call(fn: Callable[..., Any], args: tuple, kwargs: dict, /) -> Any:
+    """``fn(*args, **kwargs)``: the task engines whose own ``submit`` takes keywords of its
+    own (Dask's ``key=``, loky's ``self``) run instead, the keywords inside its arguments."""
+    return fn(*args, **kwargs)
+
+
 def run_chunk(fn: Callable[..., Any], chunk: Sequence[tuple]) -> ChunkResult:
     """Call ``fn(*args)`` for each ``args`` in ``chunk``, in order; stop at the first exception."""
     results: list[Any] = []

@@ -21,6 +21,8 @@ class ClusterBackend(Backend):
 
     distributed = True
     accepts_address = True
+    #: Items per task of :meth:`engine_map`: the adapter is compared at the same batching.
+    engine_chunksize: int | str = 1
 
     def __init__(self, workers: int | None, inner_threads: InnerThreads) -> None:
         super().__init__(workers, inner_threads)

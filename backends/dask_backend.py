@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from backends.addresses import check_dask_scheduler
-from backends.chunks import Batch
+from backends.chunks import Batch, call
 from backends.cluster import ClusterBackend
 from backends.futures import (
     SettlerThread,
@@ -134,7 +134,7 @@ class DaskBackend(ClusterBackend):
         if kwargs:
             # kwargs travel inside the task's arguments so that they can never collide with
             # Client.submit's own keywords (key=, workers=, retries=, ...).
-            task = self._client.submit(_call, fn, args, kwargs, pure=False)
+            task = self._client.submit(call, fn, args, kwargs, pure=False)
         else:
             task = self._client.submit(fn, *args, pure=False)
         return self._track(task, linked_future(task.cancel))
@@ -281,7 +281,3 @@ def _nanny_environ() -> str:
     env = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
     caps = {k: v for k, v in env.items() if k.endswith("_NUM_THREADS")}
     return ", ".join(f"{k}={v}" for k, v in sorted(caps.items())) or "no thread caps"
-
-
-def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    return fn(*args, **kwargs)

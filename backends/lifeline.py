@@ -50,19 +50,41 @@ def watch_owner(pid: int, on_death: int = 1) -> threading.Thread:
     return thread
 
 
-def owned_temp_dir(prefix: str) -> str:
-    """A new temporary folder ``{prefix}{pid}-XXXX``: :func:`sweep` knows whose it is."""
-    sweep(prefix)
-    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+def start_pool_worker(env: dict[str, str], owner: int) -> None:
+    """The initializer of a process-pool worker of ours (``processes``, ``loky``).
+
+    ``env`` is set before the worker's first task imports anything: a native library that
+    loads later reads its thread count from it. A worker blocked on its task queue never
+    notices that the pool's owner was killed (it may hold both ends of the queue's pipe
+    itself): it watches the owner instead. Ctrl-C in a terminal reaches every process of the
+    group: the owner stops the pool and says so in one line; a worker quits silently instead
+    of printing its own traceback.
+    """
+    import signal
+
+    os.environ.update(env)
+    watch_owner(owner)
+    signal.signal(signal.SIGINT, _quit_quietly)
 
 
-def sweep(prefix: str) -> list[str]:
-    """Remove the temporary folders ``{prefix}{pid}-*`` whose owner ``pid`` is gone (it was
-    killed before it could remove them); return what was removed."""
+def _quit_quietly(*_: object) -> None:
+    os._exit(1)
+
+
+def owned_temp_dir(prefix: str, base: str | None = None) -> str:
+    """A new temporary folder ``{prefix}{pid}-XXXX`` (under ``base``, default the system's
+    temporary folder): :func:`sweep` knows whose it is."""
+    sweep(prefix, base)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)
+
+
+def sweep(prefix: str, base: str | None = None) -> list[str]:
+    """Remove the temporary folders ``{prefix}{pid}-*`` (under ``base``) whose owner ``pid``
+    is gone (it was killed before it could remove them); return what was removed."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)-")
     removed = []
     with contextlib.suppress(OSError):
-        for entry in os.scandir(tempfile.gettempdir()):
+        for entry in os.scandir(base or tempfile.gettempdir()):
             m = pattern.match(entry.name)
             if m and entry.is_dir(follow_symlinks=False) and not alive(int(m.group(1))):
                 shutil.rmtree(entry.path, ignore_errors=True)

@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import pickle
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,21 +24,8 @@ from typing import Any
 
 from backends.base import Backend
 from backends.inner import InnerThreads, thread_env
-from backends.lifeline import owned_temp_dir, watch_owner
+from backends.lifeline import owned_temp_dir, start_pool_worker
 from backends.memory import descendants
-
-
-def _start_worker(env: dict[str, str], owner: int) -> None:
-    # Before the worker's first task imports anything: a native library that loads later
-    # reads its thread count from here. One already loaded (the forkserver may have imported
-    # NumPy with __main__) is capped by threadpoolctl around the tasks (backends.inner).
-    os.environ.update(env)
-    # A worker blocked on its task queue never notices that the pool's owner was killed
-    # (it holds both ends of the queue's pipe itself): it watches the owner instead.
-    watch_owner(owner)
-    # Ctrl-C in a terminal reaches every process of the group: the owner stops the pool and
-    # says so in one line; a worker quits silently instead of printing its own traceback.
-    signal.signal(signal.SIGINT, lambda *_: os._exit(1))
 
 
 class ProcessesBackend(Backend):
@@ -60,7 +46,7 @@ class ProcessesBackend(Backend):
         self._pool = cf.ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_start_worker,
+            initializer=start_pool_worker,
             initargs=(env, os.getpid()),
         )
         self._put_dir: str | None = None

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from backends.addresses import check_ray_head
+from backends.chunks import call
 from backends.cluster import ClusterBackend
 from backends.futures import SettlerThread, linked_future, resolve, settle
 from backends.inner import Capped, InnerThreads, kept_env, own_thread_env
@@ -118,7 +119,7 @@ class RayBackend(ClusterBackend):
         self.address = address or ray.get_runtime_context().gcs_address
         self.startup_s = time.perf_counter() - start
         self._settler = _Settler(ray)
-        self._remote_call = ray.remote(_call)
+        self._remote_call = ray.remote(call)
         self._remotes: weakref.WeakKeyDictionary[Callable, Any] = weakref.WeakKeyDictionary()
         # Apart from _remotes, which maps a function to its capped export: the engine's own
         # path must run the function bare.
@@ -234,10 +235,6 @@ def _as_function(call: Callable[..., Any]) -> Callable[..., Any]:
 
 def _keep_running() -> None:
     return None
-
-
-def _call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    return fn(*args, **kwargs)
 
 
 # refs ray.wait looks at at once: the oldest in flight, which tasks mostly finish first; a wait

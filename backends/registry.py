@@ -41,6 +41,7 @@ BACKENDS: dict[str, Entry] = {
     "threads": Entry("backends.threads", "ThreadsBackend"),
     "processes": Entry("backends.processes", "ProcessesBackend"),
     "asyncio": Entry("backends.asyncio_backend", "AsyncioBackend"),
+    "loky": Entry("backends.loky_backend", "LokyBackend", "joblib", "joblib"),
     "dask": Entry("backends.dask_backend", "DaskBackend", "distributed", "dask"),
     "ray": Entry("backends.ray_backend", "RayBackend", "ray", "ray"),
 }
@@ -53,6 +54,7 @@ CAPABILITIES = (
     "supports_coroutines",
     "accepts_address",
     "listens_on_all_interfaces",
+    "reusable",
 )
 
 

@@ -12,13 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from backends import available, get_backend
 from compare import validation
 from compare.checks import add_backend_options, add_counts, add_run_folder, arg_count, arg_number
 from compare.fits import CLOSE
-from compare.fmt import cell, print_rows
+from compare.fmt import print_rows
 from compare.timing import median_time, paired_ratio
 from workloads import probes
 
@@ -39,22 +38,34 @@ def _submit_all(ex: Any, n: int) -> Callable[[], None]:
     return run
 
 
-def _native(ex: Any, n: int) -> Callable[[], None] | None:
-    """The engine's own submit-and-gather path for ``n`` no-op tasks, for comparison; ``None``
-    for a backend without one (:meth:`backends.cluster.ClusterBackend.engine_map`)."""
+def _engine_pair(ex: Any, fn: Callable[[Any], Any], items: list[Any]) -> tuple | None:
+    """``(ours, theirs)``: ``fn`` over ``items`` through the adapter and through the engine's
+    own API at the same batching (:attr:`engine_chunksize`: Dask's and Ray's submit per item,
+    joblib's ``batch_size="auto"``); ``None`` for a backend without an engine path."""
     engine_map = getattr(ex, "engine_map", None)
     if engine_map is None:
         return None
-    items = range(n)
-    return lambda: engine_map(probes.noop, items)
+    if ex.engine_chunksize == 1:
+
+        def ours() -> None:
+            for f in [ex.submit(fn, item) for item in items]:
+                f.result()
+    else:
+
+        def ours() -> None:
+            for _ in ex.map(fn, items, chunksize=ex.engine_chunksize):
+                pass
+
+    return ours, lambda: engine_map(fn, items)
 
 
 def adapter_overhead(
     specs: list[str], items: int, single_items: int, tasks: int, repeats: int, workers: int | None
 ) -> list[dict[str, Any]]:
     """Per backend: µs per no-op item of ``map`` (chunksize 1 and "auto"), and the adapter's
-    submit-path cost against the engine's own API."""
+    cost against the engine's own API, on no-op tasks and on tasks of a 1 MB argument."""
     rows = []
+    mb = probes.make_payload(2**20, seed=3)
     for spec in specs:
         with get_backend(spec, workers=workers) as ex:
             n1 = single_items if ex.distributed else items
@@ -68,11 +79,17 @@ def adapter_overhead(
                 "chunk1_us": single * 1e6,
                 "auto_us": auto * 1e6,
             }
-            native = _native(ex, tasks)
-            if native is not None:
-                ours, theirs, ratio = paired_ratio(_submit_all(ex, tasks), native, repeats)
+            noop = _engine_pair(ex, probes.noop, list(range(tasks)))
+            if noop is not None:
+                ours, theirs, ratio = paired_ratio(*noop, repeats)
                 row.update(submit_us=ours / tasks * 1e6, native_us=theirs / tasks * 1e6)
                 row["adapter_overhead_pct"] = (ratio - 1) * 100
+                n_mb = max(10, tasks // 20)
+                ours, theirs, ratio = paired_ratio(
+                    *_engine_pair(ex, probes.payload, [mb] * n_mb), repeats
+                )
+                row.update(mb_ms=ours / n_mb * 1e3, mb_native_ms=theirs / n_mb * 1e3)
+                row["mb_overhead_pct"] = (ratio - 1) * 100
             rows.append(row)
     return rows
 
@@ -82,26 +99,26 @@ def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
     rows = adapter_overhead(
         specs, args.items, args.single_items, args.tasks, args.repeats, args.workers
     )
-    table = Table(title=f"map over no-op items: µs per item (median of {args.repeats})")
-    cols = [
-        "backend",
-        "workers",
-        "startup_s",
-        "chunk1_items",
-        "chunk1_us",
-        "auto_us",
-        "submit_us",
-        "native_us",
-        "adapter_overhead_pct",
-    ]
-    for col in cols:
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(*(cell(col, row.get(col)) for col in cols))
-    console.print(table)
+    first = ["backend", "workers", "startup_s", "chunk1_items", "chunk1_us", "auto_us"]
+    print_rows(
+        console,
+        f"map over no-op items: µs per item (median of {args.repeats})",
+        [{k: r.get(k) for k in first} for r in rows],
+    )
+    engine = [r for r in rows if "native_us" in r]
+    if engine:
+        keep = ["backend", *(k for k in engine[0] if k not in first)]
+        print_rows(
+            console,
+            "the adapter against the engine's own API",
+            [{k: r[k] for k in keep} for r in engine],
+        )
     console.print(
-        f"auto: {args.items:,} items; submit vs native: {args.tasks:,} no-op tasks, run "
-        "alternately; adapter_overhead_pct is the median of the paired ratios"
+        f"auto: {args.items:,} items; adapter (submit_us) vs the engine's own API (native_us: "
+        f"Dask's and Ray's submit + gather; joblib.Parallel with batch_size='auto', against "
+        f"the adapter's map at 'auto'): {args.tasks:,} no-op tasks, and "
+        f"{max(10, args.tasks // 20):,} tasks of a 1 MB argument (mb_*), run alternately; "
+        "the *_overhead_pct are medians of the paired ratios"
     )
     return 0
 

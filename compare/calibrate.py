@@ -77,6 +77,9 @@ def measure_overheads(
         "coroutines": ex.supports_coroutines,
         "cores": ex.workers if parse_spec(spec)[1] else os.cpu_count(),
         "startup_s": ex.startup_s,
+        # A pool that a second backend (a session's next call) gets back running: what
+        # that reuse costs, apart from the first start (compare.costmodel: warm).
+        "reuse_s": _reuse_s(ex, spec) if ex.reusable else None,
         "in_process": ex.in_process,
         "distributed": ex.distributed,
         # The cap on native pool threads per task (None: the libraries' own), which decides
@@ -113,6 +116,12 @@ def measure_overheads(
         row[f"beta_{label}_Bps"] = 1 / fit.per_item_s if fit.per_item_s > 0 else float("inf")
         row[f"fit_error_{label}"] = fit.median_rel_error
     return row
+
+
+def _reuse_s(ex: Any, spec: str) -> float:
+    """Start-up of a second ``spec`` backend opened while ``ex`` holds the pool."""
+    with get_backend(spec, workers=ex.workers) as again:
+        return again.startup_s
 
 
 def overhead(

@@ -303,6 +303,7 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
         "backend",
         "workers",
         "startup_s",
+        "reuse_s",
         "task_overhead_s",
         "auto_overhead_s",
         "alpha_value_s",
@@ -315,8 +316,12 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
     for col in cols:
         table.add_column(col.replace("_", " "), justify="right")
     for row in profile["backends"].values():
-        table.add_row(*(cell(c, row[c]) for c in cols))
+        table.add_row(*(cell(c, row.get(c)) for c in cols))
     console.print(table)
+    console.print(
+        "startup s: a first start (a script run once); reuse s: a pool got back running by "
+        "a second call in the same session (a reusable pool: joblib's; '-': not reusable)"
+    )
     from pathlib import Path
 
     from compare import plots

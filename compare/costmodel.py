@@ -133,7 +133,8 @@ def predict(
         Replace the cluster backends' measured values to extrapolate to a cluster this
         machine does not have.
     cold : bool
-        Include each backend's start-up.
+        Include each backend's start-up ("a script run once"); ``False``: the pool is
+        running already ("a session that reuses the pool": a reusable pool's ``reuse_s``).
     data_bytes : float, optional
         The items' bytes in all (default: ``items`` × the bytes per item): replaces the bytes
         per item, shipped and held.
@@ -168,7 +169,8 @@ def predict(
         cap = cal.get("inner_threads")
         wall, cpu = cost.at_cap(cap, cores or cal.get("cores") or cal["workers"])
         slots, cpus, note = _capacity(cal, cores, workers, cost, cap)
-        startup = cal["startup_s"] if cold else 0.0
+        # Warm: the pool is running; a reusable one (joblib's) is got back for ``reuse_s``.
+        startup = cal["startup_s"] if cold else (cal.get("reuse_s") or 0.0)
         overhead = cal["auto_overhead_s"]
         cluster = cal.get("distributed", False)
         if cal.get("in_process", False):

@@ -19,7 +19,13 @@ import pytest
 
 # Interpreter-wide helpers that multiprocessing starts once and keeps by design; they are not
 # a test's leak. Everything else a test starts must be gone when it ends.
-ALLOWED_PROCESSES = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+ALLOWED_PROCESSES = (
+    "multiprocessing.forkserver",
+    "multiprocessing.resource_tracker",
+    # loky's twin of multiprocessing's tracker (joblib's memory-mapped files among what it
+    # tracks): one per interpreter, ending with it.
+    "loky.backend.resource_tracker",
+)
 # Threads that libraries keep for the life of the process on purpose (thread pools of Dask's
 # offload and future-callback executors, Ray's/gRPC's global workers, asyncio's default
 # executor, and smallbig's one helper that sets and restores the process's BLAS caps).

@@ -20,7 +20,7 @@ from backends import available
 pytestmark = pytest.mark.slow
 
 GROUPS = {
-    "local": ["serial", "threads", "processes"],
+    "local": ["serial", "threads", "processes", *(["loky"] if "loky" in available() else [])],
     "dask": ["serial", "dask"],
     "ray": ["serial", "ray"],
 }
@@ -117,7 +117,7 @@ def fragile(x):
 """
 
 
-@pytest.mark.parametrize("backend", ["processes", "dask", "ray"])
+@pytest.mark.parametrize("backend", ["processes", "loky", "dask", "ray"])
 def test_a_dead_worker_is_recorded_and_the_run_goes_on(backend, tmp_path):
     if backend not in available():
         pytest.skip(f"{backend} is not installed")
@@ -156,7 +156,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("backend", ["processes", "dask", "ray"])
+@pytest.mark.parametrize("backend", ["processes", "loky", "dask", "ray"])
 def test_a_backend_never_shut_down_is_stopped_at_exit(backend, tmp_path):
     if backend not in available():
         pytest.skip(f"{backend} is not installed")

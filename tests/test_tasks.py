@@ -22,7 +22,7 @@ from workloads import probes, tasks
 from workloads.user import fingerprint, read_items, takes_kwargs
 
 CORES = os.cpu_count() or 1
-POOLS = [b for b in ("threads", "processes", "asyncio", "dask", "ray") if b in available()]
+POOLS = [b for b in ("threads", "processes", "loky", "asyncio", "dask", "ray") if b in available()]
 
 
 def _blas_threads() -> int:
