@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace the run in --out (records, figures)"
     )
     p.add_argument("--images", help="your own image folder (default: a generated dataset)")
+    p.add_argument(
+        "--tables",
+        "-v",
+        action="store_true",
+        help="print every table (times, memory, fitted lines, the model's check) after the "
+        "answer, not only in report.html",
+    )
     _task_options(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("overhead", help="measure per-backend overheads; save a calibration")
@@ -219,7 +226,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from compare import plots
     from compare.fits import baseline_item_s
     from compare.records import add_outputs
-    from compare.report import print_memory_band, print_model_check, print_report
+    from compare.report import (
+        print_answer,
+        print_failures,
+        print_memory_band,
+        print_model_check,
+        print_report,
+    )
     from compare.report_html import write_report
     from compare.runner import run
 
@@ -244,10 +257,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         result.calibration,
         result.out_dir,
     )
-    print_report(records, result.startup, console, meta.get("backends", {}))
-    if profile is not None:
-        print_model_check(records, profile, meta.get("workloads", {}), console)
-        print_memory_band(records, profile, meta.get("workloads", {}), console)
+    if args.tables:
+        print_report(records, result.startup, console, meta.get("backends", {}))
+        if profile is not None:
+            print_model_check(records, profile, meta.get("workloads", {}), console)
+            print_memory_band(records, profile, meta.get("workloads", {}), console)
+    else:
+        print_failures(records, console)  # never hidden: wrong or unmeasured points
+    print_answer(result.answer(), console)
     drawn = [
         plots.scaling(records, workload, out / f"{workload}_scaling.png")
         for workload in sorted(records["workload"].unique())
@@ -277,7 +294,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     add_outputs(out, drawn)  # what the next run into --out replaces
     report = write_report(out)
     add_outputs(out, [report])
-    console.print(f"records and plots: {out.resolve()}; all in one page: {report.resolve()}")
+    console.print(
+        f"every table and figure: {report.resolve()}"
+        + ("" if args.tables else " (or run with --tables to print them here)")
+    )
     measured = records[records["failure"] == ""]
     hopeless = sorted(
         w for w, group in measured.groupby("workload") if (group["errors"] == group["size"]).all()

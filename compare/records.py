@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 4  # 2: cpu_s, paired; 3: failure; 4: bytes_out, peak_rss_bytes
+SCHEMA_VERSION = 5  # 2: cpu_s, paired; 3: failure; 4: bytes_out, peak_rss_bytes; 5: base_rss_bytes
 RECORDS = "records.csv"
 METADATA = "run.json"
 
@@ -56,6 +56,9 @@ class Record:
     # sampled over the run (backends.memory); NaN when unknown (a remote cluster's engine
     # that reports none).
     peak_rss_bytes: float = float("nan")
+    # This process's resident bytes just before the run: what the backend adds is the peak
+    # above it (the driver holds every engine imported so far, whichever backend runs).
+    base_rss_bytes: float = float("nan")
 
     @property
     def key(self) -> tuple:
@@ -63,6 +66,8 @@ class Record:
 
 
 FIELDS = [f.name for f in dataclasses.fields(Record)]
+# Columns added since schema 4: records written before them read as unknown (NaN).
+_ADDED = ("base_rss_bytes",)
 
 
 class RecordWriter:
@@ -148,6 +153,9 @@ def load_records(out_dir: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"checksum": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a records file smallbig can read: {exc}") from exc
+    for name in _ADDED:
+        if name not in frame.columns:
+            frame[name] = float("nan")
     missing = [f for f in FIELDS if f not in frame.columns]
     if missing:
         raise ValueError(f"{path} is not a records file smallbig can read: no {missing}")
@@ -174,7 +182,7 @@ def metadata(
         "python": platform.python_version(),
         "versions": {
             m: engine_version(m)
-            for m in ("numpy", "pandas", "pillow", "numba", "distributed", "ray")
+            for m in ("numpy", "pandas", "pillow", "numba", "distributed", "ray", "joblib")
         },
         "git_revision": _git_revision(),
         "backends": backend_info or {},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -33,6 +34,31 @@ def memory_table(records: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*keys, "peak_rss_bytes"])
     warm = records[(records["phase"] == "warm") & records["wall_s"].notna()]
     return warm.groupby(keys, as_index=False)["peak_rss_bytes"].median()
+
+
+def added_memory(records: pd.DataFrame) -> pd.DataFrame:
+    """What each backend adds to memory: the median over warm runs of the peak less what this
+    process held just before the run (``base_rss_bytes``; the raw peak for records written
+    before that column was)."""
+    keys = ["workload", "backend", "size"]
+    if "peak_rss_bytes" not in records:
+        return pd.DataFrame(columns=[*keys, "added_bytes", "baseline_known"])
+    warm = records[(records["phase"] == "warm") & records["wall_s"].notna()]
+    base = warm.get("base_rss_bytes", pd.Series(float("nan"), index=warm.index))
+    added = (
+        (warm["peak_rss_bytes"] - base).clip(lower=0).where(base.notna(), warm["peak_rss_bytes"])
+    )
+    frame = warm[keys].assign(added_bytes=added, baseline_known=base.notna())
+    return frame.groupby(keys, as_index=False).agg(
+        added_bytes=("added_bytes", "median"), baseline_known=("baseline_known", "all")
+    )
+
+
+def baseline_rss(records: pd.DataFrame) -> float | None:
+    """The median of what this process held before each run (``None``: not recorded)."""
+    if "base_rss_bytes" not in records or records["base_rss_bytes"].isna().all():
+        return None
+    return float(records["base_rss_bytes"].median())
 
 
 def recommendations(records: pd.DataFrame) -> pd.DataFrame:
@@ -96,26 +122,10 @@ def print_report(
     """Per workload: the speedup table, thresholds and the recommendation (``infos``: each
     backend's recorded ``info()``, for its capabilities)."""
     table = speedup_table(records)
-    wrong = records[records["correct"] == False]  # noqa: E712 - NaN-aware on purpose
-    if len(wrong):
-        console.print(
-            f"[bold red]WRONG RESULTS: {len(wrong)} measurements differ from "
-            f"serial's checksum:[/bold red]"
-        )
-        console.print(wrong[["workload", "backend", "size", "checksum"]].to_string())
-    failed = records[records["failure"] != ""] if "failure" in records else records[:0]
-    if len(failed):
-        console.print(
-            f"[bold red]{len(failed)} point(s) could not be measured[/bold red] (the backend "
-            "was restarted; these have no time and are left out of every figure):"
-        )
-        for (backend, reason), group in failed.groupby(["backend", "failure"]):
-            where = group[["workload", "size", "repeat"]].itertuples(index=False)
-            points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
-            console.print(f"  {backend}: {escape(reason)} ({points})")
+    print_failures(records, console)
     th = thresholds(records, startup, infos=infos)
     advice = recommendations(records)
-    mem = memory_table(records)
+    mem = added_memory(records)
     for workload, group in table.groupby("workload"):
         pivot = group.pivot(index="backend", columns="size", values=["wall_s", "speedup"])
         out = Table(title=f"{workload}: median warm seconds (speedup vs serial)")
@@ -150,12 +160,46 @@ def print_report(
             console.print(f"  {span}: use [bold]{row['use']}[/bold]{also}")
 
 
+def print_failures(records: pd.DataFrame, console: Console) -> None:
+    """Say which measurements were wrong (a checksum unlike serial's) or could not be made."""
+    wrong = records[records["correct"] == False]  # noqa: E712 - NaN-aware on purpose
+    if len(wrong):
+        console.print(
+            f"[bold red]WRONG RESULTS: {len(wrong)} measurements differ from "
+            f"serial's checksum:[/bold red]"
+        )
+        console.print(wrong[["workload", "backend", "size", "checksum"]].to_string())
+    failed = records[records["failure"] != ""] if "failure" in records else records[:0]
+    if len(failed):
+        console.print(
+            f"[bold red]{len(failed)} point(s) could not be measured[/bold red] (the backend "
+            "was restarted; these have no time and are left out of every figure):"
+        )
+        for (backend, reason), group in failed.groupby(["backend", "failure"]):
+            where = group[["workload", "size", "repeat"]].itertuples(index=False)
+            points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
+            console.print(f"  {backend}: {escape(reason)} ({points})")
+
+
+def print_answer(answer: Any, console: Console) -> None:
+    """The answer block (:func:`compare.answer.answer`), workload headings in bold."""
+    head, *rest = answer.lines()
+    console.print(f"[bold]{escape(head)}[/bold]")
+    for line in rest:
+        console.print(escape(line) if line.startswith(" ") else f"[bold]{escape(line)}[/bold]")
+
+
 def _memory_table(workload: str, rows: pd.DataFrame, sizes: list) -> Table | None:
-    """Peak memory beside the time table: same rows, same columns."""
-    if rows["peak_rss_bytes"].isna().all():
+    """What each backend adds to memory, beside the time table: same rows, same columns."""
+    if rows["added_bytes"].isna().all():
         return None
-    pivot = rows.pivot(index="backend", columns="size", values="peak_rss_bytes")
-    out = Table(title=f"{workload}: median peak resident memory (this process + the backend's)")
+    pivot = rows.pivot(index="backend", columns="size", values="added_bytes")
+    title = (
+        f"{workload}: memory each backend adds (median peak above this process before it)"
+        if rows["baseline_known"].all()
+        else f"{workload}: median peak resident memory (this process + the backend's)"
+    )
+    out = Table(title=title)
     out.add_column("backend")
     for n in sizes:
         out.add_column(f"n={n}", justify="right")

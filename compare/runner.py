@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backends import available, backend_class, get_backend, parse_spec
-from backends.memory import INTERVAL_S, PeakMemory
+from backends.memory import INTERVAL_S, PeakMemory, ProcessTree
 from compare.calibrate import (
     RUN_PROFILE,
     load_profile,
@@ -85,6 +85,31 @@ class RunResult:
     def startup(self) -> dict[str, float]:
         """Start-up seconds per backend."""
         return {b: i.get("startup_s", 0.0) for b, i in self.metadata.get("backends", {}).items()}
+
+    def answer(self) -> Any:
+        """What to use, per workload (:func:`compare.answer.answer`): the block the terminal
+        and ``report.html`` show first."""
+        from compare.answer import answer
+
+        return answer(self.records, self.metadata, self.calibration)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Median warm seconds and speedup vs serial per workload, backend and size."""
+        from compare.report import speedup_table
+
+        return speedup_table(self.records)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RunResult {len(self.records)} records, "
+            f"{self.records['workload'].nunique()} workload(s), "
+            f"{self.records['backend'].nunique()} backend(s) in {self.out_dir}>"
+        )
+
+    def _repr_html_(self) -> str:
+        from compare.report_html import speedup_html
+
+        return self.answer().to_html() + speedup_html(self.records)
 
 
 def run(
@@ -353,6 +378,7 @@ def _measure(
     # process's heap (~0.1 s, mostly the harness's own objects) lands in whichever measurement
     # crosses the threshold, e.g. one of three serial repeats of 10,000 no-ops.
     gc.collect()
+    base = ProcessTree(set()).rss()
     with PeakMemory(memory, INTERVAL_S if ex.memory_is_local else REMOTE_INTERVAL_S) as peak:
         cpu_start, start = time.process_time(), time.perf_counter()
         outcomes = workload.run(ex, items, chunksize="auto")
@@ -380,4 +406,5 @@ def _measure(
         correct=None if expected is None else digest == expected,
         bytes_out=workload.item_bytes(outcomes) * n,
         peak_rss_bytes=float("nan") if peak.bytes is None else peak.bytes,
+        base_rss_bytes=base,
     )
