@@ -186,8 +186,8 @@ def answer(
     baseline = baseline_rss(records)
     if baseline:
         notes.append(
-            f"memory figures are what each backend adds to this process, which held "
-            f"{size(baseline)} (median) before each run"
+            f"memory figures: what a backend adds to this process ({size(baseline)} before "
+            "each run, median)"
         )
     return Answer(tuple(out), tuple(notes))
 

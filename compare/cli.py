@@ -296,7 +296,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     add_outputs(out, [report])
     console.print(
         f"every table and figure: {report.resolve()}"
-        + ("" if args.tables else " (or run with --tables to print them here)")
+        + ("" if args.tables else " (--tables prints them here)")
     )
     measured = records[records["failure"] == ""]
     hopeless = sorted(

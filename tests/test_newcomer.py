@@ -81,10 +81,27 @@ def small_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cli")
     out = _smallbig(
         "run", "--workloads", "noop", "sleep", "--backends", "serial", "threads",
-        "--sizes", "2", "20", "--repeats", "1", "--out", "res", cwd=cwd, timeout=300,
+        "--sizes", "2", "20", "--repeats", "1", "--out", "res", "--tables", cwd=cwd, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     return cwd, out.stdout
+
+
+def test_a_default_run_prints_the_answer_and_where_the_tables_are(tmp_path):
+    out = _smallbig(
+        "run", "--workloads", "noop", "sleep", "--backends", "serial", "threads", "asyncio",
+        "--sizes", "2", "20", "--repeats", "1", "--out", "res", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [x for x in out.stdout.splitlines() if "━" not in x]  # the progress bars' lines
+    assert len(lines) <= 60, out.stdout
+    assert lines[0].startswith("What to use, by number of items")
+    assert "noop (a plain function" in out.stdout and "sleep (a coroutine function" in out.stdout
+    noop = out.stdout.split("noop (")[1].split("sleep (")[0]
+    assert "asyncio" not in noop  # a plain function: the thread pool is named, not the loop
+    assert "fitted time" not in out.stdout  # the tables are in report.html, or with --tables
+    end = " ".join(lines[-2:])  # a long path wraps
+    assert "report.html" in end and "--tables" in end
 
 
 def test_run_tables_fit_100_columns_and_show_small_times(small_run):
@@ -93,6 +110,7 @@ def test_run_tables_fit_100_columns_and_show_small_times(small_run):
     assert "0.000" not in stdout and "µs" in stdout  # no-ops take microseconds: say so
     assert "fitted time = fixed + per item" in stdout  # the thresholds are a table too
     assert "and above (extrapolated beyond 20)" in stdout
+    assert "What to use, by number of items" in stdout  # the answer, after the tables
     assert "–∞" not in stdout
 
 
