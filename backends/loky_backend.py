@@ -92,7 +92,7 @@ class LokyBackend(Backend):
             for f in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
                 f.result()
         except BaseException:
-            self._release(wait=False, kill=True)
+            self._release()
             raise
         self.startup_s = time.perf_counter() - start
         with _LOCK:
@@ -199,11 +199,11 @@ class LokyBackend(Backend):
                 future.cancel()  # only those not running yet, as the stdlib pools do
         if wait:
             cf.wait(self._pending.snapshot())
-        self._release(wait, kill=cancel_futures)
+        self._release()
         if self._put_dir is not None:
             shutil.rmtree(self._put_dir, ignore_errors=True)
 
-    def _release(self, wait: bool, kill: bool) -> None:
+    def _release(self) -> None:
         with _LOCK:
             key = id(self._executor)
             _HOLDERS[key] = _HOLDERS.get(key, 1) - 1
@@ -212,8 +212,10 @@ class LokyBackend(Backend):
                 _HOLDERS.pop(key, None)
                 _ROOTS.pop(key, None)
         if last:
-            # terminate: shutdown, then the memory-mapped arguments' folder goes too.
-            self._executor.terminate(kill_workers=kill)
+            # terminate: shutdown, then the memory-mapped arguments' folder goes too. Forced
+            # (the workers are idle once pending work was waited for): unforced, joblib keeps
+            # the folder registered and loky's tracker warns of it at exit.
+            self._executor.terminate(kill_workers=True)
 
 
 class Memmapped:

@@ -451,18 +451,7 @@ def _print_profile(task: Any, console: Console) -> None:
     table = Table(title=f"{task.name}: measured on {task.items} items (after a warm-up)")
     table.add_column("trait")
     table.add_column("value", justify="right")
-    rows = [
-        ("wall per item, native pools as they are", seconds(task.item_s)),
-        ("CPU per item", seconds(task.cpu_s)),
-        ("cores one item keeps busy", f"{task.cores_used:.2f}"),
-        ("wall per item, pools capped at 1 thread", seconds(task.item_s_1)),
-        ("per item that threads cannot overlap (GIL)", seconds(task.gil_s)),
-        ("releases the GIL (mostly)", "yes" if task.releases_gil else "no"),
-        ("pickled argument / result", f"{task.arg_bytes:,} / {task.result_bytes:,} bytes"),
-        ("peak memory per item", f"{task.memory_bytes / 1e6:.3g} MB"),
-        ("coroutine function", "yes" if task.coroutine else "no"),
-        ("items that raised", str(task.errors)),
-    ]
+    rows = task.traits()
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -36,18 +36,62 @@ from typing import Any
 
 from backends.chunks import TARGET_BATCH_SECONDS
 from compare import checks
-from compare.fmt import seconds
+from compare.fmt import seconds, size
 from compare.memory import Data, Fit, chunk_items, fit, machine_memory
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """One backend's predicted time for a task, with the term that dominates it."""
+
     backend: str
     seconds: float
     workers: int
     reason: str
     #: How it runs the data within its memory, and its predicted peak (compare.memory).
     memory: Fit | None = None
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.backend}, {seconds(self.seconds)}, {self.workers} workers)"
+
+    def row(self) -> dict[str, Any]:
+        """A flat dict: the memory fit spread over plain columns."""
+        fit_ = self.memory
+        return {
+            "backend": self.backend,
+            "seconds": self.seconds,
+            "workers": self.workers,
+            "memory": fit_.describe() if fit_ else None,
+            "peak_bytes": fit_.peak_bytes if fit_ else None,
+            "reason": self.reason,
+        }
+
+
+class Predictions(list):
+    """What :func:`predict` returns: the predictions, fastest first, as a list; in Jupyter a
+    table (``_repr_html_``), and a DataFrame with :meth:`to_frame`."""
+
+    def to_frame(self) -> Any:
+        """One row per backend: seconds, workers, how it holds the data, its peak, why."""
+        import pandas as pd
+
+        return pd.DataFrame([p.row() for p in self])
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{p.backend} {seconds(p.seconds)}" for p in self[:3])
+        more = f", … ({len(self)} backends)" if len(self) > 3 else ""
+        return f"<Predictions: {shown}{more}>"
+
+    def _repr_html_(self) -> str:
+        from compare.fmt import html_table
+
+        rows = [
+            [p.backend, seconds(p.seconds), f"{p.workers:,}", p.row()["memory"] or "-",
+             size(p.memory.peak_bytes) if p.memory else "-", p.reason]
+            for p in self
+        ]  # fmt: skip
+        header = ["backend", "predicted", "workers", "memory", "peak", "why"]
+        return html_table("PREDICTED time per backend, fastest first", header, rows)
 
 
 @dataclass(frozen=True)
@@ -104,7 +148,7 @@ def predict(
     bandwidth_Bps: float | None = None,
     data_bytes: float | None = None,
     worker_memory_bytes: float | None = None,
-) -> list[Prediction]:
+) -> Predictions:
     """Backends ranked by predicted seconds (fastest first), each with its reason.
 
     Those whose memory cannot hold the data even streaming come last, whatever their time
@@ -207,7 +251,7 @@ def predict(
         if not room.fits:
             reason = f"{seconds(total)} if it had the memory; " + reason
         out.append(Prediction(name, total, slots, reason, room))
-    return sorted(out, key=lambda p: (not p.memory.fits, p.seconds))
+    return Predictions(sorted(out, key=lambda p: (not p.memory.fits, p.seconds)))
 
 
 def _cost(

@@ -77,3 +77,19 @@ def print_rows(console: Any, title: str, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         table.add_row(*(cell(col, row.get(col)) for col in cols))
     console.print(table)
+
+
+def html_table(caption: str, header: list[str], rows: list[list[Any]], raw: bool = False) -> str:
+    """An HTML table (cells escaped unless ``raw``: already HTML), the one look of every table
+    smallbig shows in a page or a notebook."""
+    import html
+
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if raw else html.escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return (
+        f"<table class='data'><caption>{html.escape(caption)}</caption>"
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )

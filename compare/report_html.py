@@ -20,7 +20,7 @@ import pandas as pd
 from compare.answer import answer
 from compare.calibrate import RUN_PROFILE, load_profile
 from compare.fits import CLOSE, thresholds
-from compare.fmt import cell, number, seconds, size
+from compare.fmt import cell, html_table, number, seconds, size
 from compare.records import load_records, read_metadata
 from compare.report import added_memory, speedup_table
 
@@ -262,16 +262,7 @@ def _facts(meta: dict[str, Any], out: Path, records: pd.DataFrame) -> str:
 def _table(
     caption: str, header: Sequence[str], rows: Iterable[Sequence[str]], raw: bool = False
 ) -> str:
-    """An HTML table; cells are escaped unless ``raw`` (already HTML)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{c if raw else html.escape(str(c))}</td>" for c in row) + "</tr>"
-        for row in rows
-    )
-    return (
-        f"<table class='data'><caption>{html.escape(caption)}</caption>"
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    )
+    return html_table(caption, list(header), [list(r) for r in rows], raw)
 
 
 def _figure(path: Path) -> str:

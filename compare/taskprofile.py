@@ -37,7 +37,7 @@ THREADS = min(32, (os.cpu_count() or 1) + 4)
 COROUTINES_IN_FLIGHT = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TaskProfile:
     """One item of a task, measured on a sample of the user's items.
 
@@ -96,6 +96,41 @@ class TaskProfile:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able fields (for ``run.json``)."""
         return {**asdict(self), "releases_gil": self.releases_gil}
+
+    def traits(self) -> list[tuple[str, str]]:
+        """``(trait, value)`` in words, as the CLI and notebooks show them."""
+        from compare.fmt import seconds
+
+        return [
+            ("wall per item, native pools as they are", seconds(self.item_s)),
+            ("CPU per item", seconds(self.cpu_s)),
+            ("cores one item keeps busy", f"{self.cores_used:.2f}"),
+            ("wall per item, pools capped at 1 thread", seconds(self.item_s_1)),
+            ("per item that threads cannot overlap (GIL)", seconds(self.gil_s)),
+            ("releases the GIL (mostly)", "yes" if self.releases_gil else "no"),
+            ("pickled argument / result", f"{self.arg_bytes:,} / {self.result_bytes:,} bytes"),
+            ("peak memory per item", f"{self.memory_bytes / 1e6:.3g} MB"),
+            ("coroutine function", "yes" if self.coroutine else "no"),
+            ("items that raised", str(self.errors)),
+        ]
+
+    def to_frame(self) -> Any:
+        """The profile as a one-row DataFrame (its fields and ``releases_gil``)."""
+        import pandas as pd
+
+        return pd.DataFrame([self.as_dict()]).set_index("name")
+
+    def __repr__(self) -> str:
+        from compare.fmt import seconds
+
+        gil = "releases the GIL" if self.releases_gil else "holds the GIL"
+        return f"<TaskProfile {self.name}: {seconds(self.item_s)} per item, {gil}>"
+
+    def _repr_html_(self) -> str:
+        from compare.fmt import html_table
+
+        title = f"{self.name}: measured on {self.items} items (after a warm-up)"
+        return html_table(title, ["trait", "value"], [list(t) for t in self.traits()])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskProfile:

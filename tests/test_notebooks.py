@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -43,6 +44,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
     if path.name.startswith("03"):
         _check_a_cells_function_ran_on_process_backends(notebook)
+        _check_your_own_function_is_shown_as_tables_and_a_figure(notebook)
 
 
 def _check_a_cells_function_ran_on_process_backends(notebook) -> None:
@@ -57,3 +59,30 @@ def _check_a_cells_function_ran_on_process_backends(notebook) -> None:
 
 def _draws(source: str) -> bool:
     return "plt.show()" in source or "display(Image" in source
+
+
+def _html(cell) -> str:
+    return "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
+
+
+def _check_your_own_function_is_shown_as_tables_and_a_figure(notebook) -> None:
+    cells = {c.source.splitlines()[0]: c for c in notebook.cells if c.cell_type == "code"}
+    profile = cells["task = compare.profile_task(top_words, docs[:17])"]
+    assert "<table" in _html(profile) and "per item that threads cannot overlap" in _html(profile)
+    advice = next(c for k, c in cells.items() if k.startswith("pools = "))
+    assert "<table" in _html(advice) and "PREDICTED" in _html(advice)
+    run = next(c for k, c in cells.items() if k.startswith("advised, rival"))
+    assert 'id="answer"' in _html(run) and "median warm time" in _html(run)
+    figure = next(c for k, c in cells.items() if k.startswith("measured = result.to_frame()"))
+    assert any("image/png" in o.get("data", {}) for o in figure.outputs)
+    # No raw reprs of smallbig's objects anywhere in the notebook's tables.
+    text = "".join(_html(c) + str(c.outputs) for c in notebook.cells if c.cell_type == "code")
+    assert "Fit(mode=" not in text and "Prediction(backend=" not in text
+    # The cluster cell: a cluster backend's rows, whose times change with the worker count.
+    whatif = next(c for k, c in cells.items() if k.startswith("frames = []"))
+    rows = dict(re.findall(r"<th>(\w+)</th>((?:\s*<td>[^<]*</td>)+)", _html(whatif)))
+    clusters = [b for b in rows if b in ("dask", "ray")]
+    assert clusters, _html(whatif)
+    for backend in clusters:
+        times = re.findall(r"<td>([^<]*)</td>", rows[backend])
+        assert len(times) == 3 and len(set(times)) == 3, rows  # 2, 16 and 64 workers differ
