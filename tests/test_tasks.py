@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_info
 
+import compare
 from backends import available, get_backend
 from compare import profile_task
 from workloads import probes, tasks
@@ -116,6 +117,22 @@ def test_profile_of_a_gil_holding_python_loop():
     p = profile_task(tasks.python_cpu, range(5))
     assert not p.releases_gil and p.gil_s > 0.5 * p.item_s_1
     assert 0.7 < p.cores_used < 1.3 and not p.coroutine and p.errors == 0
+
+
+def test_a_gil_holding_loop_is_never_advised_to_threads(tmp_path):
+    # Measured here: a pure-Python loop's profile, and a calibration of the local pools.
+    task = profile_task(tasks.python_cpu, range(17))
+    assert not task.releases_gil
+    profile = compare.overhead(
+        ["serial", "threads", "processes"], workers=2, items=500, repeats=1,
+        path=tmp_path / "cal.json",
+    )  # fmt: skip
+    for items in (1, 10, 100, 1_000, 100_000):
+        for cold in (True, False):
+            ranked = compare.advise(profile, items=items, task=task, cold=cold)
+            assert ranked[0].backend in ("serial", "processes"), (items, cold, ranked)
+            by = {p.backend: p.seconds for p in ranked}
+            assert by["threads"] >= by["serial"], (items, cold, by)
 
 
 def test_profile_of_a_gil_releasing_wait():
