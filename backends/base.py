@@ -360,7 +360,7 @@ class _AutoDispatch:
         self._done: queue.SimpleQueue[cf.Future] = queue.SimpleQueue()
         self._ordered: queue.Queue[cf.Future | BaseException | None] = queue.Queue()
         self._stop = threading.Event()
-        self._sizes: dict[int, int] = {}
+        self._sizes: dict[int, tuple[int, float]] = {}  # items and when sent, per batch
         threading.Thread(target=self._dispatch, name="smallbig-autobatch", daemon=True).start()
 
     def _dispatch(self) -> None:
@@ -375,8 +375,9 @@ class _AutoDispatch:
                     chunk = items[pos : pos + size]
                     pos += size
                     packed = self._backend._pack(chunk)
+                    sent = time.monotonic()
                     future = self._backend._submit(self._runner, (self._fn, packed), {})
-                    self._sizes[id(future)] = len(chunk)
+                    self._sizes[id(future)] = len(chunk), sent
                     self._ordered.put(future)
                     future.add_done_callback(self._done.put)
                     in_flight += 1
@@ -386,7 +387,8 @@ class _AutoDispatch:
                 in_flight -= 1
                 if not finished.cancelled() and finished.exception() is None:
                     _, _, elapsed = finished.result()
-                    self._sizer.record(self._sizes[id(finished)], elapsed)
+                    size, sent = self._sizes.pop(id(finished))
+                    self._sizer.record(size, elapsed, time.monotonic() - sent)
         except BaseException as exc:  # e.g. RuntimeError: the backend was shut down meanwhile
             self._ordered.put(exc)
         finally:

@@ -23,6 +23,10 @@ TARGET_BATCH_SECONDS = 0.2
 # Shrinking batches towards the end balances the load only while a batch holds real work:
 # below this much compute a smaller batch just pays another round trip.
 MIN_BATCH_SECONDS = 0.02
+# A batch at the tail holds at least this many times the round trip a batch costs beyond its
+# compute (measured: the least of submit-to-result less compute), so that on a cluster whose
+# round trip is tens of ms the tail is not a string of one-item batches each paying it.
+OVERHEAD_FACTOR = 5
 # Never pack more than this many pickled bytes into one batch: a batch of large payloads would
 # otherwise be sized by compute time alone and could exhaust memory.
 MAX_BATCH_BYTES = 64 * 2**20
@@ -93,22 +97,30 @@ class BatchSizer:
     The first batches hold one item each (nothing is known yet). After that a batch holds enough
     items for ``TARGET_BATCH_SECONDS`` of compute, but never more than the remaining items split
     over twice the workers ("guided" scheduling, so every worker stays busy until the end)
-    unless that would leave less than ``MIN_BATCH_SECONDS`` of compute in it, and never more
-    than ``MAX_BATCH_BYTES`` of pickled items.
+    unless that would leave less than ``MIN_BATCH_SECONDS`` of compute in it, or less than
+    ``OVERHEAD_FACTOR`` round trips' worth, and never more than ``MAX_BATCH_BYTES`` of pickled
+    items.
     """
 
     def __init__(self, workers: int, sample_item: tuple | None = None) -> None:
         self.workers = max(1, workers)
         self.per_item_s: float | None = None
+        #: The least seen of a batch's submit-to-result time less its compute: what a round
+        #: trip to a worker costs (``None``: not measured, as in the caller's own thread).
+        self.round_trip_s: float | None = None
         self.max_items = _items_within_bytes(sample_item)
 
-    def record(self, n_items: int, elapsed_s: float) -> None:
-        """Fold a finished batch's measured compute time into the per-item estimate."""
+    def record(self, n_items: int, elapsed_s: float, latency_s: float | None = None) -> None:
+        """Fold a finished batch's measured compute time into the per-item estimate, and its
+        submit-to-result ``latency_s`` (if known) into the round trip's."""
         if n_items <= 0:
             return
         per_item = elapsed_s / n_items
         # Equal weights for history and the new batch: quick to adapt, not jumpy.
         self.per_item_s = per_item if self.per_item_s is None else (self.per_item_s + per_item) / 2
+        if latency_s is not None:
+            trip = max(0.0, latency_s - elapsed_s)
+            self.round_trip_s = trip if self.round_trip_s is None else min(self.round_trip_s, trip)
 
     def next_size(self, remaining: int) -> int:
         """Number of items for the next batch, out of ``remaining`` undispatched items."""
@@ -116,8 +128,9 @@ class BatchSizer:
             return 1
         per_item = max(self.per_item_s, 1e-9)
         guided = math.ceil(remaining / (2 * self.workers))
-        floor = MIN_BATCH_SECONDS / per_item
+        least = max(MIN_BATCH_SECONDS, OVERHEAD_FACTOR * (self.round_trip_s or 0.0))
         ideal = TARGET_BATCH_SECONDS / per_item
+        floor = min(least / per_item, ideal)
         size = min(ideal, max(guided, floor), remaining, self.max_items)
         return max(1, int(size))
 

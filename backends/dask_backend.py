@@ -177,7 +177,8 @@ class DaskBackend(ClusterBackend):
 # Finished tasks are fetched together, one Client.gather per FLUSH_S at most: each gather costs
 # the client's event loop (which the in-process scheduler shares) a few ms; at 20 ms apart they
 # cost 22% over the native gather of 2,000 no-op tasks, at 100 ms 7%. No result waits for it
-# when nothing else is in flight (the end of a map; a lone task after a quiet spell).
+# when few tasks are in flight (the end of a map, "auto"'s pipeline of two batches per worker,
+# a lone task after a quiet spell).
 FLUSH_S = 0.1
 # The watched tasks are polled oldest first, this many at a time: Dask runs independent tasks
 # in submission order, so the ones that can have finished are among the oldest.
@@ -199,6 +200,7 @@ class _Settler(SettlerThread):
     def __init__(self, client: Any, workers: int) -> None:
         self._client = client
         self._window_size = max(WINDOW, 4 * workers)
+        self._shallow = 2 * workers
         super().__init__("smallbig-dask-settler")
 
     def watch(self, task: Any, future: cf.Future) -> None:
@@ -229,7 +231,10 @@ class _Settler(SettlerThread):
                 (done if pair[0].status in _DONE else running).append(pair)
             window = running
             now = time.monotonic()
-            if done and (not running or now >= last_flush + FLUSH_S):
+            # Few tasks in flight (two per worker: what "auto" keeps, a map's last tasks): a
+            # result held back is a worker waiting for its next batch, so no waiting then.
+            shallow = len(running) + len(backlog) <= self._shallow
+            if done and (shallow or now >= last_flush + FLUSH_S):
                 last_flush = now
                 try:
                     self._settle(done)

@@ -59,11 +59,58 @@ def _engine_pair(ex: Any, fn: Callable[[Any], Any], items: list[Any]) -> tuple |
     return ours, lambda: engine_map(fn, items)
 
 
+#: The fixed batch sizes ``"auto"`` is held against on a cluster.
+CHUNKS = (1, 2, 5, 10, 20, 50)
+WAIT_S = 0.01  # the wait-bound task of the sweep: this machine's cores do not bound it
+
+
+def chunk_sweep(ex: Any, per_worker: int, repeats: int) -> dict[str, Any]:
+    """On a cluster backend, ``WAIT_S`` waits (``per_worker`` per worker): the adapter's
+    ``map`` at each of :data:`CHUNKS` against the engine's own API running the same batches,
+    and ``"auto"`` against the best fixed size."""
+    items = [WAIT_S] * (per_worker * ex.workers)
+    row: dict[str, Any] = {"backend": "", "workers": ex.workers, "waits": len(items)}
+    ratios = {}
+    for c in CHUNKS:
+        batches = [items[i : i + c] for i in range(0, len(items), c)]
+
+        def ours(c: int = c) -> None:
+            for _ in ex.map(probes.sleep, items, chunksize=c):
+                pass
+
+        def theirs(batches: list = batches) -> None:
+            ex.engine_map(probes.sleep_each, batches)
+
+        row[f"c{c}_s"], row[f"native_c{c}_s"], ratios[c] = paired_ratio(ours, theirs, repeats)
+    row["auto_s"] = median_time(_waits(ex, items, "auto"), repeats)
+    best = min(CHUNKS, key=lambda c: row[f"c{c}_s"])
+    row["best_chunk"] = best
+    row["auto_vs_best_pct"] = (row["auto_s"] / row[f"c{best}_s"] - 1) * 100
+    row["adapter_worst_pct"] = (max(ratios.values()) - 1) * 100
+    row["ideal_s"] = len(items) * WAIT_S / ex.workers
+    return row
+
+
+def _waits(ex: Any, items: list[float], chunksize: int | str) -> Callable[[], None]:
+    def run() -> None:
+        for _ in ex.map(probes.sleep, items, chunksize=chunksize):
+            pass
+
+    return run
+
+
 def adapter_overhead(
-    specs: list[str], items: int, single_items: int, tasks: int, repeats: int, workers: int | None
+    specs: list[str],
+    items: int,
+    single_items: int,
+    tasks: int,
+    repeats: int,
+    workers: int | None,
+    sweep: int = 0,
 ) -> list[dict[str, Any]]:
     """Per backend: µs per no-op item of ``map`` (chunksize 1 and "auto"), and the adapter's
-    cost against the engine's own API, on no-op tasks and on tasks of a 1 MB argument."""
+    cost against the engine's own API, on no-op tasks and on tasks of a 1 MB argument; on a
+    cluster, with ``sweep`` waits per worker, :func:`chunk_sweep` too (in ``row["sweep"]``)."""
     rows = []
     mb = probes.make_payload(2**20, seed=3)
     for spec in specs:
@@ -90,6 +137,8 @@ def adapter_overhead(
                 )
                 row.update(mb_ms=ours / n_mb * 1e3, mb_native_ms=theirs / n_mb * 1e3)
                 row["mb_overhead_pct"] = (ratio - 1) * 100
+            if ex.distributed and sweep:
+                row["sweep"] = {**chunk_sweep(ex, sweep, repeats), "backend": spec}
             rows.append(row)
     return rows
 
@@ -97,7 +146,7 @@ def adapter_overhead(
 def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
     specs = args.backends or available()
     rows = adapter_overhead(
-        specs, args.items, args.single_items, args.tasks, args.repeats, args.workers
+        specs, args.items, args.single_items, args.tasks, args.repeats, args.workers, args.sweep
     )
     first = ["backend", "workers", "startup_s", "chunk1_items", "chunk1_us", "auto_us"]
     print_rows(
@@ -107,11 +156,20 @@ def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
     )
     engine = [r for r in rows if "native_us" in r]
     if engine:
-        keep = ["backend", *(k for k in engine[0] if k not in first)]
+        keep = ["backend", *(k for k in engine[0] if k not in first and k != "sweep")]
         print_rows(
             console,
             "the adapter against the engine's own API",
             [{k: r[k] for k in keep} for r in engine],
+        )
+    sweeps = [r["sweep"] for r in rows if "sweep" in r]
+    if sweeps:
+        print_rows(
+            console,
+            f"{WAIT_S * 1e3:g} ms waits on each cluster: seconds per chunksize, the adapter (cN) "
+            "and the engine's own API on the same batches (native_cN); auto against the best "
+            "(a local cluster: its workers share this machine's cores, which waits do not use)",
+            sweeps,
         )
     console.print(
         f"auto: {args.items:,} items; adapter (submit_us) vs the engine's own API (native_us: "
@@ -279,6 +337,14 @@ def add_parser(sub: Any) -> None:
         ),
         ("--tasks", 2_000, "no-op tasks for submit vs the engine's own API"),
         ("--repeats", 3, "timed runs per figure"),
+    )
+    p.add_argument(
+        "--sweep",
+        type=arg_count(0),
+        default=25,
+        metavar="N",
+        help="on cluster backends, N waits of 10 ms per worker through every chunksize of "
+        f"{' '.join(map(str, CHUNKS))} and 'auto' (default: 25; 0: skip)",
     )
     p.set_defaults(func=cmd_adapter_overhead)
     p = kinds.add_parser("kernels", help="the four pixel kernels: first call and steady state")

@@ -44,9 +44,36 @@ def last_run() -> Path:
 
 
 def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) -> dict:
-    """All overhead terms of one backend, measured in one session of it."""
+    """All overhead terms of one backend, measured in one session of it; for a cluster that
+    smallbig starts itself, also at twice its workers (:func:`measure_scaling`)."""
     with get_backend(spec, workers=workers) as ex:
-        return measure_overheads(ex, spec, items, repeats)
+        row = measure_overheads(ex, spec, items, repeats)
+    return add_scaling(row, spec)
+
+
+#: No-op tasks, one per item, for the per-task cost at another worker count.
+SCALING_TASKS = 200
+
+
+def measure_scaling(spec: str, workers: int) -> dict[str, float]:
+    """Start-up and per-task cost (``chunksize=1`` no-ops) of ``spec`` at ``workers``."""
+    with get_backend(spec, workers=workers) as ex:
+        n = max(SCALING_TASKS, 10 * ex.workers)
+        per_task = median_time(
+            lambda: list(ex.map(probes.noop, range(n), chunksize=1)), repeats=2
+        ) / n
+        return {"workers": ex.workers, "startup_s": ex.startup_s, "task_overhead_s": per_task}
+
+
+def add_scaling(row: dict[str, Any], spec: str) -> dict[str, Any]:
+    """``row`` with ``by_workers``: its start-up and per-task cost at its own worker count and
+    at twice it, for a cluster smallbig starts itself (one given by address has the workers it
+    has), so that the model grows them with the workers it extrapolates to
+    (:func:`compare.costmodel.predict`)."""
+    if not row.get("distributed") or parse_spec(spec)[1] is not None:
+        return row
+    here = {k: row[k] for k in ("workers", "startup_s", "task_overhead_s")}
+    return {**row, "by_workers": [here, measure_scaling(spec, 2 * row["workers"])]}
 
 
 def measure_overheads(

@@ -20,6 +20,7 @@ from backends import available, backend_class, get_backend, parse_spec
 from backends.memory import INTERVAL_S, PeakMemory, ProcessTree
 from compare.calibrate import (
     RUN_PROFILE,
+    add_scaling,
     load_profile,
     measure_overheads,
     remember_run,
@@ -299,7 +300,13 @@ class _Session:
                 self.overheads[spec] = measure_overheads(
                     opened[spec], spec, OVERHEAD_ITEMS, repeats=3, footprint=idle[spec]
                 )
-            self.calibration = write_profile(list(self.overheads.values()), self.out / RUN_PROFILE)
+        # A cluster's start-up and per-task cost at twice its workers, once it is down: how
+        # they grow, for the extrapolation to clusters this machine does not have.
+        for spec in active:
+            if spec in self.overheads and "by_workers" not in self.overheads[spec]:
+                self.bar.update(task, description=f"{spec:>10} at more workers")
+                self.overheads[spec] = add_scaling(self.overheads[spec], spec)
+        self.calibration = write_profile(list(self.overheads.values()), self.out / RUN_PROFILE)
 
 
 def _measure_traits(

@@ -44,6 +44,12 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+def sleep_each(delays: list[float]) -> list[float]:
+    """:func:`sleep` for each of ``delays`` in turn: a batch of waits as one task, as an
+    engine's own API runs a batch (what ``bench overhead`` compares ``chunksize`` with)."""
+    return [sleep(d) for d in delays]
+
+
 async def sleep_async(seconds: float) -> float:
     """Coroutine twin of :func:`sleep`: the wait an event loop overlaps without a thread."""
     await asyncio.sleep(seconds)

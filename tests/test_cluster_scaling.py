@@ -1,0 +1,74 @@
+"""A cluster at more workers: "auto" against fixed batch sizes, and a model whose start-up grows
+with the workers as measured (small clusters, wait-bound tasks this machine's cores do not
+bound)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends import available, get_backend
+from compare.calibrate import add_scaling, measure_overheads, measure_scaling
+from compare.costmodel import at_workers, predict
+from compare.timing import paired_ratio
+from workloads import probes
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif("dask" not in available(), reason="dask")]
+
+FIXED = (1, 2, 5, 10, 20, 50)
+
+
+def _waits(ex, items, chunksize):
+    def run() -> None:
+        for _ in ex.map(probes.sleep, items, chunksize=chunksize):
+            pass
+
+    return run
+
+
+def test_auto_at_8_workers_is_within_10_percent_of_the_best_fixed_chunksize():
+    items = [0.01] * 400  # 4 s of waits: 0.5 s on 8 workers at best
+    with get_backend("dask", workers=8) as ex:
+        fixed = {}
+        for c in FIXED:
+            # Each fixed size run in turns with "auto": a noisy neighbour slows both alike.
+            _, seconds, ratio = paired_ratio(_waits(ex, items, "auto"), _waits(ex, items, c), 3)
+            fixed[c] = (seconds, ratio)
+    best = min(fixed, key=lambda c: fixed[c][0])
+    assert fixed[best][1] <= 1.10, fixed  # auto ÷ the best fixed size, paired
+
+
+def test_the_models_start_up_grows_with_workers_as_measured():
+    with get_backend("dask", workers=2) as ex:
+        row = measure_overheads(ex, "dask", items=500, repeats=1)
+    row = add_scaling(row, "dask")
+    (two, four) = row["by_workers"]
+    assert (two["workers"], four["workers"]) == (2, 4)
+    measured = measure_scaling("dask", 6)["startup_s"]
+    profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
+    grown = {n: at_workers(row, n)["startup_s"] for n in (2, 4, 6, 12)}
+    assert grown[2] == pytest.approx(two["startup_s"]) and grown[4] == pytest.approx(
+        four["startup_s"]
+    )
+    assert grown[12] >= grown[6] >= grown[2]
+    # Extrapolated from 2 and 4 workers, the start-up at 6 is what 6 took (within half).
+    assert 0.5 * measured <= grown[6] <= 1.5 * measured, (grown, measured)
+    cold = predict(profile, 100, 0.01, workers=6)[0].seconds
+    warm = predict(profile, 100, 0.01, workers=6, cold=False)[0].seconds
+    assert cold - warm == pytest.approx(grown[6])
+
+
+def test_one_scheduler_caps_the_tasks_per_second_of_any_cluster():
+    # A million items of 0.1 ms: 100 workers take 1 s; at 1,000 every worker gets a batch and
+    # the scheduler, at 1 ms a task, needs 1 s to hand them out: ten times the workers buy
+    # nothing. (Without the bound they would "take" 0.1 s.)
+    row = {
+        "workers": 2, "threads": 2, "cores": 2, "startup_s": 1.0, "in_process": False,
+        "distributed": True, "inner_threads": 1, "task_overhead_s": 1e-3,
+        "auto_overhead_s": 1e-7, "alpha_value_s": 0.0, "beta_value_Bps": 1e12,
+    }  # fmt: skip
+    profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
+    hundred, thousand = (
+        predict(profile, 10**6, 1e-4, workers=n, cold=False)[0] for n in (100, 1_000)
+    )
+    assert "scheduler-bound" in thousand.reason and "scheduler" not in hundred.reason
+    assert thousand.seconds >= 0.9 * hundred.seconds, (hundred, thousand)
