@@ -370,7 +370,10 @@ class _AutoDispatch:
         window = 2 * self._parallel
         try:
             while pos < len(items) and not self._stop.is_set():
-                while in_flight < window and pos < len(items):
+                # Until a batch has been timed, one single item per worker: more of them only
+                # queue behind the first, each a round trip, before sizing can start.
+                limit = window if self._sizer.per_item_s is not None else self._parallel
+                while in_flight < limit and pos < len(items):
                     size = self._sizer.next_size(len(items) - pos)
                     chunk = items[pos : pos + size]
                     pos += size

@@ -64,31 +64,39 @@ CHUNKS = (1, 2, 5, 10, 20, 50)
 WAIT_S = 0.01  # the wait-bound task of the sweep: this machine's cores do not bound it
 
 
-def chunk_sweep(ex: Any, per_worker: int, repeats: int) -> dict[str, Any]:
-    """On a cluster backend, ``WAIT_S`` waits (``per_worker`` per worker): the adapter's
-    ``map`` at each of :data:`CHUNKS` against the engine's own API running the same batches,
-    and ``"auto"`` against the best fixed size."""
+def chunk_sweep(ex: Any, per_worker: int, repeats: int) -> list[dict[str, Any]]:
+    """On a cluster backend, ``WAIT_S`` waits (``per_worker`` per worker): per chunk size of
+    :data:`CHUNKS`, the adapter's ``map`` against the engine's own API running the same
+    batches (run in turns, paired), then ``"auto"`` against the best fixed size."""
     items = [WAIT_S] * (per_worker * ex.workers)
-    row: dict[str, Any] = {"backend": "", "workers": ex.workers, "waits": len(items)}
-    ratios = {}
+    rows = []
     for c in CHUNKS:
         batches = [items[i : i + c] for i in range(0, len(items), c)]
-
-        def ours(c: int = c) -> None:
-            for _ in ex.map(probes.sleep, items, chunksize=c):
-                pass
 
         def theirs(batches: list = batches) -> None:
             ex.engine_map(probes.sleep_each, batches)
 
-        row[f"c{c}_s"], row[f"native_c{c}_s"], ratios[c] = paired_ratio(ours, theirs, repeats)
-    row["auto_s"] = median_time(_waits(ex, items, "auto"), repeats)
-    best = min(CHUNKS, key=lambda c: row[f"c{c}_s"])
-    row["best_chunk"] = best
-    row["auto_vs_best_pct"] = (row["auto_s"] / row[f"c{best}_s"] - 1) * 100
-    row["adapter_worst_pct"] = (max(ratios.values()) - 1) * 100
-    row["ideal_s"] = len(items) * WAIT_S / ex.workers
-    return row
+        ours_s, theirs_s, ratio = paired_ratio(_waits(ex, items, c), theirs, repeats)
+        rows.append(
+            {
+                "chunksize": c,
+                "adapter_s": ours_s,
+                "engine_s": theirs_s,
+                "adapter_over_engine_pct": (ratio - 1) * 100,
+            }
+        )
+    best = min(rows, key=lambda r: r["adapter_s"])
+    auto = median_time(_waits(ex, items, "auto"), repeats)
+    rows.append(
+        {
+            "chunksize": "auto",
+            "adapter_s": auto,
+            "auto_over_best_pct": (auto / best["adapter_s"] - 1) * 100,
+            "best": best["chunksize"],
+            "ideal_s": len(items) * WAIT_S / ex.workers,
+        }
+    )
+    return rows
 
 
 def _waits(ex: Any, items: list[float], chunksize: int | str) -> Callable[[], None]:
@@ -138,7 +146,7 @@ def adapter_overhead(
                 row.update(mb_ms=ours / n_mb * 1e3, mb_native_ms=theirs / n_mb * 1e3)
                 row["mb_overhead_pct"] = (ratio - 1) * 100
             if ex.distributed and sweep:
-                row["sweep"] = {**chunk_sweep(ex, sweep, repeats), "backend": spec}
+                row["sweep"] = chunk_sweep(ex, sweep, repeats)
             rows.append(row)
     return rows
 
@@ -162,14 +170,13 @@ def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
             "the adapter against the engine's own API",
             [{k: r[k] for k in keep} for r in engine],
         )
-    sweeps = [r["sweep"] for r in rows if "sweep" in r]
-    if sweeps:
+    for row in (r for r in rows if "sweep" in r):
         print_rows(
             console,
-            f"{WAIT_S * 1e3:g} ms waits on each cluster: seconds per chunksize, the adapter (cN) "
-            "and the engine's own API on the same batches (native_cN); auto against the best "
-            "(a local cluster: its workers share this machine's cores, which waits do not use)",
-            sweeps,
+            f"{row['backend']}, {row['workers']} workers: "
+            f"{WAIT_S * 1e3:g} ms waits, {args.sweep} per worker (a local cluster: its "
+            "workers share this machine's cores, which waits do not use)",
+            row["sweep"],
         )
     console.print(
         f"auto: {args.items:,} items; adapter (submit_us) vs the engine's own API (native_us: "
