@@ -119,12 +119,12 @@ def print_report(
     console: Console,
     infos: dict[str, dict] | None = None,
 ) -> None:
-    """Per workload: the speedup table, thresholds and the recommendation (``infos``: each
-    backend's recorded ``info()``, for its capabilities)."""
+    """Per workload: the speedup table, what each backend adds to memory, and the fitted lines
+    with their thresholds (``infos``: each backend's recorded ``info()``, for its
+    capabilities). What to use is the answer block's (:mod:`compare.answer`)."""
     table = speedup_table(records)
     print_failures(records, console)
     th = thresholds(records, startup, infos=infos)
-    advice = recommendations(records)
     mem = added_memory(records)
     for workload, group in table.groupby("workload"):
         pivot = group.pivot(index="backend", columns="size", values=["wall_s", "speedup"])
@@ -144,20 +144,6 @@ def print_report(
         if memory is not None:
             console.print(memory)
         console.print(_threshold_table(workload, th[th["workload"] == workload]))
-        largest = int(group["size"].max())
-        for row in advice[advice["workload"] == workload].to_dict("records"):
-            start = int(row["from"])
-            if pd.isna(row["to"]):
-                # The fitted lines say nothing certain beyond the largest size measured.
-                span = f"{start:,} item{'' if start == 1 else 's'} and above" + (
-                    f" (extrapolated beyond {largest:,})" if start <= largest else " (extrapolated)"
-                )
-            elif int(row["to"]) == start:
-                span = f"{start:,} item" + ("" if start == 1 else "s")
-            else:
-                span = f"{start:,}–{int(row['to']):,} items"
-            also = f" ({', '.join(row['close'])} within {CLOSE:.0%})" if row["close"] else ""
-            console.print(f"  {span}: use [bold]{row['use']}[/bold]{also}")
 
 
 def print_failures(records: pd.DataFrame, console: Console) -> None:
