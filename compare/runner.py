@@ -303,9 +303,10 @@ class _Session:
         # A cluster's start-up and per-task cost at twice its workers, once it is down: how
         # they grow, for the extrapolation to clusters this machine does not have.
         for spec in active:
-            if spec in self.overheads and "by_workers" not in self.overheads[spec]:
+            row = self.overheads.get(spec)
+            if row and row.get("distributed") and "by_workers" not in row:
                 self.bar.update(task, description=f"{spec:>10} at more workers")
-                self.overheads[spec] = add_scaling(self.overheads[spec], spec)
+                self.overheads[spec] = add_scaling(row, spec)
         self.calibration = write_profile(list(self.overheads.values()), self.out / RUN_PROFILE)
 
 
