@@ -98,9 +98,9 @@ class BatchSizer:
     The first batches hold one item each (nothing is known yet). After that the remaining
     work is split into whole rounds of one batch per worker, each batch at most
     ``TARGET_BATCH_SECONDS`` of compute; the last round into two batches per worker ("guided"
-    scheduling, so every worker stays busy until the end). A batch never holds less than
-    ``MIN_BATCH_SECONDS`` of compute, or less than ``OVERHEAD_FACTOR`` round trips' worth,
-    and never more than ``MAX_BATCH_BYTES`` of pickled items.
+    scheduling, so every worker stays busy until the end) when the items' times vary. A batch
+    never holds less than ``MIN_BATCH_SECONDS`` of compute, or less than ``OVERHEAD_FACTOR``
+    round trips' worth, and never more than ``MAX_BATCH_BYTES`` of pickled items.
     """
 
     def __init__(self, workers: int, sample_item: tuple | None = None) -> None:
@@ -110,6 +110,8 @@ class BatchSizer:
         #: trip to a worker costs (``None``: not measured, as in the caller's own thread).
         self.round_trip_s: float | None = None
         self.max_items = _items_within_bytes(sample_item)
+        self._seen: list[float] = []  # per-item time of each batch, as recorded
+        self._round_size, self._round_left = 1, 0
 
     def record(self, n_items: int, elapsed_s: float, latency_s: float | None = None) -> None:
         """Fold a finished batch's measured compute time into the per-item estimate, and its
@@ -117,6 +119,7 @@ class BatchSizer:
         if n_items <= 0:
             return
         per_item = elapsed_s / n_items
+        self._seen.append(per_item)
         # Equal weights for history and the new batch: quick to adapt, not jumpy.
         self.per_item_s = per_item if self.per_item_s is None else (self.per_item_s + per_item) / 2
         if latency_s is not None:
@@ -133,15 +136,31 @@ class BatchSizer:
         # waits of 10 ms in 0.2 s batches on 8 workers took three rounds for 2.4 rounds'
         # work). The last round is halved (two batches per worker), as guided scheduling
         # does, so that a slow batch does not hold the end up.
+        if self._round_left > 0:  # the rest of a round: the size it started with
+            self._round_left -= 1
+            return max(1, min(self._round_size, remaining))
         rounds = math.ceil(remaining * per_item / (self.workers * TARGET_BATCH_SECONDS))
-        if rounds > 1:
-            size = math.ceil(remaining / (rounds * self.workers))
-        else:
-            size = math.ceil(remaining / (2 * self.workers))
+        # Two batches per worker in the last round only if items vary: for alike ones the
+        # extra batches are round trips and nothing else.
+        parts = self.workers * (2 if rounds == 1 and self._varied() else 1)
+        size = math.ceil(remaining / (max(rounds, 1) * parts))
         least = max(MIN_BATCH_SECONDS, OVERHEAD_FACTOR * (self.round_trip_s or 0.0))
         floor = min(least, TARGET_BATCH_SECONDS) / per_item
-        size = min(max(size, floor), remaining, self.max_items)
-        return max(1, int(size))
+        size = max(1, int(min(max(size, floor), remaining, self.max_items)))
+        # Every batch of a round the same size: sized one by one from what is left, the first
+        # of a round took the most and the workers' shares came out unequal.
+        self._round_size, self._round_left = size, parts - 1
+        return size
+
+    def _varied(self) -> bool:
+        """Whether the batches timed so far took noticeably different times per item (their
+        spread above a fifth of the mean), or too few were timed to tell."""
+        seen = self._seen[-64:]
+        if len(seen) < 4:
+            return True
+        mean = sum(seen) / len(seen)
+        spread = (sum((x - mean) ** 2 for x in seen) / len(seen)) ** 0.5
+        return spread > 0.2 * mean
 
 
 def _items_within_bytes(sample_item: tuple | None) -> int:

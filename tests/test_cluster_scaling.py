@@ -7,12 +7,13 @@ from __future__ import annotations
 import pytest
 
 from backends import available, get_backend
+from backends.chunks import BatchSizer
 from compare.calibrate import add_scaling, measure_overheads, measure_scaling
 from compare.costmodel import at_workers, predict
 from compare.timing import paired_ratio
 from workloads import probes
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif("dask" not in available(), reason="dask")]
+DASK = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 
 FIXED = (1, 2, 5, 10, 20, 50)
 
@@ -25,8 +26,10 @@ def _waits(ex, items, chunksize):
     return run
 
 
+@pytest.mark.slow
+@DASK
 def test_auto_at_8_workers_is_within_10_percent_of_the_best_fixed_chunksize():
-    items = [0.01] * 400  # 4 s of waits: 0.5 s on 8 workers at best
+    items = [0.02] * 200  # 4 s of waits: 0.5 s on 8 workers at best
     with get_backend("dask", workers=8) as ex:
         fixed = {}
         for c in FIXED:
@@ -37,6 +40,32 @@ def test_auto_at_8_workers_is_within_10_percent_of_the_best_fixed_chunksize():
     assert fixed[best][1] <= 1.10, fixed  # auto ÷ the best fixed size, paired
 
 
+def _plan(sizer: BatchSizer, remaining: int) -> list[int]:
+    sizes = []
+    while remaining:
+        sizes.append(sizer.next_size(remaining))
+        remaining -= sizes[-1]
+    return sizes
+
+
+def test_auto_splits_alike_items_into_whole_rounds_and_varied_ones_finer():
+    alike = BatchSizer(8)
+    for _ in range(8):  # the first item on each worker: 10 ms of work, 30 ms round trip
+        alike.record(1, 0.01, 0.04)
+    # 3.92 s of work fits one round of 0.5 s batches: one equal batch per worker.
+    assert _plan(alike, 392) == [49] * 8
+    # 9.92 s: rounds of equal batches, every round one per worker, none left over.
+    sizes = _plan(alike, 992)
+    assert len(sizes) % 8 == 0 and all(len(set(sizes[i : i + 8])) == 1 for i in range(0, 8, 8))
+    varied = BatchSizer(8)
+    for seconds in (0.005, 0.02) * 4:  # items of 5 and 20 ms: the last round is halved
+        varied.record(1, seconds, seconds + 0.03)
+    sizes = _plan(varied, 392)
+    assert sizes[-16:] == [sizes[-1]] * 16 and sizes[-17] > sizes[-1]  # two per worker
+
+
+@pytest.mark.slow
+@DASK
 def test_the_models_start_up_grows_with_workers_as_measured():
     with get_backend("dask", workers=2) as ex:
         row = measure_overheads(ex, "dask", items=500, repeats=1)
