@@ -166,6 +166,11 @@ class DaskBackend(ClusterBackend):
         info = super().info()
         info["owns_cluster"] = self._cluster is not None
         info["dashboard"] = self.dashboard_link
+        if self._cluster is None:
+            from backends.emulated import describe
+
+            # An emulated cluster of ours (nodes behind shaped links on this machine): say so.
+            info["emulated"] = describe(self.address)
         return info
 
     def _release(self) -> None:

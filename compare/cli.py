@@ -156,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration file (default: calibration.json in the cache folder; made if absent)",
     )
     p.set_defaults(func=cmd_advise)
+    p = sub.add_parser(
+        "cluster",
+        help="start a multi-node cluster behind shaped links on this machine (root); hold it "
+        "until Ctrl-C",
+    )
+    p.add_argument("--engine", choices=["dask"], default="dask", help="the engine (default: dask)")
+    add_counts(
+        p,
+        ("--nodes", 2, "worker nodes, each a network namespace of its own"),
+        ("--workers-per-node", 1, "worker processes per node"),
+    )
+    p.add_argument(
+        "--bandwidth-mbps",
+        type=arg_number(),
+        help="every link's rate in each direction, the driver's included (default: unshaped)",
+    )
+    p.set_defaults(func=cmd_cluster)
     p = sub.add_parser("report", help="write report.html of a run: tables, figures, advice")
     add_run_folder(p, "directory")
     p.set_defaults(func=cmd_report)
@@ -504,6 +521,26 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     add_outputs(folder, [path])
     console.print(f"report: {path.resolve()}")
     return 0
+
+
+def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
+    """Start an emulated cluster, print its spec, hold it until Ctrl-C or SIGTERM."""
+    import time
+
+    from backends.emulated import EmulatedCluster
+
+    cluster = EmulatedCluster(args.engine, args.nodes, args.workers_per_node, args.bandwidth_mbps)
+    with cluster:
+        link = f"{args.bandwidth_mbps:g} Mbit/s" if args.bandwidth_mbps else "unshaped"
+        console.print(
+            f"emulated {args.engine} cluster: {args.nodes} nodes × {args.workers_per_node} "
+            f"workers, every link {link}, on this machine's cores (no added latency)"
+        )
+        console.print(f"--backends {cluster.spec}", soft_wrap=True)
+        console.print("holding it until Ctrl-C", highlight=False)
+        sys.stdout.flush()
+        while True:
+            time.sleep(3600)
 
 
 def cmd_make_images(args: argparse.Namespace, console: Console) -> int:

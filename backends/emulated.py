@@ -1,0 +1,173 @@
+"""A multi-node Dask cluster on this machine: a scheduler node and worker nodes, each in a
+network namespace of its own, behind shaped links (:mod:`backends.netns`).
+
+What is real: each node's network stack, the links' bandwidth, the engine's own processes
+talking over them. What is not: the nodes share this machine's cores and memory, and the
+links add no latency beyond a veth's (no ``netem`` here). Every result measured on it says so:
+the cluster notes itself under smallbig's cache folder, and a backend reaching its address
+reports it in ``info()["emulated"]`` (and so in ``run.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from backends.lifeline import alive
+from backends.netns import Network
+
+ENGINES = ("dask",)
+SCHEDULER_PORT = 8786
+
+
+def _registry() -> Path:
+    from platformdirs import user_cache_dir
+
+    root = Path(os.environ.get("SMALLBIG_CACHE") or user_cache_dir("smallbig"))
+    return root / "emulated"
+
+
+def describe(address: str) -> dict[str, Any] | None:
+    """What the emulated cluster at ``address`` is (nodes, workers, bandwidth), if one of
+    ours runs there; ``None`` for any other address."""
+    from backends.addresses import split_address
+
+    try:
+        host, port = split_address(address)
+    except ValueError:
+        return None
+    path = _registry() / f"{host}_{port}.json"
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return facts if alive(int(facts.get("owner", 0))) else None
+
+
+class EmulatedCluster:
+    """Start it with ``with EmulatedCluster(...) as cluster:``; ``cluster.spec`` is the
+    ``NAME@ADDRESS`` to give ``--backends`` (or :func:`backends.get_backend`).
+
+    Parameters
+    ----------
+    engine : str
+        ``"dask"``.
+    nodes : int
+        Worker nodes (each a namespace of its own), besides the scheduler's.
+    workers_per_node : int
+        Worker processes per node, one thread each.
+    bandwidth_mbps : float, optional
+        Every link's rate in each direction, the driver's included (``None``: unshaped).
+    start_timeout : float
+        Seconds for the scheduler and every worker to come up.
+    """
+
+    def __init__(
+        self,
+        engine: str = "dask",
+        nodes: int = 2,
+        workers_per_node: int = 1,
+        bandwidth_mbps: float | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+        if nodes < 1 or workers_per_node < 1:
+            raise ValueError("nodes and workers_per_node must be at least 1")
+        self.engine, self.nodes, self.workers_per_node = engine, nodes, workers_per_node
+        self.bandwidth_mbps = bandwidth_mbps
+        self._timeout = start_timeout
+        self.network = Network(1 + nodes, bandwidth_mbps)
+        self._procs: list[subprocess.Popen] = []
+        self._note: Path | None = None
+        self.address = f"tcp://{self.network.hosts[0][1]}:{SCHEDULER_PORT}"
+        self.spec = f"{engine}@{self.address}"
+
+    @property
+    def workers(self) -> int:
+        return self.nodes * self.workers_per_node
+
+    def info(self) -> dict[str, Any]:
+        """What ``run.json`` records of it."""
+        return {
+            "emulated": True,
+            "engine": self.engine,
+            "nodes": self.nodes,
+            "workers_per_node": self.workers_per_node,
+            "bandwidth_mbps": self.bandwidth_mbps,
+            "shares_this_machine": True,
+            "added_latency": "none (a veth's)",
+        }
+
+    def __enter__(self) -> EmulatedCluster:
+        self.network.__enter__()
+        try:
+            self._start_dask()
+            self._note = _registry() / f"{self.network.hosts[0][1]}_{SCHEDULER_PORT}.json"
+            self._note.parent.mkdir(parents=True, exist_ok=True)
+            self._note.write_text(json.dumps({**self.info(), "owner": os.getpid()}))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start_dask(self) -> None:
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        host = self.network.hosts[0][1]
+        self._procs.append(
+            self.network.popen(
+                0,
+                [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host,
+                 "--port", str(SCHEDULER_PORT), "--no-dashboard", "--no-show"],
+                **quiet,
+            )
+        )  # fmt: skip
+        self._wait_for_port(host, SCHEDULER_PORT)
+        for node in range(1, 1 + self.nodes):
+            self._procs.append(
+                self.network.popen(
+                    node,
+                    [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                     "--host", self.network.hosts[node][1], "--nthreads", "1",
+                     "--nworkers", str(self.workers_per_node), "--no-dashboard",
+                     "--death-timeout", "60"],
+                    **quiet,
+                )
+            )  # fmt: skip
+        from distributed import Client
+
+        with Client(self.address, timeout=self._timeout, set_as_default=False) as client:
+            client.wait_for_workers(self.workers, timeout=self._timeout)
+
+    def _wait_for_port(self, host: str, port: int) -> None:
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{proc.args[4:7]} exited with {proc.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection((host, port), 1):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"nothing listened on {host}:{port} within {self._timeout:g} s")
+
+    def close(self) -> None:
+        """Stop every process of the cluster and remove its namespaces and links."""
+        if self._note is not None:
+            with contextlib.suppress(OSError):
+                self._note.unlink()
+            self._note = None
+        self.network.close()  # kills whatever runs in the namespaces first
+        for proc in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self._procs = []

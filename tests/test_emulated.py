@@ -1,0 +1,148 @@
+"""A multi-node Dask cluster behind shaped links on this machine: the shaping is real, a run
+against it says it was emulated, and nothing of it outlives its owner however it ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from backends import available, get_backend
+from backends.netns import NetworkError, check_privileges
+from workloads import probes
+
+pytestmark = pytest.mark.slow
+MIB10 = 10 * 2**20
+IDEAL_100 = MIB10 * 8 / 100e6  # 0.84 s for 10 MiB over one 100 Mbit/s link
+
+
+def _namespaces_work() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN) for network namespaces"
+    probe = f"sbprobe{os.getpid()}"
+    out = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if out.returncode != 0:
+        return f"network namespaces refused here: {out.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    return None
+
+
+REFUSED = _namespaces_work() if sys.platform == "linux" else "Linux namespaces only"
+needs_netns = pytest.mark.skipif(REFUSED is not None, reason=REFUSED or "")
+needs_dask = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
+
+
+def _left(prefix: str) -> list[str]:
+    """Namespaces and links whose names start with ``prefix``."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found = [line.split()[0] for line in names.splitlines() if line.startswith(prefix)]
+    found += re.findall(rf"\d+: ({re.escape(prefix)}\S*?)[@:]", links)
+    return found
+
+
+def _timed(fn) -> float:
+    fn()  # warm: connections made, functions shipped
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _transfers(ex, array: np.ndarray) -> dict[str, float]:
+    def direct() -> None:  # driver → one worker: the driver's link, then the worker's
+        ex.submit(probes.payload, ex.client.scatter(array, direct=True)).result()
+
+    def by_value() -> None:  # in the task itself: driver → scheduler → worker
+        ex.submit(probes.payload, array).result()
+
+    return {"direct": _timed(direct), "by_value": _timed(by_value)}
+
+
+@needs_netns
+@needs_dask
+def test_the_shaping_is_real_and_says_which_link_carries_which_bytes():
+    from backends.emulated import EmulatedCluster
+
+    array = np.ones(MIB10 // 8)
+    seconds = {}
+    for rate in (100, None):
+        with EmulatedCluster(nodes=2, bandwidth_mbps=rate) as cluster, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Dask's "large graph" note for the 10 MiB one
+            with get_backend(cluster.spec) as ex:
+                seconds[rate] = _transfers(ex, array)
+                assert ex.info()["emulated"]["nodes"] == 2
+        assert not _left(cluster.network.id)
+    shaped, free = seconds[100], seconds[None]
+    assert 0.75 * IDEAL_100 <= shaped["direct"] <= 1.25 * IDEAL_100, seconds
+    # A task's own argument goes through the scheduler: two links' worth, one after the other.
+    assert 0.75 * 2 * IDEAL_100 <= shaped["by_value"] <= 1.25 * 2 * IDEAL_100, seconds
+    assert free["direct"] < 0.4 * IDEAL_100 and free["by_value"] < 0.4 * IDEAL_100, seconds
+
+
+def _cluster(*args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "compare.cli", "cluster", "--nodes", "2", *args]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+def _spec(proc: subprocess.Popen) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("--backends "):
+            return line.split()[1]
+    raise AssertionError(f"no spec printed; exit {proc.poll()}")
+
+
+@needs_netns
+@needs_dask
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=str)
+def test_nothing_of_it_outlives_its_owner(sig, tmp_path):
+    proc = _cluster("--bandwidth-mbps", "1000")
+    try:
+        spec = _spec(proc)
+        prefix = f"sb{proc.pid}x"
+        assert _left(prefix), "the cluster made its namespaces"
+        if sig == signal.SIGTERM:  # a run against it first: it says it was emulated
+            out = subprocess.run(
+                [sys.executable, "-m", "compare.cli", "run", "--workloads", "noop",
+                 "--backends", "serial", spec, "--sizes", "2", "8", "--repeats", "1",
+                 "--out", str(tmp_path / "res")],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stdout + out.stderr
+            meta = json.loads((tmp_path / "res" / "run.json").read_text())
+            emulated = meta["backends"][spec]["emulated"]
+            assert emulated["nodes"] == 2 and emulated["bandwidth_mbps"] == 1000
+            assert emulated["shares_this_machine"] is True
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while _left(prefix) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _left(prefix), _left(prefix)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_without_root_it_says_so_in_one_line(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(NetworkError, match="needs root") as info:
+        check_privileges()
+    assert "\n" not in str(info.value)
