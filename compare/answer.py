@@ -352,11 +352,18 @@ def _cluster(
         if backend in local:
             continue
         info = infos.get(backend, {})
-        where = (
-            f"{info.get('workers', '?')} local workers on this machine's cores"
-            if "@" not in backend
-            else f"the cluster at {backend.partition('@')[2]}"
-        )
+        emulated = info.get("emulated")
+        if emulated:
+            rate = emulated.get("bandwidth_mbps")
+            where = (
+                f"an EMULATED cluster: {emulated['nodes']} nodes × "
+                f"{emulated['workers_per_node']} workers behind "
+                f"{f'{rate:g} Mbit/s' if rate else 'unshaped'} links, on this machine's cores"
+            )
+        elif "@" not in backend:
+            where = f"{info.get('workers', '?')} local workers on this machine's cores"
+        else:
+            where = f"the cluster at {backend.partition('@')[2]}"
         rivals = {b: f for b, f in local.items() if b != BASELINE} or local
         best = min(rivals, key=lambda b: rivals[b].per_item_s)
         cross = break_even(fit, local[best])

@@ -155,5 +155,20 @@ def test_run_result_answer_is_the_same_block(tmp_path):
     records = _records({"serial": (0.0, 1e-2), "threads": (0.0, 5e-3)})
     result = RunResult(records, _meta(["serial", "threads"]), None, tmp_path)
     assert str(result.answer()) == str(answer(records, result.metadata, None))
-    assert "<section id=\"answer\">" in result._repr_html_()
+    assert '<section id="answer">' in result._repr_html_()
     assert len(repr(result)) < 120 and "RunResult" in repr(result)
+
+
+def test_an_emulated_cluster_is_called_so():
+    lines = {
+        "serial": (0.0, 1.0),
+        "processes": (0.0, 0.5),
+        "dask@tcp://198.18.5.10:8786": (0.1, 0.3),
+    }
+    meta = _meta(["serial", "processes"])
+    meta["backends"]["dask@tcp://198.18.5.10:8786"] = {
+        "startup_s": 0.0, "distributed": True, "workers": 4,
+        "emulated": {"nodes": 2, "workers_per_node": 2, "bandwidth_mbps": 100},
+    }  # fmt: skip
+    text = _text(lines, meta)
+    assert "EMULATED cluster: 2 nodes × 2 workers behind 100 Mbit/s links" in text
