@@ -87,7 +87,6 @@ class Network:
         #: Namespace name and address of each host, in order.
         self.hosts = [(f"{self.id}h{i}", str(subnet[10 + i])) for i in range(hosts)]
         self.switch = f"{self.id}sw"
-        self._made: list[str] = []  # namespaces, for removal
         self._reaper: subprocess.Popen | None = None
 
     def __enter__(self) -> Network:
@@ -111,7 +110,6 @@ class Network:
 
     def _build(self) -> None:
         _ip("netns", "add", self.switch)
-        self._made.append(self.switch)
         _ip("link", "set", "lo", "up", netns=self.switch)
         _ip("link", "add", "br0", "type", "bridge", netns=self.switch)
         _ip("link", "set", "br0", "up", netns=self.switch)
@@ -119,7 +117,6 @@ class Network:
         self._link(f"{self.id}d", None, self.driver_address)
         for i, (name, address) in enumerate(self.hosts):
             _ip("netns", "add", name)
-            self._made.append(name)
             _ip("link", "set", "lo", "up", netns=name)
             self._link(f"{self.id}n{i}", name, address)
 

@@ -211,21 +211,25 @@ def _threshold_table(workload: str, rows: pd.DataFrame) -> Table:
     for c in present:
         out.add_column(columns[c], justify="left" if c in ("backend", "reason") else "right")
     for row in rows.to_dict("records"):
-        cells = []
-        for c in present:
-            v = row.get(c)
-            if c == "per_item_ms":
-                cells.append(seconds(v / 1e3))
-            elif c == "fit_error":
-                cells.append(f"{v:.0%}" if v == v else "-")
-            elif c == "crossover" and v == v and v is not None:
-                cells.append(f"{number(v)} vs {row['crossover_vs']}")
-            elif c == "crossover" and isinstance(row.get("crossover_vs"), str):
-                cells.append(f"- vs {row['crossover_vs']}")
-            else:
-                cells.append(cell(c, v))
-        out.add_row(*cells)
+        out.add_row(*threshold_cells(row, present))
     return out
+
+
+def threshold_cells(row: dict[str, Any], columns: list[str]) -> list[str]:
+    """One row of :func:`~compare.fits.thresholds` as table cells, in ``columns``' order."""
+    cells = []
+    for c in columns:
+        v = row.get(c)
+        if c == "per_item_ms":
+            cells.append(seconds(v / 1e3))
+        elif c == "fit_error":
+            cells.append(f"{v:.0%}" if v == v else "-")
+        elif c == "crossover" and isinstance(row.get("crossover_vs"), str):
+            at = number(v) if v is not None and v == v else "-"
+            cells.append(f"{at} vs {row['crossover_vs']}")
+        else:
+            cells.append(cell(c, v))
+    return cells
 
 
 def print_model_check(

@@ -20,9 +20,9 @@ import pandas as pd
 from compare.answer import answer
 from compare.calibrate import RUN_PROFILE, load_profile
 from compare.fits import CLOSE, thresholds
-from compare.fmt import cell, html_table, number, seconds, size
+from compare.fmt import html_table, seconds, size
 from compare.records import load_records, read_metadata
-from compare.report import added_memory, speedup_table
+from compare.report import added_memory, speedup_table, threshold_cells
 
 REPORT = "report.html"
 _STYLE = """
@@ -181,24 +181,7 @@ def _thresholds_html(rows: pd.DataFrame) -> str:
         "reason": "why none",
     }
     present = [c for c in columns if c in rows.columns]
-    out = []
-    for row in rows.to_dict("records"):
-        cells = []
-        for c in present:
-            v = row.get(c)
-            if c == "per_item_ms":
-                cells.append(seconds(v / 1e3))
-            elif c == "fit_error":
-                cells.append(f"{v:.0%}" if v == v else "-")
-            elif c == "crossover" and isinstance(row.get("crossover_vs"), str):
-                cells.append(
-                    f"{number(v) if v == v and v is not None else '-'} vs {row['crossover_vs']}"
-                )
-            elif c == "reason":
-                cells.append(v if isinstance(v, str) else "")
-            else:
-                cells.append(cell(c, v))
-        out.append(cells)
+    out = [threshold_cells(row, present) for row in rows.to_dict("records")]
     return _table(
         "fitted time = fixed + per item × n, and the sizes (items) where each backend starts "
         f"to win; backends within {CLOSE:.0%} are as fast",
