@@ -212,10 +212,11 @@ class LokyBackend(Backend):
                 _HOLDERS.pop(key, None)
                 _ROOTS.pop(key, None)
         if last:
-            # terminate: shutdown, then the memory-mapped arguments' folder goes too. Forced
-            # (the workers are idle once pending work was waited for): unforced, joblib keeps
-            # the folder registered and loky's tracker warns of it at exit.
-            self._executor.terminate(kill_workers=True)
+            # terminate: shutdown, then the memory-mapped arguments' folder goes too. Not
+            # killing the workers: loky 3.6 then tries to fail the futures of queued work,
+            # and a future cancelled already (map's close, shutdown(cancel_futures=True))
+            # raises InvalidStateError in its manager thread.
+            self._executor.terminate(kill_workers=False)
 
 
 class Memmapped:

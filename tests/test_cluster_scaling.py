@@ -4,13 +4,14 @@ bound)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from backends import available, get_backend
 from backends.chunks import BatchSizer
 from compare.calibrate import add_scaling, measure_overheads, measure_scaling
 from compare.costmodel import at_workers, predict
-from compare.timing import paired_ratio
 from workloads import probes
 
 DASK = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
@@ -31,13 +32,22 @@ def _waits(ex, items, chunksize):
 def test_auto_at_8_workers_is_within_10_percent_of_the_best_fixed_chunksize():
     items = [0.02] * 200  # 4 s of waits: 0.5 s on 8 workers at best
     with get_backend("dask", workers=8) as ex:
-        fixed = {}
-        for c in FIXED:
-            # Each fixed size run in turns with "auto": a noisy neighbour slows both alike.
-            _, seconds, ratio = paired_ratio(_waits(ex, items, "auto"), _waits(ex, items, c), 3)
-            fixed[c] = (seconds, ratio)
-    best = min(fixed, key=lambda c: fixed[c][0])
-    assert fixed[best][1] <= 1.10, fixed  # auto ÷ the best fixed size, paired
+        auto, fixed = [], {c: [] for c in FIXED}
+        _waits(ex, items, "auto")()  # warm: every worker has run the task once
+        for _ in range(3):
+            # In turns, so that a noisy neighbour slows auto and the fixed sizes alike; the
+            # best run of each, as a benchmark quotes (a burst only ever slows a run).
+            for c in FIXED:
+                fixed[c].append(_seconds(_waits(ex, items, c)))
+                auto.append(_seconds(_waits(ex, items, "auto")))
+    best = min(FIXED, key=lambda c: min(fixed[c]))
+    assert min(auto) <= 1.10 * min(fixed[best]), (min(auto), {c: min(t) for c, t in fixed.items()})
+
+
+def _seconds(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def _plan(sizer: BatchSizer, remaining: int) -> list[int]:
