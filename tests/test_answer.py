@@ -4,6 +4,7 @@ calibration made for the situation (the analysis is a pure function of them)."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from compare.answer import answer
 
@@ -172,3 +173,21 @@ def test_an_emulated_cluster_is_called_so():
     }  # fmt: skip
     text = _text(lines, meta)
     assert "EMULATED cluster: 2 nodes × 2 workers behind 100 Mbit/s links" in text
+
+
+def _plain(x):
+    return sum(i * i for i in range(200 + x))
+
+
+@pytest.mark.slow
+def test_real_runs_never_name_asyncio_for_a_plain_function(tmp_path):
+    from compare.runner import run
+
+    pools = ["serial", "threads", "asyncio"]
+    built = run(["images", "noop"], pools, sizes=[2, 8], repeats=1, out_dir=tmp_path / "a",
+                progress=False)  # fmt: skip
+    mine = run(backends=pools, sizes=[4, 16], repeats=1, out_dir=tmp_path / "b",
+               progress=False, task=_plain, items=list(range(16)))  # fmt: skip
+    for result in (built, mine):
+        text = str(result.answer())
+        assert "plain function" in text and "asyncio" not in text, text
