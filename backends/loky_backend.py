@@ -67,8 +67,6 @@ class LokyBackend(Backend):
     engine_chunksize = "auto"
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
-        from joblib.executor import get_memmapping_executor
-
         super().__init__(workers, inner_threads)
         self._cap_inner_threads(self.workers)
         if self.inner_threads is not None:
@@ -77,28 +75,13 @@ class LokyBackend(Backend):
             )
         self._pending = PendingSet()
         self._put_dir: str | None = None
-        before = descendants()
         start = time.perf_counter()
-        with _LOCK:
-            # One executor per process: the same settings get the running one back.
-            self._executor = get_memmapping_executor(**self._executor_kwargs())
-            key = id(self._executor)
-            #: Whether this backend found the pool running (a reuse), not started it.
-            self.reused = _HOLDERS.get(key, 0) > 0
-            _HOLDERS[key] = _HOLDERS.get(key, 0) + 1
         try:
-            # Loky starts its workers lazily: have each answer once, so that start-up is
-            # measured here and not charged to the first tasks.
-            for f in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
-                f.result()
+            self._open_pool(holders=1)
         except BaseException:
             self._release()
             raise
         self.startup_s = time.perf_counter() - start
-        with _LOCK:
-            roots = _ROOTS.setdefault(key, set())
-            roots |= descendants() - before
-            self._own_roots = roots
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> cf.Future:
         # loky's submit(self, fn, ...) would take a task's ``self=``/``fn=`` as its own.
@@ -153,23 +136,33 @@ class LokyBackend(Backend):
         """As :meth:`Backend.info`, plus ``reused``: the pool was running when it opened."""
         return {**super().info(), "reused": self.reused}
 
-    def _reacquire(self) -> None:
+    def _open_pool(self, holders: int) -> None:
+        """Get loky's pool for our settings, count ``holders`` more backends on it, and have
+        each worker answer once (loky starts them lazily: start-up is measured here, not
+        charged to the first tasks); its processes are every holder's."""
         from joblib.executor import get_memmapping_executor
 
         with _LOCK:
-            old = id(self._executor)
-            holders = _HOLDERS.pop(old, 1)
-            roots = _ROOTS.pop(old, set())
             before = descendants()
+            # One executor per process: the same settings get the running one back.
             self._executor = get_memmapping_executor(**self._executor_kwargs())
             key = id(self._executor)
+            #: Whether this backend found the pool running (a reuse), not started it.
+            self.reused = _HOLDERS.get(key, 0) > 0
             _HOLDERS[key] = _HOLDERS.get(key, 0) + holders
             for f in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
                 f.result()
-            roots.clear()
+            roots = _ROOTS.setdefault(key, set())
             roots |= descendants() - before
-            _ROOTS[key] = roots
             self._own_roots = roots
+
+    def _reacquire(self) -> None:
+        """Take our pool back after loky replaced it (with its holders and processes)."""
+        with _LOCK:
+            old = id(self._executor)
+            holders = _HOLDERS.pop(old, 1)
+            _ROOTS.pop(old, None)
+        self._open_pool(holders)
 
     def _executor_kwargs(self) -> dict[str, Any]:
         import multiprocessing

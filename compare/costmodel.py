@@ -291,7 +291,7 @@ def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
     points = cal.get("by_workers") or []
     if workers is None or len(points) < 2:
         return out
-    (w0, *_), (w1, *_) = ((p["workers"], p) for p in points[:2])
+    w0, w1 = points[0]["workers"], points[1]["workers"]
     if w1 == w0:
         return out
     grown = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +137,7 @@ def speedup_html(records: pd.DataFrame) -> str:
                 )
             rows.append(cells)
         parts.append(
-            _table(
+            html_table(
                 f"{workload}: median warm time (speedup over serial); below, the spread of "
                 "the repeats; the fastest at each size in bold",
                 ["backend", *(f"n={n:,}" for n in sizes)],
@@ -161,7 +160,7 @@ def _memory_html(records: pd.DataFrame, workload: str, profile: dict | None) -> 
         at = group.set_index("size")["added_bytes"]
         footprint = idle.get(backend, {}).get("idle_rss_bytes")
         rows.append([backend, size(footprint), *(size(at.get(n)) for n in sizes)])
-    return _table(
+    return html_table(
         f"{workload}: memory each backend adds (median peak above what this process held "
         "just before each run), and the backend's own processes at rest",
         ["backend", "at rest", *(f"n={n:,}" for n in sizes)],
@@ -182,7 +181,7 @@ def _thresholds_html(rows: pd.DataFrame) -> str:
     }
     present = [c for c in columns if c in rows.columns]
     out = [threshold_cells(row, present) for row in rows.to_dict("records")]
-    return _table(
+    return html_table(
         "fitted time = fixed + per item × n, and the sizes (items) where each backend starts "
         f"to win; backends within {CLOSE:.0%} are as fast",
         [columns[c] for c in present],
@@ -204,7 +203,7 @@ def _model_check_html(records: pd.DataFrame, profile: dict, traits: dict) -> str
         f"measured warm times: median error; its pick was the measured fastest at "
         f"{int(advice['right'].sum())} of {len(advice)} points"
     )
-    return _table(caption, ["workload", *errors.columns], rows)
+    return html_table(caption, ["workload", *errors.columns], rows)
 
 
 def _summary(meta: dict[str, Any], records: pd.DataFrame) -> str:
@@ -240,12 +239,6 @@ def _facts(meta: dict[str, Any], out: Path, records: pd.DataFrame) -> str:
         for k, v in rows.items()
     )
     return f'<table class="facts">{cells}</table>'
-
-
-def _table(
-    caption: str, header: Sequence[str], rows: Iterable[Sequence[str]], raw: bool = False
-) -> str:
-    return html_table(caption, list(header), [list(r) for r in rows], raw)
 
 
 def _figure(path: Path) -> str:
