@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -567,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (timeout, docker stop, Slurm, systemd) stops a command as Ctrl-C does: every
     # `with` and `finally` on the way out stops what it started, and measured rows stay.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_interrupts
     try:
         return args.func(args, console)
     except Terminated:
@@ -579,6 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 2
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -588,6 +593,24 @@ class Terminated(KeyboardInterrupt):
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
+
+
+def _redeliver_interrupts(unraisable: Any) -> None:
+    """Deliver again a Ctrl-C or SIGTERM that a ``__del__`` or callback swallowed.
+
+    A signal handler raises in whatever frame runs; when that is a finalizer (a Dask
+    ``Future.__del__`` releasing its key, say) Python prints "Exception ignored" and goes on,
+    and the run would finish as if never stopped. The signal is raised again in the main
+    thread a moment later, from a timer thread: raised from this hook, it would be swallowed
+    again (the hook runs inside the finalizer's frame).
+    """
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        timer = threading.Timer(0.01, _thread.interrupt_main, (signum,))
+        timer.daemon = True
+        timer.start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,24 @@ def test_temp_folders_of_a_dead_owner_are_swept(tmp_path):
         os.rmdir(again)
     finally:
         os.rmdir(mine)
+
+
+def test_an_interrupt_a_finalizer_swallowed_is_delivered_again():
+    # A SIGTERM that lands inside a `__del__` (Dask's Future.__del__ releasing its key, in a CI
+    # run) is printed as "Exception ignored" and lost; the run then finished with exit code 0.
+    from compare import cli
+
+    class Releases:
+        def __del__(self):
+            cli._raise_terminated(signal.SIGTERM, None)  # the handler, run inside a finalizer
+
+    previous = signal.signal(signal.SIGTERM, cli._raise_terminated)
+    hook, sys.unraisablehook = sys.unraisablehook, cli._redeliver_interrupts
+    try:
+        with pytest.raises(cli.Terminated):
+            Releases()  # dropped at once: its __del__ raises, Python swallows it
+            for _ in range(200):
+                time.sleep(0.005)
+    finally:
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGTERM, previous)
