@@ -74,6 +74,9 @@ class Backend(cf.Executor):
     listens_on_all_interfaces: ClassVar[bool] = False
     #: A second backend opened while one is up gets the running workers (loky's reuse).
     reusable: ClassVar[bool] = False
+    #: Links a task's own argument crosses from the driver to a worker (Dask's go with the
+    #: task through the scheduler: two); a result comes back over one.
+    argument_links: ClassVar[int] = 1
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         if workers is not None and (

@@ -56,6 +56,9 @@ class DaskBackend(ClusterBackend):
     """
 
     name = "dask"
+    # A task's arguments travel inside the task: driver → scheduler → worker. Measured on an
+    # emulated cluster at 100 Mbit/s: 10 MiB as an argument 1.77 s, scattered direct 0.90 s.
+    argument_links = 2
 
     def __init__(
         self,

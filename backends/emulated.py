@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from backends.netns import Network
 
 ENGINES = ("dask",)
 SCHEDULER_PORT = 8786
+#: Seconds without a worker's heartbeat after which the scheduler drops it and runs its tasks
+#: elsewhere. Dask's default is 5 minutes: a node cut off for good would stall a run that long.
+WORKER_TTL_S = 10.0
 
 
 def _registry() -> Path:
@@ -67,6 +71,8 @@ class EmulatedCluster:
         Every link's rate in each direction, the driver's included (``None``: unshaped).
     start_timeout : float
         Seconds for the scheduler and every worker to come up.
+    worker_ttl_s : float
+        The scheduler's ``worker-ttl``: how long a silent worker is waited for.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class EmulatedCluster:
         workers_per_node: int = 1,
         bandwidth_mbps: float | None = None,
         start_timeout: float = 120.0,
+        worker_ttl_s: float = WORKER_TTL_S,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
@@ -84,6 +91,10 @@ class EmulatedCluster:
         self.engine, self.nodes, self.workers_per_node = engine, nodes, workers_per_node
         self.bandwidth_mbps = bandwidth_mbps
         self._timeout = start_timeout
+        self.worker_ttl_s = worker_ttl_s
+        #: Link faults scheduled with :meth:`cut`, and what happened (for ``run.json``).
+        self.faults: list[dict[str, Any]] = []
+        self._timers: list[threading.Timer] = []
         self.network = Network(1 + nodes, bandwidth_mbps)
         self._procs: list[subprocess.Popen] = []
         self._note: Path | None = None
@@ -104,7 +115,40 @@ class EmulatedCluster:
             "bandwidth_mbps": self.bandwidth_mbps,
             "shares_this_machine": True,
             "added_latency": "none (a veth's)",
+            "worker_ttl_s": self.worker_ttl_s,
+            "faults": self.faults,
         }
+
+    def cut(self, node: int, after_s: float, for_s: float | None = None) -> None:
+        """Cut worker node ``node`` (1 … ``nodes``) off the network ``after_s`` seconds from
+        now, for ``for_s`` seconds (``None``: for good). Its processes keep running; the
+        scheduler drops its workers after ``worker_ttl_s`` and runs their tasks elsewhere."""
+        if not 1 <= node <= self.nodes:
+            raise ValueError(f"node must be 1 to {self.nodes}, got {node}")
+        if after_s < 0 or (for_s is not None and for_s <= 0):
+            raise ValueError("after_s must be ≥ 0 and for_s > 0 (or None: for good)")
+        fault = {"node": node, "after_s": after_s, "for_s": for_s, "events": []}
+        self.faults.append(fault)
+        self._later(after_s, node, False, fault)
+        if for_s is not None:
+            self._later(after_s + for_s, node, True, fault)
+        self._write_note()
+
+    def _later(self, delay: float, node: int, up: bool, fault: dict[str, Any]) -> None:
+        def act() -> None:
+            with contextlib.suppress(OSError):  # the cluster may have closed meanwhile
+                self.network.set_link(node, up)
+                fault["events"].append({"link": "up" if up else "down", "at": time.time()})
+                self._write_note()
+
+        timer = threading.Timer(delay, act)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _write_note(self) -> None:
+        if self._note is not None:
+            self._note.write_text(json.dumps({**self.info(), "owner": os.getpid()}))
 
     def __enter__(self) -> EmulatedCluster:
         self.network.__enter__()
@@ -112,7 +156,7 @@ class EmulatedCluster:
             self._start_dask()
             self._note = _registry() / f"{self.network.hosts[0][1]}_{SCHEDULER_PORT}.json"
             self._note.parent.mkdir(parents=True, exist_ok=True)
-            self._note.write_text(json.dumps({**self.info(), "owner": os.getpid()}))
+            self._write_note()
         except BaseException:
             self.close()
             raise
@@ -124,11 +168,13 @@ class EmulatedCluster:
     def _start_dask(self) -> None:
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         host = self.network.hosts[0][1]
+        ttl = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": f"{self.worker_ttl_s:g}s"}
         self._procs.append(
             self.network.popen(
                 0,
                 [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host,
                  "--port", str(SCHEDULER_PORT), "--no-dashboard", "--no-show"],
+                env=ttl,
                 **quiet,
             )
         )  # fmt: skip
@@ -162,6 +208,8 @@ class EmulatedCluster:
 
     def close(self) -> None:
         """Stop every process of the cluster and remove its namespaces and links."""
+        for timer in self._timers:
+            timer.cancel()
         if self._note is not None:
             with contextlib.suppress(OSError):
                 self._note.unlink()

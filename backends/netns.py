@@ -145,9 +145,13 @@ class Network:
               "htb", "rate", rate, "ceil", rate])  # fmt: skip
 
     def set_link(self, host: int, up: bool) -> None:
-        """Take host ``host``'s link down (a node cut off) or up again."""
-        name, _ = self.hosts[host]
-        _ip("link", "set", f"{self.id}n{host}", "up" if up else "down", netns=name)
+        """Cut host ``host`` off (``up=False``) or join it again.
+
+        Its port on the switch goes down, not its own interface: the node keeps its address
+        and routes and its packets are lost on the way, as when a cable or a switch fails
+        (a downed interface would instead fail every send at once with "no route").
+        """
+        _ip("link", "set", f"{self.id}n{host}p", "up" if up else "down", netns=self.switch)
 
     def popen(self, host: int, argv: Sequence[str], **kwargs: object) -> subprocess.Popen:
         """Start ``argv`` inside host ``host``'s namespace."""

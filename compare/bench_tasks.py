@@ -11,6 +11,7 @@ time ÷ the measured fastest − 1, a difference under :data:`TIE_S` counting as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import tempfile
@@ -99,27 +100,57 @@ def tasks_bench(
     for row in uncapped["backends"].values():
         row["inner_threads"] = None
     rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    for kind in kinds:
-        items = kind.make_items(max(SAMPLE, int(kind.items * scale)))
-        task = profile_task(kind.fn, items[:SAMPLE])
-        console.print(
-            f"{kind.name}: {len(items)} items; profiled {task.item_s * 1e3:.3g} ms/item "
-            f"({task.item_s_1 * 1e3:.3g} capped), {task.cores_used:.2f} cores, "
-            f"GIL {task.gil_s * 1e3:.3g} ms, {task.arg_bytes + task.result_bytes:,} bytes"
-        )
-        for mode in modes:
-            cal = calibration if mode == "capped" else uncapped
-            inner = "auto" if mode == "capped" else None
-            measured = {s: measure(s, kind, items, inner, repeats, colds, workers) for s in specs}
-            console.print(
-                f"  {mode}: "
-                + ", ".join(f"{s} {m['cold']:.3g}/{m['warm']:.3g}" for s, m in measured.items())
-                + " s (cold/warm)"
-            )
-            for phase in ("cold", "warm"):
-                row = {"mode": mode, "task": kind.name, "items": len(items), "phase": phase}
-                rows[mode].append({**row, **score(cal, task, len(items), measured, phase)})
+    with contextlib.ExitStack() as stack:
+        url = _api_url(stack) if any(k.needs_api for k in kinds) else None
+        for kind in kinds:
+            _bench_kind(kind, url, specs, calibration, uncapped, repeats, colds, modes, scale,
+                        console, workers, rows)  # fmt: skip
     return rows
+
+
+def _api_url(stack: contextlib.ExitStack) -> str:
+    """The weather API in a process of its own, open until ``stack`` closes."""
+    from workloads.tasks import API_LATENCY_S
+    from workloads.weather_server import Faults, serve_api_process
+
+    return stack.enter_context(serve_api_process(Faults(latency_s=API_LATENCY_S))).url
+
+
+def _bench_kind(
+    kind: TaskKind,
+    url: str | None,
+    specs: Sequence[str],
+    calibration: dict,
+    uncapped: dict,
+    repeats: int,
+    colds: int,
+    modes: Sequence[str],
+    scale: float,
+    console: Console,
+    workers: int | None,
+    rows: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Profile ``kind``, measure it on every backend, score the advice into ``rows``."""
+    n = max(SAMPLE, int(kind.items * scale))
+    items = kind.make_items(n, url) if kind.needs_api else kind.make_items(n)
+    task = profile_task(kind.fn, items[:SAMPLE])
+    console.print(
+        f"{kind.name}: {len(items)} items; profiled {task.item_s * 1e3:.3g} ms/item "
+        f"({task.item_s_1 * 1e3:.3g} capped), {task.cores_used:.2f} cores, "
+        f"GIL {task.gil_s * 1e3:.3g} ms, {task.arg_bytes + task.result_bytes:,} bytes"
+    )
+    for mode in modes:
+        cal = calibration if mode == "capped" else uncapped
+        inner = "auto" if mode == "capped" else None
+        measured = {s: measure(s, kind, items, inner, repeats, colds, workers) for s in specs}
+        console.print(
+            f"  {mode}: "
+            + ", ".join(f"{s} {m['cold']:.3g}/{m['warm']:.3g}" for s, m in measured.items())
+            + " s (cold/warm)"
+        )
+        for phase in ("cold", "warm"):
+            row = {"mode": mode, "task": kind.name, "items": len(items), "phase": phase}
+            rows[mode].append({**row, **score(cal, task, len(items), measured, phase)})
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, float]:

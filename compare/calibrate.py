@@ -1,7 +1,8 @@
 """``smallbig overhead``: measure each backend's fixed costs from the probes; save a profile.
 
 Per backend: start-up seconds; per-task overhead at chunksize 1 and "auto"; transfer latency α
-and bandwidth β (``T(bytes) = α + bytes/β``, by value and via ``put``), with fit quality.
+and bandwidth β (``T(bytes) = α + bytes/β``, by value and via ``put``), with fit quality; and
+the bytes per second of arguments and results pipelined through one ``map``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,29 @@ def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) 
     smallbig starts itself, also at twice its workers (:func:`measure_scaling`)."""
     with get_backend(spec, workers=workers) as ex:
         row = measure_overheads(ex, spec, items, repeats)
-    return add_scaling(row, spec)
+    return add_scaling(note_startup(row), spec)
+
+
+#: Start-ups kept per backend and worker count, for their spread.
+KEPT_STARTS = 20
+
+
+def note_startup(row: dict[str, Any], history: str | Path | None = None) -> dict[str, Any]:
+    """``row`` with ``startup_spread_s``: the fewest and most seconds among the last
+    :data:`KEPT_STARTS` start-ups of this backend at its workers on this machine, this one
+    included, and ``startup_starts``, how many. The history is kept beside the machine's
+    calibration (``startups.json``): one calibration sees one start, and a start-up varies
+    from one session to the next (Ray's took 8.2–11 s here on one afternoon)."""
+    path = Path(history) if history else default_profile_path().parent / "startups.json"
+    try:
+        seen = read_json(path, ()) if path.exists() else {}
+    except ValueError:  # a damaged history is only history: start it again
+        seen = {}
+    key = f"{row['backend']}|{row['workers']}"
+    starts = [*seen.get(key, []), float(row["startup_s"])][-KEPT_STARTS:]
+    seen[key] = starts
+    write_json(path, seen)
+    return {**row, "startup_spread_s": [min(starts), max(starts)], "startup_starts": len(starts)}
 
 
 #: No-op tasks, one per item, for the per-task cost at another worker count.
@@ -109,6 +132,7 @@ def measure_overheads(
         "reuse_s": _reuse_s(ex, spec) if ex.reusable else None,
         "in_process": ex.in_process,
         "distributed": ex.distributed,
+        "argument_links": ex.argument_links,
         # The cap on native pool threads per task (None: the libraries' own), which decides
         # whether a task runs at its uncapped or its one-thread cost (compare.costmodel).
         "inner_threads": info.get("inner_threads"),
@@ -137,12 +161,42 @@ def measure_overheads(
         ex.submit(probes.payload, ex.put(a)).result()
 
     by_put = [median_time(lambda a=arrays[b]: via_put(a), repeats) for b in PAYLOAD_BYTES]
+    row.update(_pipelined(ex, arrays[2**20], repeats))
     for label, times in (("value", by_value), ("put", by_put)):
         fit = fit_line(sizes, np.array(times))
         row[f"alpha_{label}_s"] = fit.fixed_s
         row[f"beta_{label}_Bps"] = 1 / fit.per_item_s if fit.per_item_s > 0 else float("inf")
         row[f"fit_error_{label}"] = fit.median_rel_error
     return row
+
+
+#: 1 MB items per worker in the pipelined transfer figures: two maps, this many and 4×.
+PIPELINED_PER_WORKER = 8
+
+
+def _pipelined(ex: Any, array: np.ndarray, repeats: int) -> dict[str, float]:
+    """Bytes per second of many 1 MB arguments (and, apart, results) in one ``map``, as a
+    map ships them: pickled and sent while earlier ones are still running. The slope of the
+    line through two map sizes, so that a map's fixed cost is not taken for bandwidth. One
+    payload at a time (α, β) pays every latency in turn: a 1 MB argument per item was
+    predicted 3.4× slower on processes than it ran."""
+    if ex.in_process:
+        return {}
+    sizes = [min(64, PIPELINED_PER_WORKER * ex.workers)]
+    sizes.append(4 * sizes[0])
+
+    def rate(fn: Any, arguments: Any) -> float:
+        times = [
+            median_time(lambda n=n: list(ex.map(fn, *arguments(n), chunksize="auto")), repeats)
+            for n in sizes
+        ]
+        per_item = fit_line(np.array(sizes, float), np.array(times)).per_item_s
+        return array.nbytes / per_item if per_item > 0 else float("inf")
+
+    return {
+        "beta_map_Bps": rate(probes.payload, lambda n: ([array] * n,)),
+        "beta_result_Bps": rate(probes.block, lambda n: (range(n), [array.nbytes] * n)),
+    }
 
 
 def _reuse_s(ex: Any, spec: str) -> float:

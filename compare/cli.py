@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--images", help="your own image folder (default: a generated dataset)")
     p.add_argument(
+        "--ship-bytes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="images: send each file's bytes to the workers, not its path (default: when a "
+        "backend is a cluster at an address off this machine's loopback)",
+    )
+    p.add_argument(
         "--tables",
         "-v",
         action="store_true",
@@ -173,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--bandwidth-mbps",
         type=arg_number(),
         help="every link's rate in each direction, the driver's included (default: unshaped)",
+    )
+    p.add_argument(
+        "--cut",
+        nargs=3,
+        type=arg_number(),
+        action="append",
+        default=[],
+        metavar=("NODE", "AFTER", "FOR"),
+        help="cut worker node NODE off the network AFTER seconds from the start, for FOR "
+        "seconds (0: for good); may be repeated",
     )
     p.set_defaults(func=cmd_cluster)
     p = sub.add_parser("report", help="write report.html of a run: tables, figures, advice")
@@ -269,6 +286,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         overwrite=args.overwrite,
         task=user and user[0],
         items=user and user[1],
+        ship_bytes=args.ship_bytes,
     )
     records, meta, profile, out = (
         result.records,
@@ -377,7 +395,7 @@ def cmd_overhead(args: argparse.Namespace, console: Console) -> int:
 def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     """Rank backends for a task by predicted time."""
     from compare.calibrate import load_profile, overhead
-    from compare.costmodel import predict
+    from compare.costmodel import predict, startup_note
 
     task = _task_cost(args)  # first: a bad task description fails before any calibration
     extrapolated = any(
@@ -442,6 +460,9 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
         table.add_row(str(i), p.backend, str(p.workers), seconds(p.seconds), room, p.reason)
     console.print(table)
     console.print(memory_boundary(ranked, profile))
+    note = startup_note(ranked)
+    if note:
+        console.print(note)
     return 0
 
 
@@ -533,6 +554,12 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
 
     cluster = EmulatedCluster(args.engine, args.nodes, args.workers_per_node, args.bandwidth_mbps)
     with cluster:
+        for node, after, length in args.cut:
+            if node != int(node):
+                raise ValueError(f"--cut NODE must be a whole number, got {node:g}")
+            cluster.cut(int(node), after, length or None)
+            span = f"for {length:g} s" if length else "for good"
+            console.print(f"node {int(node)} will be cut off after {after:g} s, {span}")
         link = f"{args.bandwidth_mbps:g} Mbit/s" if args.bandwidth_mbps else "unshaped"
         console.print(
             f"emulated {args.engine} cluster: {args.nodes} nodes × {args.workers_per_node} "

@@ -5,13 +5,14 @@ An item takes ``item_s`` seconds alone, ``cpu_s`` of them on a CPU (the rest wai
 above ``item_s`` when its native pools — BLAS, OpenMP, numba — use several cores). A backend
 runs ``slots`` items at once on ``cpus`` cores, so ``n`` items take
 
-    T = start-up + n·(overhead + nbytes/β) + batches·α
+    T = start-up + n·(overhead + nbytes/β) + rounds·α
         + n·max(item_s / slots, cpu_s / cpus, gil_s)
 
 the largest of three bounds (a roofline): the slots each busy for a whole item, the cores each
 busy with its CPU part, and — for threads of one process — the part of an item they cannot
 overlap (the GIL). With fewer items than slots, ``n`` replaces the slots and cores.
-``overhead`` is the per-task cost at ``chunksize="auto"``.
+``overhead`` is the per-task cost at ``chunksize="auto"``; ``rounds`` is batches ÷ slots (the
+slots' batches are in flight together, so their latency α overlaps).
 
 Which ``item_s`` and ``cpu_s``: a backend whose cap on the native pools (its
 ``inner_threads``) is below what an item uses alone runs it at the item's capped cost (measured
@@ -23,14 +24,16 @@ by :func:`compare.profile_task` with one thread); one without a cap, at its unca
 - asyncio for a task with a coroutine twin: one slot per coroutine (256), one core (the loop).
 - processes and clusters: a slot per worker, ``min(cores, workers × cap)`` cores.
 
-In-process backends ship no bytes. Extrapolations (``workers``, network) are predictions,
-never measurements.
+In-process backends ship no bytes. ``nbytes/β`` counts the links each byte crosses: a result
+one, an argument ``argument_links`` (two on Dask, whose tasks carry their arguments through
+the scheduler). Extrapolations (``workers``, network) are predictions, never measurements.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +53,9 @@ class Prediction:
     reason: str
     #: How it runs the data within its memory, and its predicted peak (compare.memory).
     memory: Fit | None = None
+    #: Cold: the fewest and most seconds its recent start-ups took on this machine, and how
+    #: many there were (``calibration.json``'s ``startup_spread_s``); ``None`` if not known.
+    startup_spread: tuple[float, float, int] | None = None
 
     def __repr__(self) -> str:
         return f"Prediction({self.backend}, {seconds(self.seconds)}, {self.workers} workers)"
@@ -76,6 +82,10 @@ class Predictions(list):
         import pandas as pd
 
         return pd.DataFrame([p.row() for p in self])
+
+    def startup_note(self) -> str | None:
+        """When the pick depends on how long start-up takes this time (:func:`startup_note`)."""
+        return startup_note(self)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{p.backend} {seconds(p.seconds)}" for p in self[:3])
@@ -108,6 +118,7 @@ class _Cost:
     coroutine_cpu_s: float | None
     result_bytes: int = 0  # of nbytes, the result's
     work_bytes: int = 0  # allocated while one item runs
+    first_call_s: float = 0.0  # a fresh worker's first item over the next (imports, JIT)
 
     @property
     def holds_gil(self) -> bool:
@@ -231,16 +242,22 @@ def predict(
         grown = at_workers(cal, slots if workers and cluster else None)
         # Warm: the pool is running; a reusable one (joblib's) is got back for ``reuse_s``.
         startup = grown["startup_s"] if cold else (cal.get("reuse_s") or 0.0)
+        if cold and not cal.get("in_process", False):
+            # Every fresh worker pays the task's imports and JIT once, all at the same time,
+            # as many at once as there are cores for them.
+            startup += cost.first_call_s * max(1.0, slots / max(cpus, 1))
         overhead = grown["auto_overhead_s"]
         # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
         batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
         if cal.get("in_process", False):
             transfer = 0.0
         else:
-            beta = bandwidth_Bps if (bandwidth_Bps and cluster) else cal["beta_value_Bps"]
             alpha = latency_s if (latency_s is not None and cluster) else cal["alpha_value_s"]
-            # Latency is paid once per batch.
-            transfer = (batches * alpha) / items + cost.nbytes / beta
+            # Latency is paid once per round of batches: the slots' batches are in flight
+            # together (counted once per batch, 4,000 tiny tasks on 8 Dask workers were
+            # predicted at 2.5× their time). Bytes at the rate a map pipelines them.
+            rounds = max(1.0, batches / slots)
+            transfer = (rounds * alpha) / items + _bytes_s(cal, cost, bandwidth_Bps, cluster)
         on_loop = cost.coroutine and cal.get("coroutines", False)
         busy = min(cost.coroutine_cpu_s, wall) if on_loop and cost.coroutine_cpu_s else cpu
         # Per-item time under each bound; fewer items than slots leave slots idle.
@@ -270,8 +287,65 @@ def predict(
         room = fit(cal, data, slots, chunk, machine, workers, worker_memory_bytes)
         if not room.fits:
             reason = f"{seconds(total)} if it had the memory; " + reason
-        out.append(Prediction(name, total, slots, reason, room))
+        spread = cal.get("startup_spread_s")
+        known = cold and spread and not (workers and cluster)  # not at another worker count
+        spread_of = (spread[0], spread[1], int(cal.get("startup_starts", 0))) if known else None
+        out.append(Prediction(name, total, slots, reason, room, spread_of))
     return Predictions(sorted(out, key=lambda p: (not p.memory.fits, p.seconds)))
+
+
+def _span(low: float, high: float) -> str:
+    """``1–3.5 s`` (one unit, given once, when both share it)."""
+    a, b = seconds(low), seconds(high)
+    unit = b.rsplit(" ", 1)[-1]
+    return f"{a.removesuffix(' ' + unit)}–{b}"
+
+
+def startup_note(ranked: Sequence[Prediction]) -> str | None:
+    """A line saying that the pick depends on start-up, when the first two predictions are
+    closer than the spread of either one's measured start-ups; else ``None``."""
+    fits = [p for p in ranked if p.memory is None or p.memory.fits]
+    if len(fits) < 2:
+        return None
+    first, second = fits[:2]
+    width = max(
+        (p.startup_spread[1] - p.startup_spread[0] for p in (first, second) if p.startup_spread),
+        default=0.0,
+    )
+    if second.seconds - first.seconds >= width:
+        return None
+    started = "; ".join(
+        f"{p.backend}'s start-up took {_span(*p.startup_spread[:2])} over its last "
+        f"{p.startup_spread[2]} starts"
+        for p in (first, second)
+        if p.startup_spread and p.startup_spread[1] > p.startup_spread[0]
+    )
+    return (
+        f"{first.backend} or {second.backend}: the choice depends on start-up "
+        f"(predicted {seconds(second.seconds - first.seconds)} apart; {started})"
+    )
+
+
+def _bytes_s(cal: dict[str, Any], cost: _Cost, bandwidth_Bps: float | None, cluster: bool) -> float:
+    """Seconds per item of shipping its argument and result.
+
+    On a network the model extrapolates to, an argument crosses ``argument_links`` links one
+    after the other (Dask's: driver → scheduler → worker) and a result one. Otherwise, at the
+    rates the calibration measured through a ``map`` (pipelined), or, in a calibration
+    without them, from one payload at a time (whose arguments crossed ``links`` links).
+    """
+    arg = cost.nbytes - cost.result_bytes
+    links = cal.get("argument_links", 1)
+    if bandwidth_Bps and cluster:
+        return (arg * links + cost.result_bytes) / bandwidth_Bps
+    single = cal["beta_value_Bps"]
+    return arg / cal.get("beta_map_Bps", single) + cost.result_bytes / cal.get(
+        "beta_result_Bps", single * links
+    )
+
+
+#: The relative rise between two worker counts below which a term is taken not to grow.
+GROWTH_NOISE = 0.2
 
 
 def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
@@ -297,7 +371,10 @@ def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
     grown = {}
     for key in ("startup_s", "task_overhead_s"):
         a, b = points[0][key], points[1][key]
-        slope = max(0.0, (b - a) / (w1 - w0))
+        # Two single timings on a shared machine differ by up to ~20% with nothing grown:
+        # a smaller rise is noise, and a line through noise extrapolated 8× is a guess.
+        # (Ray's start-up here: 16.8, 16.4 and 15.2 s at 4, 8 and 16 workers.)
+        slope = (b - a) / (w1 - w0) if b > (1 + GROWTH_NOISE) * a else 0.0
         grown[key] = max(min(a, b), a + slope * (workers - w0))
     if out["task_overhead_s"] > 0:
         ratio = grown["task_overhead_s"] / out["task_overhead_s"]
@@ -327,6 +404,7 @@ def _cost(
             t.get("coroutine_cpu_s"),
             int(t["result_bytes"]),
             int(t.get("memory_bytes") or 0),
+            float(t.get("first_call_s") or 0.0),
         )
     if item_s is None:
         raise ValueError("give a task profile (task=) or its time per item (item_s=)")

@@ -23,6 +23,7 @@ from compare.calibrate import (
     add_scaling,
     load_profile,
     measure_overheads,
+    note_startup,
     remember_run,
     write_profile,
 )
@@ -127,6 +128,7 @@ def run(
     overwrite: bool = False,
     task: Callable[..., Any] | None = None,
     items: Sequence[Any] | None = None,
+    ship_bytes: bool | None = None,
 ) -> RunResult:
     """Measure every workload × backend × size; return the records, metadata and calibration.
 
@@ -157,6 +159,10 @@ def run(
         is ``task``'s argument, or its keyword arguments when items are dicts of its
         parameters (:func:`workloads.user.user_workload`). Default sizes then end at
         ``len(items)``.
+    ship_bytes : bool, optional
+        Images carry their files' bytes to the workers instead of their paths. Default: when
+        a backend is a cluster reached at an address other than this machine's loopback,
+        whose workers cannot be assumed to see this machine's files.
 
     Returns
     -------
@@ -184,7 +190,8 @@ def run(
     if resume:
         session.resume_from(out)
     try:
-        with open_workloads(workloads, image_dir, given) as loaded, session.bar:
+        ships = remote_workers(backends) if ship_bytes is None else ship_bytes
+        with open_workloads(workloads, image_dir, given, ships) as loaded, session.bar:
             plan = Plan.make(
                 {w: list(sizes or _default_sizes(loaded[w])) for w in loaded}, backends, repeats
             )
@@ -199,6 +206,30 @@ def run(
     # A resumed run with nothing left to measure calibrated nothing new: the file's is current.
     calibration = session.calibration or load_profile(out / RUN_PROFILE)
     return RunResult(load_records(out), meta, calibration, out)
+
+
+def remote_workers(backends: Sequence[str]) -> bool:
+    """Whether a backend of ``backends`` is reached at an address off this machine's
+    loopback: its workers may not share this machine's filesystem."""
+    import ipaddress
+
+    from backends.addresses import split_address
+
+    for spec in backends:
+        address = parse_spec(spec)[1]
+        if address is None:
+            continue
+        try:
+            host = split_address(address)[0]
+        except ValueError:
+            return True  # an address it cannot read: not known to be this machine
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return True
+        except ValueError:  # a host name
+            if host != "localhost":
+                return True
+    return False
 
 
 class _Session:
@@ -297,8 +328,10 @@ class _Session:
             # calibration, against which the report checks the cost model.
             for spec in active:
                 self.bar.update(task, description=f"{spec:>10} overheads")
-                self.overheads[spec] = measure_overheads(
-                    opened[spec], spec, OVERHEAD_ITEMS, repeats=3, footprint=idle[spec]
+                self.overheads[spec] = note_startup(
+                    measure_overheads(
+                        opened[spec], spec, OVERHEAD_ITEMS, repeats=3, footprint=idle[spec]
+                    )
                 )
         # A cluster's start-up and per-task cost at twice its workers, once it is down: how
         # they grow, for the extrapolation to clusters this machine does not have.

@@ -25,6 +25,7 @@ from typing import Any
 import cloudpickle
 
 from backends.inner import Capped
+from compare.firstcall import first_call_s
 
 # Each timed pass over the sample is cut to about this long (at least two items), so that a
 # task of seconds per item is profiled in seconds, not minutes.
@@ -72,6 +73,10 @@ class TaskProfile:
         For a coroutine function: CPU seconds per item with 32 items in flight on one loop.
     errors : int
         Items of the sample that raised (the profile still holds for the others).
+    first_call_s : float
+        What the first item costs a fresh worker interpreter over the next one: the task's
+        imports, JIT and caches (:mod:`compare.firstcall`), paid once by every worker
+        process a cold run starts.
     """
 
     name: str
@@ -88,6 +93,7 @@ class TaskProfile:
     coroutine: bool = False
     coroutine_cpu_s: float | None = None
     errors: int = 0
+    first_call_s: float = 0.0
 
     @property
     def releases_gil(self) -> bool:
@@ -112,6 +118,7 @@ class TaskProfile:
             ("pickled argument / result", f"{self.arg_bytes:,} / {self.result_bytes:,} bytes"),
             ("peak memory per item", f"{self.memory_bytes / 1e6:.3g} MB"),
             ("coroutine function", "yes" if self.coroutine else "no"),
+            ("first item in a fresh worker, over the next", seconds(self.first_call_s)),
             ("items that raised", str(self.errors)),
         ]
 
@@ -251,6 +258,7 @@ def profile_task(
         if coroutine
         else None,
         errors=failed,
+        first_call_s=first_call_s(fn, items, kwargs),
     )
     return profile
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -158,3 +159,85 @@ def test_plots_are_readable_pngs(tmp_path):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 600 and image.height >= 400
             assert len(np.unique(np.asarray(image.convert("L")))) > 20  # not a blank canvas
+
+
+def test_a_dask_argument_crosses_two_links_and_a_result_one():
+    # Measured on an emulated cluster (tests/test_emulated.py): 10 MiB as a task's argument
+    # 1.77 s at 100 Mbit/s, the same bytes back as a result 0.90 s.
+    def row(links):
+        return {**_cal(2, 0.0, 0.0, False, True, beta=1e12), "argument_links": links}
+
+    def task(arg, result):
+        return {"item_s": 1e-3, "cpu_s": 1e-3, "item_s_1": 1e-3, "cpu_s_1": 1e-3, "gil_s": 0.0,
+                "arg_bytes": arg, "result_bytes": result, "coroutine": False}  # fmt: skip
+
+    link = 100e6 / 8
+    for links in (1, 2):
+        profile = {"backends": {"dask": row(links)}}
+        seconds = {
+            kind: predict(profile, 1, task=task(*sizes), workers=2, bandwidth_Bps=link,
+                          cold=False)[0].seconds - 1e-3
+            for kind, sizes in (("argument", (10**7, 0)), ("result", (0, 10**7)))
+        }  # fmt: skip
+        assert seconds["argument"] == pytest.approx(links * 10**7 / link, rel=0.01)
+        assert seconds["result"] == pytest.approx(10**7 / link, rel=0.01)
+    # From a calibration over the link itself, whose arguments took two links' time: a
+    # result is charged one.
+    profile = {"backends": {"dask": {**row(2), "beta_value_Bps": link / 2}}}
+    back = predict(profile, 1, task=task(0, 10**7), cold=False)[0].seconds - 1e-3
+    assert back == pytest.approx(10**7 / link, rel=0.01)
+
+
+def megabyte(i):
+    """A 1 MB result made in the worker."""
+    return i.to_bytes(8, "little") * (2**17)
+
+
+def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp_path):
+    # One payload at a time, 300 arguments of 1 MB were predicted 3.4× slower than they ran:
+    # a map pipelines them. Both directions, on a real process pool, warm.
+    from backends import get_backend
+    from compare import profile_task
+    from workloads import probes
+
+    profile = overhead(["processes"], 2, items=2000, repeats=2, path=tmp_path / "cal.json")
+    array = probes.make_payload(2**20)
+    ratios = {}
+    with get_backend("processes", workers=2) as ex:
+        for name, fn, items in (("argument", probes.payload, [array] * 300),
+                                ("result", megabyte, list(range(300)))):  # fmt: skip
+            list(ex.map(fn, items[:20], chunksize="auto"))
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                list(ex.map(fn, items, chunksize="auto"))
+                times.append(time.perf_counter() - start)
+            task = profile_task(fn, items[:8])
+            predicted = predict(profile, len(items), task=task, cold=False)
+            seconds = next(p.seconds for p in predicted if p.backend == "processes")
+            ratios[name] = seconds / sorted(times)[1]
+    assert all(0.5 <= r <= 2.0 for r in ratios.values()), ratios
+
+
+def test_the_advice_says_when_the_pick_depends_on_start_up(tmp_path):
+    from compare.calibrate import note_startup
+
+    history = tmp_path / "startups.json"
+    rows = {}
+    for startup in (1.0, 3.5, 1.2):  # three sessions' start-ups of the same cluster
+        rows["dask"] = note_startup({**_cal(2, startup, 5e-6, False, True), "backend": "dask"},
+                                    history)  # fmt: skip
+    assert rows["dask"]["startup_spread_s"] == [1.0, 3.5] and rows["dask"]["startup_starts"] == 3
+    rows["processes"] = note_startup(
+        {**_cal(2, 1.0, 2e-6, False), "backend": "processes"}, history
+    )
+    profile = {"backends": rows}
+    # 400 items of 10 ms: the two are predicted 0.2 s apart; dask's start-up varied by 2.5 s.
+    close = predict(profile, 400, 0.01, releases_gil=True)
+    note = close.startup_note()
+    assert note and "depends on start-up" in note, note
+    assert "dask's start-up took 1–3.5 s over its last 3 starts" in note, note
+    # Far apart (many items: the per-item costs decide), or warm: nothing to say.
+    assert predict(profile, 10**6, 0.01, releases_gil=True).startup_note() is None
+    assert predict(profile, 400, 0.01, releases_gil=True, cold=False).startup_note() is None
+    assert json.loads(history.read_text())["dask|2"] == [1.0, 3.5, 1.2]

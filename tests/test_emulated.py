@@ -146,3 +146,26 @@ def test_without_root_it_says_so_in_one_line(monkeypatch):
     with pytest.raises(NetworkError, match="needs root") as info:
         check_privileges()
     assert "\n" not in str(info.value)
+
+
+@needs_netns
+@needs_dask
+@pytest.mark.parametrize("for_s", [6.0, None], ids=["for a while", "for good"])
+def test_a_node_cut_off_mid_map_loses_no_item(for_s):
+    from backends.emulated import EmulatedCluster
+
+    items = list(range(120))
+    with EmulatedCluster(nodes=2, bandwidth_mbps=1000, worker_ttl_s=5) as cluster:
+        with get_backend(cluster.spec) as ex:
+            assert list(ex.map(probes.sleep, [0.0] * 4)) == [0.0] * 4  # both nodes ready
+            start = time.perf_counter()
+            cluster.cut(1, after_s=1.0, for_s=for_s)
+            # 0.05 s per item on 2 nodes: 3 s unbroken, so the cut lands mid-map.
+            got = list(ex.map(probes.sleep, [0.05 + i * 1e-6 for i in items], chunksize=1))
+            took = time.perf_counter() - start
+        events = [e["link"] for e in cluster.faults[0]["events"]]
+    assert got == pytest.approx([0.05 + i * 1e-6 for i in items])  # every item, in order
+    assert events[0] == "down" and events[-1] == ("up" if for_s else "down")
+    # The cut cost time: the node's tasks waited for its link or for the scheduler to drop it.
+    assert took > 4.0, took
+    assert not _left(cluster.network.id)

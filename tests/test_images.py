@@ -128,3 +128,35 @@ def test_unknown_kernel_and_empty_folder_fail_clearly(tmp_path):
         images_workload(tmp_path, kernel="gpu")
     with pytest.raises(ValueError, match="no files in image folder"):
         images_workload(tmp_path)
+
+
+@pytest.mark.parametrize("spec", ["processes", "dask"])
+def test_shipped_bytes_need_no_shared_files_and_give_the_same_results(image_dir, tmp_path, spec):
+    if spec not in available():
+        pytest.skip(f"{spec} is not installed")
+    own = tmp_path / "copy"
+    own.mkdir()
+    for f in sorted(image_dir.iterdir())[:5]:
+        (own / f.name).write_bytes(f.read_bytes())
+    by_path = images_workload(own).prepare(8)
+    shipped = images_workload(own, ship_bytes=True)
+    items = shipped.prepare(8)
+    assert shipped.params["ship_bytes"] and all(i.data for i in items)
+    assert shipped.data_size(items[0]) == len(items[0].data)
+    with get_backend("serial") as ex:
+        expected = checksum(images_workload(own).run(ex, by_path))
+    for f in own.iterdir():  # the workers can only have the bytes they were sent
+        f.unlink()
+    with get_backend(spec, workers=2) as ex:
+        outcomes = shipped.run(ex, items)
+    assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
+    assert checksum(outcomes) == expected
+
+
+def test_bytes_are_shipped_by_default_only_to_workers_off_this_machine():
+    from compare.runner import remote_workers
+
+    assert not remote_workers(["serial", "processes", "dask", "dask@tcp://127.0.0.1:8786"])
+    assert not remote_workers(["ray@localhost:6379"])
+    assert remote_workers(["serial", "dask@tcp://198.18.0.10:8786"])
+    assert remote_workers(["ray@head.example:6379"])

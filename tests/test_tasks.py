@@ -155,6 +155,37 @@ def test_profile_of_a_coroutine_function():
     assert p.item_s >= 0.005
 
 
+def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
+    # A module that takes 0.4 s to import (a heavy library, a table built at import): every
+    # fresh worker pays it on its first item; the driver, which imported it, never does again.
+    (tmp_path / "slowstart.py").write_text(
+        "import time\ntime.sleep(0.4)\n\n\ndef task(x):\n    return x + 1\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # workers can import it: by reference
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from backends import shipping
+
+    shipping.refresh()
+    try:
+        import slowstart
+
+        slow = profile_task(slowstart.task, [1, 2, 3])
+    finally:
+        sys.modules.pop("slowstart", None)
+        shipping.refresh()
+    quick = profile_task(tasks.tiny, range(4))
+    assert 0.3 <= slow.first_call_s <= 3.0, slow.first_call_s
+    assert quick.first_call_s < 0.2, quick.first_call_s
+    # A cold run on worker processes pays it; the pool already running does not.
+    cal = {"cpu_count": 2, "backends": {"processes": {
+        "workers": 2, "threads": 2, "cores": 2, "startup_s": 0.2, "reuse_s": None,
+        "in_process": False, "distributed": False, "inner_threads": 1,
+        "task_overhead_s": 1e-4, "auto_overhead_s": 1e-5, "alpha_value_s": 0.0,
+        "beta_value_Bps": 1e12}}}  # fmt: skip
+    cold, warm = (compare.advise(cal, 10, task=slow, cold=c)[0].seconds for c in (True, False))
+    assert cold - warm == pytest.approx(0.2 + slow.first_call_s, rel=0.01)
+
+
 def test_profile_measures_bytes_memory_and_errors():
     big = profile_task(tasks.big_argument, tasks._arrays(3))
     assert big.arg_bytes > 2**20 and big.result_bytes < 100

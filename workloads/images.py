@@ -10,9 +10,10 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,14 @@ SIZE = (256, 256)
 
 @dataclass(frozen=True)
 class ImageItem:
-    """One file to process; small, so shipping it costs a few hundred bytes."""
+    """One file to process: by path (a few hundred bytes to ship; the workers read the file),
+    or with its bytes in ``data``, for workers that do not share the driver's filesystem."""
 
     path: str
     size: tuple[int, int] = SIZE
     kernel: str = "numba"
     out_dir: str | None = None
+    data: bytes | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -57,7 +60,7 @@ def process_image(item: ImageItem) -> dict:
     with warnings.catch_warnings():
         # Pillow only warns between 1x and 2x its pixel limit; a bomb is a bomb.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(item.path) as image:
+        with Image.open(item.path if item.data is None else io.BytesIO(item.data)) as image:
             source = (image.width, image.height, image.mode)
             image.load()
             gray = image.convert("L")
@@ -90,8 +93,13 @@ def images_workload(
     kernel: str = "numba",
     size: tuple[int, int] = SIZE,
     out_dir: str | None = None,
+    ship_bytes: bool = False,
 ) -> Workload:
     """The images workload over ``directory`` (a user folder, or a generated dataset).
+
+    With ``ship_bytes``, each item carries its file's bytes, so that every backend ships the
+    encoded image to its workers as a cluster without shared storage must; otherwise items
+    are paths, read where the task runs.
 
     With no ``directory``, ``count`` files are generated (once, then cached) under the user's
     cache dir. Items cycle over the files when more are asked for than exist.
@@ -116,11 +124,18 @@ def images_workload(
     def prepare(n: int, seed: int = 0) -> list[ImageItem]:
         # Deterministic by seed, so every backend sees the same items.
         order = order_for(seed)
+        chosen = [files[order[i % len(files)]] for i in range(n)]
         return [
-            ImageItem(str(files[order[i % len(files)]]), size, kernel, out_dir) for i in range(n)
+            ImageItem(str(f), size, kernel, out_dir, f.read_bytes() if ship_bytes else None)
+            for f in chosen
         ]
 
-    params = {"directory": str(Path(directory).resolve()), "kernel": kernel, "size": list(size)}
+    params = {
+        "directory": str(Path(directory).resolve()),
+        "kernel": kernel,
+        "size": list(size),
+        "ship_bytes": ship_bytes,
+    }
     # Pillow decodes and resizes, and the numba kernels run, with the GIL released.
     return Workload(
         "images", prepare, process_image, releases_gil=True, params=params, data_size=_file_bytes
@@ -129,7 +144,7 @@ def images_workload(
 
 def _file_bytes(item: ImageItem) -> int:
     """The data an item stands for: its encoded file (decoded, it is larger)."""
-    return os.path.getsize(item.path)
+    return os.path.getsize(item.path) if item.data is None else len(item.data)
 
 
 def balanced_order(costs: list[float], seed: int = 0) -> list[int]:

@@ -23,14 +23,14 @@ DEFAULT_SIZES = {
 
 
 @contextlib.contextmanager
-def _images(image_dir: str | None) -> Iterator[Workload]:
+def _images(image_dir: str | None, ship_bytes: bool = False) -> Iterator[Workload]:
     from workloads.images import images_workload
 
-    yield images_workload(image_dir)
+    yield images_workload(image_dir, ship_bytes=ship_bytes)
 
 
 @contextlib.contextmanager
-def _api(_image_dir: str | None) -> Iterator[Workload]:
+def _api(_image_dir: str | None, ship_bytes: bool = False) -> Iterator[Workload]:
     from workloads.api import api_workload
     from workloads.weather_server import Faults, serve_api_process
 
@@ -40,7 +40,7 @@ def _api(_image_dir: str | None) -> Iterator[Workload]:
 
 def _probe(name: str) -> Callable[[str | None], contextlib.AbstractContextManager[Workload]]:
     @contextlib.contextmanager
-    def opened(_image_dir: str | None) -> Iterator[Workload]:
+    def opened(_image_dir: str | None, ship_bytes: bool = False) -> Iterator[Workload]:
         from workloads.probes import probe_workloads
 
         yield probe_workloads(sleep_s=SLEEP_S)[name]
@@ -48,8 +48,9 @@ def _probe(name: str) -> Callable[[str | None], contextlib.AbstractContextManage
     return opened
 
 
-#: name -> ``opener(image_dir)``, a context manager yielding the workload.
-OPENERS: dict[str, Callable[[str | None], Any]] = {
+#: name -> ``opener(image_dir, ship_bytes)``, a context manager yielding the workload
+#: (``ship_bytes``: items carry their files' bytes, for workers without the driver's files).
+OPENERS: dict[str, Callable[[str | None, bool], Any]] = {
     "images": _images,
     "api": _api,
     "noop": _probe("noop"),
@@ -60,7 +61,10 @@ WORKLOADS = tuple(OPENERS)
 
 @contextlib.contextmanager
 def open_workloads(
-    names: Sequence[str], image_dir: str | None = None, given: Sequence[Workload] = ()
+    names: Sequence[str],
+    image_dir: str | None = None,
+    given: Sequence[Workload] = (),
+    ship_bytes: bool = False,
 ) -> Iterator[dict[str, Workload]]:
     """The workloads ``names`` (and the ``given`` ones) by name, open for the ``with`` block;
     what they started (the API's server) stops at its end."""
@@ -70,5 +74,5 @@ def open_workloads(
             if name not in found:
                 if name not in OPENERS:
                     raise ValueError(f"unknown workload {name!r}, expected one of {list(OPENERS)}")
-                found[name] = stack.enter_context(OPENERS[name](image_dir))
+                found[name] = stack.enter_context(OPENERS[name](image_dir, ship_bytes))
         yield found

@@ -9,6 +9,7 @@ every backend measured.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,40 @@ def mixed(seed: int) -> float:
     return float((a @ a).trace()) + total % 3
 
 
+def skewed(seed: int) -> int:
+    """Pure Python whose items vary 100× in duration (~0.1 to 10 ms, even in log scale): a
+    few long items decide when a batch ends."""
+    steps = int(2_000 * 100 ** ((seed * 0.6180339887) % 1.0))
+    return sum(i % 7 for i in range(steps))
+
+
+def large_result(seed: int) -> np.ndarray:
+    """A 2 MiB array back from ~1 ms of NumPy: shipping the result is most of the cost."""
+    return np.random.default_rng(seed).random(2**18)
+
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+def regex_text(text: str) -> int:
+    """Text processing in pure Python: the e-mail addresses in a ~50 kB document."""
+    return len({m.lower() for m in EMAIL.findall(text)})
+
+
+def pandas_small(frame: Any) -> float:
+    """pandas on a small DataFrame per item (500 rows): a group-by and a join back."""
+    means = frame.groupby("key")["value"].mean().rename("mean")
+    joined = frame.join(means, on="key")
+    return float((joined["value"] - joined["mean"]).abs().sum())
+
+
+async def weather_coroutine(item: Any) -> dict:
+    """A coroutine that asks the weather API (an HTTP request, 20 ms of latency)."""
+    from workloads.api import fetch_summary_async
+
+    return await fetch_summary_async(item)
+
+
 def _seeds(n: int) -> list[int]:
     return list(range(n))
 
@@ -80,6 +115,34 @@ def _seeds(n: int) -> list[int]:
 def _arrays(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.random(2**20 // 8) for _ in range(n)]
+
+
+def _texts(n: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    words = ["data", "cluster", "python", "pool", "thread", "item", "batch", "result"]
+    out = []
+    for i in range(n):
+        tokens = rng.choice(words, 7_000).tolist()
+        for j in range(0, len(tokens), 97):  # an address every ~100 words
+            tokens[j] = f"user{(i * 31 + j) % 500}@example{j % 7}.org"
+        out.append(" ".join(tokens))
+    return out
+
+
+def _frames(n: int) -> list[Any]:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return [
+        pd.DataFrame({"key": rng.integers(0, 20, 500), "value": rng.random(500)})
+        for _ in range(n)
+    ]
+
+
+def _api_items(n: int, base_url: str) -> list[Any]:
+    from workloads.api import api_workload
+
+    return api_workload(base_url).prepare(n)
 
 
 def _image_paths(n: int) -> list[str]:
@@ -97,8 +160,11 @@ class TaskKind:
 
     name: str
     fn: Callable[[Any], Any]
-    make_items: Callable[[int], list]
+    make_items: Callable[..., list]
     items: int
+    #: The items ask the weather API: ``make_items(n, base_url)``, with a server at that URL
+    #: answering at :data:`API_LATENCY_S`.
+    needs_api: bool = False
 
 
 SUITE = (
@@ -110,4 +176,10 @@ SUITE = (
     TaskKind("tiny", tiny, _seeds, 20_000),
     TaskKind("big_argument", big_argument, _arrays, 200),
     TaskKind("mixed", mixed, _seeds, 200),
+    TaskKind("skewed", skewed, _seeds, 300),
+    TaskKind("large_result", large_result, _seeds, 200),
+    TaskKind("regex_text", regex_text, _texts, 300),
+    TaskKind("pandas_small", pandas_small, _frames, 400),
+    TaskKind("weather_coroutine", weather_coroutine, _api_items, 400, needs_api=True),
 )
+API_LATENCY_S = 0.020

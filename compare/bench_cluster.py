@@ -1,0 +1,298 @@
+"""``smallbig bench cluster``: the cluster model against clusters of 4–16 workers.
+
+On tasks whose time does not depend on this machine's two cores (waits, a weather API with
+20 ms latency, and tiny tasks that only the scheduler bounds), each cluster of N workers is
+started by smallbig as a user would (``get_backend(engine, workers=N)``) and measured: cold
+(its start-up plus the first ``map`` of the task, whose workers have not run it yet) and warm
+(median of repeated maps). Three predictions of the same figure:
+
+- **flat**: the ordinary calibration with its cluster's cost kept as at its own workers (the
+  model before it grew with N);
+- **extrapolated**: the ordinary calibration, start-up and per-task cost grown to N from the
+  two worker counts it measured (:func:`compare.costmodel.at_workers`);
+- **at N**: a calibration of the very cluster measured (its start-up, per-task cost and
+  transfers at N).
+
+Then the crossover with the best local backend, for a job run once (start-up included) and a
+pool already running: predicted by extrapolation, and measured where the straight lines
+through each backend's warm times at two sizes cross (plus the measured start-ups, cold) —
+times of these tasks are straight lines in the items, and timing a 6-thread pool at the
+25,000 waits where a 16-worker cluster overtakes it would take minutes per case. Items scale
+with N (each worker gets about :data:`TARGET_S` of work), so every row asks the same question
+of a bigger cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from backends import available, get_backend
+from compare.calibrate import measure_overheads, overhead
+from compare.checks import add_counts, arg_count
+from compare.costmodel import predict
+from compare.fits import break_even, fit_line
+from compare.fmt import print_rows
+from compare.taskprofile import profile_task
+from workloads import probes
+from workloads.tasks import tiny
+
+WAITS_S = (0.002, 0.010, 0.050)
+API_LATENCY_S = 0.020
+TARGET_S = 0.5  # seconds of work per worker in each measured map
+TINY_PER_WORKER = 250  # tiny tasks per worker: the scheduler, not the work, bounds them
+LOCAL = ("serial", "threads", "processes", "asyncio", "loky")
+CROSSOVER_CAP_S = 60.0  # a local backend predicted slower than this at a size is not timed
+SAMPLE = 17
+
+
+@dataclass(frozen=True)
+class Case:
+    """A task of the benchmark: its function and how to make ``n`` of its items."""
+
+    name: str
+    fn: Callable[[Any], Any]
+    make: Callable[[int], list]
+    per_worker: int
+
+
+def cases(api_url: str) -> list[Case]:
+    """The benchmark's tasks; ``api_url`` serves the weather API at :data:`API_LATENCY_S`."""
+    from workloads.api import api_workload, fetch_summary
+
+    out = [
+        Case(f"wait {s * 1e3:g} ms", probes.sleep, lambda n, s=s: [s] * n, round(TARGET_S / s))
+        for s in WAITS_S
+    ]
+    prepare = api_workload(api_url).prepare
+    per_api = round(TARGET_S / API_LATENCY_S)
+    out.append(Case(f"weather API {API_LATENCY_S * 1e3:g} ms", fetch_summary, prepare, per_api))
+    out.append(Case("tiny tasks", tiny, lambda n: list(range(n)), TINY_PER_WORKER))
+    return out
+
+
+def timed_map(ex: Any, case: Case, items: list) -> float:
+    """Wall seconds of one ``map(..., chunksize="auto")`` of ``items``, results collected."""
+    start = time.perf_counter()
+    list(ex.map(case.fn, items, chunksize="auto"))
+    return time.perf_counter() - start
+
+
+def warm_line(ex: Any, case: Case, sizes: Sequence[int], repeats: int) -> tuple[Any, float]:
+    """The straight line through ``ex``'s warm seconds (median of ``repeats``) at ``sizes``,
+    and those seconds at the last size."""
+    times = [
+        statistics.median(timed_map(ex, case, case.make(n)) for _ in range(repeats))
+        for n in sizes
+    ]
+    return fit_line(np.array(sizes, float), np.array(times)), times[-1]
+
+
+def measure_cluster(
+    engine: str, workers: int, todo: Sequence[Case], repeats: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Cold and warm seconds of every case on one fresh ``engine`` cluster of ``workers``,
+    the warm line through a quarter of its items and all of them, and that cluster's
+    calibration (taken after the cases, so that they meet it cold)."""
+    rows = []
+    with get_backend(engine, workers=workers) as ex:
+        for case in todo:
+            n = case.per_worker * workers
+            first = timed_map(ex, case, case.make(n))
+            line, warm = warm_line(ex, case, [n // 4, n], repeats)
+            rows.append({"case": case.name, "items": n, "startup_s": ex.startup_s,
+                         "cold_s": ex.startup_s + first, "warm_s": warm,
+                         "line": line})  # fmt: skip
+        cal = measure_overheads(ex, engine, items=5000, repeats=2)
+    return rows, cal
+
+
+def local_lines(
+    case: Case, sizes: Sequence[int], cal: dict[str, Any], locals_: Sequence[str], task: Any
+) -> dict[str, tuple[Any, float]]:
+    """Per local backend, its warm line through ``sizes`` and its start-up.
+
+    A backend predicted over 3× the best local one (or over :data:`CROSSOVER_CAP_S`) at the
+    larger size is not timed: serial on thousands of waits would take minutes to lose.
+    """
+    predicted = {s: seconds_of(cal, s, sizes[-1], task) for s in locals_}
+    best = min(predicted.values())
+    out = {}
+    for spec in locals_:
+        if predicted[spec] > min(3 * best, CROSSOVER_CAP_S):
+            continue
+        with get_backend(spec) as ex:
+            timed_map(ex, case, case.make(SAMPLE))  # warm, as the cluster is
+            out[spec] = (warm_line(ex, case, sizes, 1)[0], ex.startup_s)
+    return out
+
+
+def flat(calibration: dict[str, Any]) -> dict[str, Any]:
+    """``calibration`` without what it measured at other worker counts."""
+    out = copy.deepcopy(calibration)
+    for row in out["backends"].values():
+        row.pop("by_workers", None)
+    return out
+
+
+def seconds_of(cal: dict[str, Any], backend: str, n: int, task: Any, **kw: Any) -> float:
+    """Predicted seconds of ``backend`` for ``n`` items of ``task``."""
+    ranked = predict(cal, n, task=task, **kw)
+    return next(p.seconds for p in ranked if p.backend == backend)
+
+
+def predicted_crossover(
+    cal: dict[str, Any], engine: str, locals_: Sequence[str], task: Any, workers: int, cold: bool
+) -> int | None:
+    """Smallest item count from which ``engine`` at ``workers`` is predicted faster than every
+    local backend; ``None`` below 10 million items."""
+
+    def wins(n: int) -> bool:
+        ranked = predict(cal, n, task=task, workers=workers, cold=cold)
+        times = {p.backend: p.seconds for p in ranked}
+        return times[engine] < min(times[b] for b in locals_)
+
+    below, above = 0, None
+    for n in np.unique(np.geomspace(1, 1e7, 60).astype(int)):
+        if wins(int(n)):
+            above = int(n)
+            break
+        below = int(n)
+    while above is not None and above - below > 1:
+        mid = (below + above) // 2
+        below, above = (below, mid) if wins(mid) else (mid, above)
+    return above
+
+
+def measured_crossover(
+    cluster: Any, startup: float, lines: dict[str, tuple[Any, float]], cold: bool
+) -> int | None:
+    """Where the cluster's measured line (plus its start-up, ``cold``) crosses below every
+    timed local backend's; ``None``: never (its per-item time is not below theirs)."""
+    if not lines:
+        return None
+    crossings = [
+        break_even(cluster, line, (startup - local_startup) if cold else 0.0)
+        for line, local_startup in lines.values()
+    ]
+    return None if None in crossings else int(max(crossings))
+
+
+@contextmanager
+def weather_api() -> Iterator[str]:
+    """The weather API in a process of its own, at :data:`API_LATENCY_S` per request."""
+    from workloads.weather_server import Faults, serve_api_process
+
+    with serve_api_process(Faults(latency_s=API_LATENCY_S)) as server:
+        yield server.url
+
+
+def model_rows(
+    engine: str, workers: int, m: dict[str, Any], task: Any, calibration: dict, at_n: dict
+) -> list[dict[str, Any]]:
+    """The three predictions of one measured case, cold and warm, with their errors."""
+    rows = []
+    for phase in ("cold", "warm"):
+        kw = {"task": task, "cold": phase == "cold"}
+        got = m[f"{phase}_s"]
+        guesses = {
+            "flat": seconds_of(flat(calibration), engine, m["items"], workers=workers, **kw),
+            "extrapolated": seconds_of(calibration, engine, m["items"], workers=workers, **kw),
+            "at N": seconds_of(at_n, engine, m["items"], **kw),
+        }
+        rows.append({
+            "engine": engine, "workers": workers, "case": m["case"], "items": m["items"],
+            "phase": phase, "measured_s": got,
+            **{f"{k} %": 100 * (v / got - 1) for k, v in guesses.items()},
+        })  # fmt: skip
+    return rows
+
+
+def cluster_bench(
+    engines: Sequence[str], worker_counts: Sequence[int], repeats: int, console: Console
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of the model check (per engine, workers, case, phase) and of the crossovers."""
+    locals_ = [b for b in LOCAL if b in available()]
+    with tempfile.TemporaryDirectory() as tmp, weather_api() as url:
+        console.print("calibrating (the ordinary calibration: default workers)")
+        calibration = overhead([*locals_, *engines], None, items=5000, repeats=3,
+                               path=f"{tmp}/cal.json")  # fmt: skip
+        todo = cases(url)
+        profiles = {c.name: profile_task(c.fn, c.make(SAMPLE)) for c in todo}
+        sizes = {c.name: [c.per_worker * min(worker_counts) // 4,
+                          c.per_worker * max(worker_counts)] for c in todo}  # fmt: skip
+        local = {c.name: local_lines(c, sizes[c.name], calibration, locals_, profiles[c.name])
+                 for c in todo}  # fmt: skip
+        rows, crossings = [], []
+        for engine in engines:
+            for n_workers in worker_counts:
+                measured, cal_n = measure_cluster(engine, n_workers, todo, repeats)
+                console.print(f"{engine} at {n_workers} workers: start-up "
+                              f"{measured[0]['startup_s']:.2f} s")  # fmt: skip
+                at_n = {**calibration, "backends": {engine: cal_n}}
+                for m in measured:
+                    task = profiles[m["case"]]
+                    rows += model_rows(engine, n_workers, m, task, calibration, at_n)
+                    for cold in (True, False):
+                        crossings.append({
+                            "engine": engine, "workers": n_workers, "case": m["case"],
+                            "phase": "cold" if cold else "warm",
+                            "predicted": predicted_crossover(calibration, engine, locals_,
+                                                             task, n_workers, cold),
+                            "measured": measured_crossover(m["line"], m["startup_s"],
+                                                           local[m["case"]], cold),
+                            "against": " ".join(local[m["case"]]),
+                        })  # fmt: skip
+    return rows, crossings
+
+
+def summary(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Median and worst |error| (%) of prediction ``key`` over ``rows``."""
+    errors = [abs(r[f"{key} %"]) for r in rows]
+    return {"median": statistics.median(errors), "worst": max(errors)}
+
+
+def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
+    """``smallbig bench cluster``: print the model check and the crossovers."""
+    engines = [e for e in args.engines if e in available()]
+    missing = sorted(set(args.engines) - set(engines))
+    if missing:
+        raise ImportError(f"not installed: {', '.join(missing)} (pip install 'smallbig[all]')")
+    rows, crossings = cluster_bench(engines, args.workers, args.repeats, console)
+    print_rows(console, "Predicted − measured (error %), local clusters of N workers (sharing "
+               f"this machine's {_cores()} cores; tasks that wait)", rows)  # fmt: skip
+    for key in ("flat", "extrapolated", "at N"):
+        s = summary(rows, key)
+        console.print(f"{key}: median |error| {s['median']:.0f}%, worst {s['worst']:.0f}%")
+    for r in crossings:
+        r["ratio"] = r["predicted"] / r["measured"] if r["measured"] and r["predicted"] else None
+    print_rows(console, "Crossover with the best local backend (items; measured: where the "
+               "straight lines through the timed sizes cross)", crossings)  # fmt: skip
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def add_parser(kinds: Any) -> None:
+    """Register ``smallbig bench cluster``."""
+    p = kinds.add_parser("cluster", help="the cluster model against clusters of 4–16 workers")
+    p.add_argument("--engines", nargs="+", default=["dask", "ray"], choices=["dask", "ray"],
+                   help="cluster engines (default: dask ray)")  # fmt: skip
+    p.add_argument("--workers", nargs="+", type=arg_count(), default=[4, 8, 16],
+                   help="worker counts (default: 4 8 16)")  # fmt: skip
+    add_counts(p, ("--repeats", 3, "warm maps per case"))
+    p.set_defaults(func=cmd_cluster)

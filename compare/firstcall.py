@@ -1,0 +1,74 @@
+"""What a fresh worker pays the first time it runs a task: imports, JIT, caches.
+
+A worker process (of a process pool, loky, Dask or Ray) starts as a clean interpreter; the
+first item it runs imports the task's modules and compiles what it JITs, which the driver
+that profiled the task had already done. :func:`first_call_s` measures that in a fresh
+interpreter of this environment, started as workers are (outside any project folder), with
+the function shipped as workers get it (:func:`backends.shipping.portable`).
+
+Run as ``python -m compare.firstcall``: reads the pickled ``(fn, items, kwargs)`` on stdin
+and prints the seconds of the first and the second item as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+TIMEOUT_S = 120.0
+
+
+def first_call_s(fn: Callable[..., Any], items: Sequence[Any], kwargs: bool = False) -> float:
+    """Seconds the first of two items costs over the second in a fresh interpreter (≥ 0);
+    0.0 if the items cannot be shipped or the interpreter fails (nothing to learn then)."""
+    import cloudpickle
+
+    from backends.shipping import portable
+
+    try:
+        blob = cloudpickle.dumps((portable(fn), list(items[:2]), kwargs))
+    except Exception:  # an item that does not pickle fails in every worker anyway
+        return 0.0
+    with tempfile.TemporaryDirectory(prefix="smallbig-first-") as empty:
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "compare.firstcall"],
+                input=blob, capture_output=True, cwd=empty, timeout=TIMEOUT_S,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return TIMEOUT_S
+    if out.returncode != 0:
+        return 0.0
+    times = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return max(0.0, times["first_s"] - times["next_s"])
+
+
+def main() -> int:
+    import pickle
+
+    # What every worker has imported before its first task: smallbig's worker side.
+    import backends.lifeline  # noqa: F401
+    from workloads.user import call_item
+
+    blob = sys.stdin.buffer.read()
+    start = time.perf_counter()
+    fn, items, kwargs = pickle.loads(blob)  # the task's modules are imported here
+    call = call_item(fn, kwargs)
+    times = []
+    for item in items:
+        with contextlib.suppress(Exception):  # an item that raises still paid its imports
+            call(item)
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    print(json.dumps({"first_s": times[0], "next_s": times[-1] if len(times) > 1 else 0.0}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
