@@ -39,10 +39,11 @@ from rich.console import Console
 
 from backends import available, get_backend
 from compare.calibrate import measure_overheads, overhead
-from compare.checks import add_counts, arg_count
+from compare.checks import add_counts, arg_count, arg_number
 from compare.costmodel import predict
 from compare.fits import break_even, fit_line
 from compare.fmt import print_rows
+from compare.records import write_json
 from compare.taskprofile import profile_task
 from workloads import probes
 from workloads.tasks import tiny
@@ -152,7 +153,12 @@ def seconds_of(cal: dict[str, Any], backend: str, n: int, task: Any, **kw: Any) 
 
 
 def predicted_crossover(
-    cal: dict[str, Any], engine: str, locals_: Sequence[str], task: Any, workers: int, cold: bool
+    cal: dict[str, Any],
+    engine: str,
+    locals_: Sequence[str],
+    task: Any,
+    workers: int | None,
+    cold: bool,
 ) -> int | None:
     """Smallest item count from which ``engine`` at ``workers`` is predicted faster than every
     local backend; ``None`` below 10 million items."""
@@ -268,7 +274,18 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     missing = sorted(set(args.engines) - set(engines))
     if missing:
         raise ImportError(f"not installed: {', '.join(missing)} (pip install 'smallbig[all]')")
+    if args.links:
+        from compare.bench_links import BANDWIDTHS_MBPS, NODES, links_bench, print_links
+
+        rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
+        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console)
+        if args.out:
+            write_json(args.out, {"rows": rows, "crossings": crossings})
+        print_links(rows, crossings, console)
+        return 0
     rows, crossings = cluster_bench(engines, args.workers, args.repeats, console)
+    if args.out:
+        write_json(args.out, {"rows": rows, "crossings": crossings})
     print_rows(console, "Predicted − measured (error %), local clusters of N workers (sharing "
                f"this machine's {_cores()} cores; tasks that wait)", rows)  # fmt: skip
     for key in ("flat", "extrapolated", "at N"):
@@ -294,5 +311,13 @@ def add_parser(kinds: Any) -> None:
                    help="cluster engines (default: dask ray)")  # fmt: skip
     p.add_argument("--workers", nargs="+", type=arg_count(), default=[4, 8, 16],
                    help="worker counts (default: 4 8 16)")  # fmt: skip
+    p.add_argument("--links", action="store_true",
+                   help="instead: emulated multi-node Dask clusters behind links of 100 Mbit/s, "
+                   "1 Gbit/s and unshaped, 2 and 4 nodes (root: `smallbig cluster`)")  # fmt: skip
+    p.add_argument("--nodes", nargs="+", type=arg_count(),
+                   help="with --links: worker nodes (default: 2 4)")  # fmt: skip
+    p.add_argument("--bandwidths-mbps", nargs="+", type=arg_number(),
+                   help="with --links: link rates, 0: unshaped (default: 100 1000 0)")  # fmt: skip
+    p.add_argument("--out", help="also write the tables' rows (JSON)")
     add_counts(p, ("--repeats", 3, "warm maps per case"))
     p.set_defaults(func=cmd_cluster)

@@ -27,6 +27,7 @@ from compare.calibrate import overhead
 from compare.checks import add_backend_options, add_counts, arg_number
 from compare.costmodel import predict
 from compare.fmt import cell
+from compare.records import write_json
 from compare.taskprofile import profile_task
 from workloads.tasks import SUITE, TaskKind
 
@@ -92,8 +93,9 @@ def tasks_bench(
     scale: float,
     console: Console,
     workers: int | None = None,
-) -> dict[str, list[dict[str, Any]]]:
-    """Rows per ``mode`` ("capped": the default inner-thread caps; "uncapped": none)."""
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Rows per ``mode`` ("capped": the default inner-thread caps; "uncapped": none), each
+    with the profile and the measured times it was scored on, and the calibration."""
     with tempfile.TemporaryDirectory() as tmp:
         calibration = overhead(list(specs), workers, items=5000, repeats=3, path=f"{tmp}/cal.json")
     uncapped = copy.deepcopy(calibration)
@@ -105,7 +107,7 @@ def tasks_bench(
         for kind in kinds:
             _bench_kind(kind, url, specs, calibration, uncapped, repeats, colds, modes, scale,
                         console, workers, rows)  # fmt: skip
-    return rows
+    return rows, calibration
 
 
 def _api_url(stack: contextlib.ExitStack) -> str:
@@ -149,7 +151,8 @@ def _bench_kind(
             + " s (cold/warm)"
         )
         for phase in ("cold", "warm"):
-            row = {"mode": mode, "task": kind.name, "items": len(items), "phase": phase}
+            row = {"mode": mode, "task": kind.name, "items": len(items), "phase": phase,
+                   "profile": task.as_dict(), "measured": measured}  # fmt: skip
             rows[mode].append({**row, **score(cal, task, len(items), measured, phase)})
 
 
@@ -182,9 +185,12 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}, expected {[k.name for k in SUITE]}")
     modes = ["capped", "uncapped"] if args.uncapped else ["capped"]
-    results = tasks_bench(
+    results, calibration = tasks_bench(
         specs, kinds, args.repeats, args.colds, modes, args.scale, console, args.workers
     )
+    if args.out:
+        # What the advice was scored on, so that another model can be scored on the same.
+        write_json(args.out, {"calibration": calibration, "rows": results})
     cols = [
         "task", "items", "phase", "advised", "predicted_s", "advised_s", "fastest",
         "fastest_s", "regret_pct", "error_pct", "median_error_pct", "why",
@@ -224,4 +230,5 @@ def add_parser(kinds: Any) -> None:
         action="store_true",
         help="also measure with inner_threads=None: what oversubscription costs",
     )
+    p.add_argument("--out", help="also write the calibration, profiles, times and scores (JSON)")
     p.set_defaults(func=cmd_tasks)

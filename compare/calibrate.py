@@ -125,7 +125,9 @@ def measure_overheads(
         # share: this machine's, or for an existing cluster one per worker thread.
         "threads": info.get("threads", ex.workers),
         "coroutines": ex.supports_coroutines,
-        "cores": ex.workers if parse_spec(spec)[1] else os.cpu_count(),
+        "cores": ex.workers
+        if parse_spec(spec)[1] and not info.get("emulated")  # emulated nodes share ours
+        else os.cpu_count(),
         "startup_s": ex.startup_s,
         # A pool that a second backend (a session's next call) gets back running: what
         # that reuse costs, apart from the first start (compare.costmodel: warm).

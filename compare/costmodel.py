@@ -11,8 +11,9 @@ runs ``slots`` items at once on ``cpus`` cores, so ``n`` items take
 the largest of three bounds (a roofline): the slots each busy for a whole item, the cores each
 busy with its CPU part, and — for threads of one process — the part of an item they cannot
 overlap (the GIL). With fewer items than slots, ``n`` replaces the slots and cores.
-``overhead`` is the per-task cost at ``chunksize="auto"``; ``rounds`` is batches ÷ slots (the
-slots' batches are in flight together, so their latency α overlaps).
+``overhead`` is the per-task cost at ``chunksize="auto"``; ``rounds`` is batches ÷ the batches
+in flight together: the slots for a network's latency, at most the cores for a calibrated α
+(mostly the CPU of handling a task).
 
 Which ``item_s`` and ``cpu_s``: a backend whose cap on the native pools (its
 ``inner_threads``) is below what an item uses alone runs it at the item's capped cost (measured
@@ -253,10 +254,14 @@ def predict(
             transfer = 0.0
         else:
             alpha = latency_s if (latency_s is not None and cluster) else cal["alpha_value_s"]
-            # Latency is paid once per round of batches: the slots' batches are in flight
-            # together (counted once per batch, 4,000 tiny tasks on 8 Dask workers were
-            # predicted at 2.5× their time). Bytes at the rate a map pipelines them.
-            rounds = max(1.0, batches / slots)
+            # Latency is paid once per round of batches in flight together. A network's
+            # latency overlaps across every slot; a calibrated α here is mostly CPU (the
+            # scheduler's and the workers' handling of a task), which overlaps only as far as
+            # there are cores: once per batch, 2,000 tiny tasks on 8 Dask workers were
+            # predicted at 5× their time, once per round of 8 at half of it. Bytes at the
+            # rate a map pipelines them.
+            network = latency_s is not None and cluster
+            rounds = max(1.0, batches / (slots if network else max(1.0, min(slots, cpus))))
             transfer = (rounds * alpha) / items + _bytes_s(cal, cost, bandwidth_Bps, cluster)
         on_loop = cost.coroutine and cal.get("coroutines", False)
         busy = min(cost.coroutine_cpu_s, wall) if on_loop and cost.coroutine_cpu_s else cpu

@@ -169,3 +169,13 @@ def test_a_node_cut_off_mid_map_loses_no_item(for_s):
     # The cut cost time: the node's tasks waited for its link or for the scheduler to drop it.
     assert took > 4.0, took
     assert not _left(cluster.network.id)
+
+
+def test_a_cut_names_the_nodes_it_can_cut():
+    from backends.emulated import EmulatedCluster
+
+    cluster = EmulatedCluster(nodes=2)  # nothing is made before `with`
+    for bad in ((0, 1.0), (3, 1.0), (1, -1.0), (1, 1.0, 0.0)):
+        with pytest.raises(ValueError, match=r"node must be 1 to 2|after_s"):
+            cluster.cut(*bad)
+    assert cluster.faults == []

@@ -54,6 +54,7 @@ SMALL = {
         "--tasks",
         "tiny",
         "io_wait",
+        "weather_coroutine",  # the one that needs the weather API's server
         "--scale",
         "0.1",
         "--repeats",
@@ -62,6 +63,8 @@ SMALL = {
         "1",
     ],
     "bench api": ["--concurrency", "2", "--rounds", "2", "--latency-ms", "10"],
+    "bench cluster": ["--engines", "dask", "--workers", "2", "--repeats", "1", "--nodes", "2",
+                      "--bandwidths-mbps", "100"],
     "bench memory": [
         "--backends",
         "serial",

@@ -112,7 +112,7 @@ def _seeds(n: int) -> list[int]:
     return list(range(n))
 
 
-def _arrays(n: int) -> list[np.ndarray]:
+def megabyte_arrays(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.random(2**20 // 8) for _ in range(n)]
 
@@ -174,7 +174,7 @@ SUITE = (
     TaskKind("decode_image", decode_image, _image_paths, 96),
     TaskKind("io_wait", io_wait, _seeds, 200),
     TaskKind("tiny", tiny, _seeds, 20_000),
-    TaskKind("big_argument", big_argument, _arrays, 200),
+    TaskKind("big_argument", big_argument, megabyte_arrays, 200),
     TaskKind("mixed", mixed, _seeds, 200),
     TaskKind("skewed", skewed, _seeds, 300),
     TaskKind("large_result", large_result, _seeds, 200),

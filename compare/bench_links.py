@@ -1,0 +1,162 @@
+"""``smallbig bench cluster --links``: the transfer terms against an emulated multi-node Dask
+cluster behind shaped links (:class:`backends.emulated.EmulatedCluster`, root only).
+
+For each link rate and node count, a fresh emulated cluster, reached by address as a real one
+would be. Its tasks move bytes: 1 MB arguments, 2 MiB results, the images workload with each
+file's bytes shipped, and the weather API (served on the driver's own link, so that every
+request and response crosses the emulated network). Each is timed cold (connecting plus the
+first map) and warm, and predicted (a) by extrapolation from this machine's ordinary
+calibration to the cluster's workers and link rate (``advise --workers N --bandwidth-mbps
+B``), warm only (its start-up is a LocalCluster's, not a connection's), and (b) from a
+calibration of the emulated cluster itself (``smallbig overhead --backends dask@…``). Then
+the crossover with the best local backend, where the measured straight lines cross.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from backends import available, get_backend
+from compare.bench_cluster import (
+    LOCAL,
+    SAMPLE,
+    Case,
+    local_lines,
+    measured_crossover,
+    seconds_of,
+    timed_map,
+    warm_line,
+)
+from compare.calibrate import measure_overheads, overhead
+from compare.fmt import print_rows
+from compare.taskprofile import profile_task
+
+BANDWIDTHS_MBPS = (100.0, 1000.0, None)  # None: unshaped veth links
+NODES = (2, 4)
+PER_WORKER = 8  # items per worker in each timed map
+
+
+def link_cases(api_url: str) -> list[Case]:
+    """The tasks that move bytes; ``api_url`` serves the weather API on the driver's link."""
+    from workloads.api import api_workload, fetch_summary
+    from workloads.images import images_workload, process_image
+    from workloads.tasks import large_result, megabyte_arrays
+
+    shipped = images_workload(ship_bytes=True).prepare
+    return [
+        Case("1 MB argument", _big_argument, megabyte_arrays, PER_WORKER),
+        Case("2 MiB result", large_result, lambda n: list(range(n)), PER_WORKER),
+        Case("images, bytes shipped", process_image, shipped, PER_WORKER),
+        Case("weather API", fetch_summary, api_workload(api_url).prepare, 4 * PER_WORKER),
+    ]
+
+
+def _big_argument(array: Any) -> float:
+    """A 1 MB argument and almost no work on it."""
+    return float(array[::4096].sum())
+
+
+def links_bench(
+    bandwidths: Sequence[float | None], nodes: Sequence[int], repeats: int, console: Console
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of the model check (per link rate, nodes, case, phase) and of the crossovers."""
+    from backends.emulated import EmulatedCluster
+    from workloads.weather_server import Faults, serve_api_process
+
+    locals_ = [b for b in LOCAL if b in available()]
+    rows, crossings = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        console.print("calibrating (the ordinary calibration: default workers)")
+        calibration = overhead([*locals_, "dask"], None, items=5000, repeats=3,
+                               path=f"{tmp}/cal.json")  # fmt: skip
+        for rate in bandwidths:
+            for n_nodes in nodes:
+                cluster = EmulatedCluster("dask", n_nodes, 1, rate)
+                with cluster, serve_api_process(
+                    Faults(latency_s=0.02), host=cluster.network.driver_address
+                ) as api:
+                    todo = link_cases(api.url)
+                    profiles = {c.name: profile_task(c.fn, c.make(SAMPLE)) for c in todo}
+                    measured, cal_n = _measure(cluster.spec, todo, repeats)
+                    link = f"{rate:g} Mbit/s" if rate else "unshaped"
+                    console.print(f"{n_nodes} nodes, {link}: connected in "
+                                  f"{measured[0]['startup_s']:.2f} s")  # fmt: skip
+                    own = {**calibration,
+                           "backends": {**calibration["backends"], "dask": cal_n}}  # fmt: skip
+                    for m in measured:
+                        task = profiles[m["case"]]
+                        rows += _model_rows(link, n_nodes, m, task, calibration, own, rate)
+                        sizes = [m["items"] // 4, m["items"]]
+                        lines = local_lines(_case(todo, m["case"]), sizes, calibration,
+                                            locals_, task)  # fmt: skip
+                        for cold in (True, False):
+                            crossings.append({
+                                "link": link, "nodes": n_nodes, "case": m["case"],
+                                "phase": "cold" if cold else "warm",
+                                "predicted": _crossover(own, locals_, task, cold),
+                                "measured": measured_crossover(m["line"], m["startup_s"],
+                                                               lines, cold),
+                            })  # fmt: skip
+    return rows, crossings
+
+
+def _case(todo: Sequence[Case], name: str) -> Case:
+    return next(c for c in todo if c.name == name)
+
+
+def _measure(spec: str, todo: Sequence[Case], repeats: int) -> tuple[list[dict], dict]:
+    rows = []
+    with get_backend(spec) as ex:
+        for case in todo:
+            n = case.per_worker * ex.workers
+            first = timed_map(ex, case, case.make(n))
+            line, warm = warm_line(ex, case, [n // 4, n], repeats)
+            rows.append({"case": case.name, "items": n, "startup_s": ex.startup_s,
+                         "cold_s": ex.startup_s + first, "warm_s": warm, "line": line})  # fmt: skip
+        cal = measure_overheads(ex, spec, items=2000, repeats=2)
+    cal["backend"] = "dask"
+    return rows, cal
+
+
+def _model_rows(
+    link: str, nodes: int, m: dict, task: Any, ordinary: dict, own: dict, rate: float | None
+) -> list[dict[str, Any]]:
+    out = []
+    for phase in ("cold", "warm"):
+        got = m[f"{phase}_s"]
+        kw = {"task": task, "cold": phase == "cold"}
+        b = seconds_of(own, "dask", m["items"], **kw)
+        row = {"link": link, "nodes": nodes, "case": m["case"], "items": m["items"],
+               "phase": phase, "measured_s": got,
+               "own calibration %": 100 * (b / got - 1)}  # fmt: skip
+        if phase == "warm":  # the ordinary calibration's start-up is a LocalCluster's
+            a = seconds_of(ordinary, "dask", m["items"], workers=nodes, cold=False, task=task,
+                           bandwidth_Bps=rate * 1e6 / 8 if rate else None)  # fmt: skip
+            row["extrapolated %"] = 100 * (a / got - 1)
+        out.append(row)
+    return out
+
+
+def _crossover(cal: dict, locals_: Sequence[str], task: Any, cold: bool) -> int | None:
+    from compare.bench_cluster import predicted_crossover
+
+    return predicted_crossover(cal, "dask", locals_, task, None, cold)
+
+
+def print_links(rows: list[dict], crossings: list[dict], console: Console) -> None:
+    """The two tables and the summary of each prediction's errors."""
+    print_rows(console, "Predicted − measured (error %), EMULATED Dask clusters (nodes share "
+               "this machine's cores; links shaped, no added latency)", rows)  # fmt: skip
+    for key in ("own calibration", "extrapolated"):
+        errors = [abs(r[f"{key} %"]) for r in rows if f"{key} %" in r]
+        if errors:
+            console.print(f"{key}: median |error| {statistics.median(errors):.0f}%, "
+                          f"worst {max(errors):.0f}%")  # fmt: skip
+    for r in crossings:
+        r["ratio"] = r["predicted"] / r["measured"] if r["measured"] and r["predicted"] else None
+    print_rows(console, "Crossover with the best local backend (items)", crossings)
