@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import inspect
 import statistics
 import tempfile
 import time
@@ -30,6 +31,7 @@ from compare.fmt import cell
 from compare.records import write_json
 from compare.taskprofile import profile_task
 from workloads.tasks import SUITE, TaskKind
+from workloads.user import call_item
 
 TIE_S = 0.02  # differences under this are ties: the machine's noise on a whole map
 SAMPLE = 17  # items profiled, the first one a warm-up
@@ -50,11 +52,15 @@ def measure(
     for i in range(colds):
         start = time.perf_counter()
         with get_backend(spec, workers=workers, inner_threads=inner_threads) as ex:
-            list(ex.map(kind.fn, items, chunksize="auto"))
+            # A coroutine function: awaited where the backend runs coroutines (asyncio), run
+            # to completion on each worker's loop elsewhere, as `smallbig run --task` does.
+            awaited = inspect.iscoroutinefunction(kind.fn) and not ex.supports_coroutines
+            fn = call_item(kind.fn) if awaited else kind.fn
+            list(ex.map(fn, items, chunksize="auto"))
             cold.append(time.perf_counter() - start)
             for _ in range(repeats if i == 0 else 0):
                 t0 = time.perf_counter()
-                list(ex.map(kind.fn, items, chunksize="auto"))
+                list(ex.map(fn, items, chunksize="auto"))
                 warm.append(time.perf_counter() - t0)
     return {"cold": statistics.median(cold), "warm": statistics.median(warm)}
 
@@ -93,9 +99,11 @@ def tasks_bench(
     scale: float,
     console: Console,
     workers: int | None = None,
+    out: str | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Rows per ``mode`` ("capped": the default inner-thread caps; "uncapped": none), each
-    with the profile and the measured times it was scored on, and the calibration."""
+    with the profile and the measured times it was scored on, and the calibration; written
+    to ``out`` (JSON) after every task kind, so that a stopped run keeps what it measured."""
     with tempfile.TemporaryDirectory() as tmp:
         calibration = overhead(list(specs), workers, items=5000, repeats=3, path=f"{tmp}/cal.json")
     uncapped = copy.deepcopy(calibration)
@@ -107,6 +115,8 @@ def tasks_bench(
         for kind in kinds:
             _bench_kind(kind, url, specs, calibration, uncapped, repeats, colds, modes, scale,
                         console, workers, rows)  # fmt: skip
+            if out:
+                write_json(out, {"calibration": calibration, "rows": rows})
     return rows, calibration
 
 
@@ -185,12 +195,10 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}, expected {[k.name for k in SUITE]}")
     modes = ["capped", "uncapped"] if args.uncapped else ["capped"]
-    results, calibration = tasks_bench(
-        specs, kinds, args.repeats, args.colds, modes, args.scale, console, args.workers
+    # --out: what the advice was scored on, so that another model can be scored on the same.
+    results, _ = tasks_bench(
+        specs, kinds, args.repeats, args.colds, modes, args.scale, console, args.workers, args.out
     )
-    if args.out:
-        # What the advice was scored on, so that another model can be scored on the same.
-        write_json(args.out, {"calibration": calibration, "rows": results})
     cols = [
         "task", "items", "phase", "advised", "predicted_s", "advised_s", "fastest",
         "fastest_s", "regret_pct", "error_pct", "median_error_pct", "why",

@@ -111,3 +111,32 @@ def test_one_scheduler_caps_the_tasks_per_second_of_any_cluster():
     )
     assert "scheduler-bound" in thousand.reason and "scheduler" not in hundred.reason
     assert thousand.seconds >= 0.9 * hundred.seconds, (hundred, thousand)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
+def test_a_ray_cluster_is_started_when_its_workers_are():
+    # ray.init returns before its workers exist: their start used to land in the first map.
+    with get_backend("ray", workers=4) as ex:
+        start = time.perf_counter()
+        assert list(ex.map(probes.sleep, [0.5] * 4, chunksize=1)) == [0.5] * 4
+        first = time.perf_counter() - start
+    assert first < 0.9, f"the first map of four 0.5 s waits took {first:.2f} s"
+
+
+def test_latency_overlaps_across_the_slots_on_a_network_and_the_cores_here():
+    # 8 workers on 2 cores: a calibrated α (mostly handling CPU) overlaps 2 ways, a
+    # network's latency 8 ways.
+    row = {
+        "workers": 8, "threads": 8, "cores": 2, "startup_s": 0.0, "in_process": False,
+        "distributed": True, "inner_threads": 1, "task_overhead_s": 0.0,
+        "auto_overhead_s": 0.0, "alpha_value_s": 0.01, "beta_value_Bps": 1e15,
+    }  # fmt: skip
+    profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
+    items, item_s = 800, 0.05  # batches of 0.5 s: 80 batches, 10 rounds of 8
+    compute = items * item_s / 8
+    here = predict(profile, items, item_s, releases_gil=True, cpu_s=0.0, cold=False)[0]
+    assert here.seconds - compute == pytest.approx(80 / 2 * 0.01, rel=0.01)
+    wide = predict(profile, items, item_s, releases_gil=True, cpu_s=0.0, cold=False,
+                   workers=8, latency_s=0.01)[0]  # fmt: skip
+    assert wide.seconds - compute == pytest.approx(80 / 8 * 0.01, rel=0.01)
