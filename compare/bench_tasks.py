@@ -72,7 +72,8 @@ def score(
     ranked = predict(calibration, n, task=task, cold=phase == "cold")
     predicted = {p.backend: p.seconds for p in ranked if p.backend in measured}
     times = {spec: m[phase] for spec, m in measured.items()}
-    advised = min(predicted, key=predicted.get)
+    # The model's first (ties go to the lighter backend), not merely the smallest figure.
+    advised = next(p.backend for p in ranked if p.backend in measured)
     fastest = min(times, key=times.get)
     tie = times[advised] - times[fastest] < TIE_S
     errors = [abs(predicted[s] / times[s] - 1) for s in predicted]
