@@ -377,10 +377,10 @@ def add_parser(sub: Any) -> None:
     )
     add_counts(p, ("--rounds", 20, "requests per unit of concurrency"))
     p.set_defaults(func=cmd_api)
-    from compare import bench_cluster, bench_memory, bench_tasks
+    from compare import bench_cluster_cli, bench_memory, bench_tasks
 
     bench_tasks.add_parser(kinds)
-    bench_cluster.add_parser(kinds)
+    bench_cluster_cli.add_parser(kinds)
     bench_memory.add_parser(kinds)
     p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
     add_run_folder(p, "records")

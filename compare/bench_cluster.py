@@ -24,8 +24,8 @@ of a bigger cluster.
 
 from __future__ import annotations
 
-import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -37,13 +37,11 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from backends import available, get_backend
+from backends import available, backend_class, get_backend
 from compare.calibrate import measure_overheads, overhead
-from compare.checks import add_counts, arg_count, arg_number
 from compare.costmodel import predict
 from compare.fits import break_even, fit_line
 from compare.fmt import print_rows
-from compare.records import write_json
 from compare.taskprofile import profile_task
 from workloads import probes
 from workloads.tasks import tiny
@@ -52,7 +50,6 @@ WAITS_S = (0.002, 0.010, 0.050)
 API_LATENCY_S = 0.020
 TARGET_S = 0.5  # seconds of work per worker in each measured map
 TINY_PER_WORKER = 250  # tiny tasks per worker: the scheduler, not the work, bounds them
-LOCAL = ("serial", "threads", "processes", "asyncio", "loky")
 CROSSOVER_CAP_S = 60.0  # a local backend predicted slower than this at a size is not timed
 SAMPLE = 17
 
@@ -65,6 +62,11 @@ class Case:
     fn: Callable[[Any], Any]
     make: Callable[[int], list]
     per_worker: int
+
+
+def local_backends() -> list[str]:
+    """The available backends that run on this machine alone (every one but the clusters)."""
+    return [b for b in available() if not backend_class(b).distributed]
 
 
 def cases(api_url: str) -> list[Case]:
@@ -228,7 +230,7 @@ def cluster_bench(
     engines: Sequence[str], worker_counts: Sequence[int], repeats: int, console: Console
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of the model check (per engine, workers, case, phase) and of the crossovers."""
-    locals_ = [b for b in LOCAL if b in available()]
+    locals_ = local_backends()
     with tempfile.TemporaryDirectory() as tmp, weather_api() as url:
         console.print("calibrating (the ordinary calibration: default workers)")
         calibration = overhead([*locals_, *engines], None, items=5000, repeats=3,
@@ -268,26 +270,10 @@ def summary(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     return {"median": statistics.median(errors), "worst": max(errors)}
 
 
-def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
-    """``smallbig bench cluster``: print the model check and the crossovers."""
-    engines = [e for e in args.engines if e in available()]
-    missing = sorted(set(args.engines) - set(engines))
-    if missing:
-        raise ImportError(f"not installed: {', '.join(missing)} (pip install 'smallbig[all]')")
-    if args.links:
-        from compare.bench_links import BANDWIDTHS_MBPS, NODES, links_bench, print_links
-
-        rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
-        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console)
-        if args.out:
-            write_json(args.out, {"rows": rows, "crossings": crossings})
-        print_links(rows, crossings, console)
-        return 0
-    rows, crossings = cluster_bench(engines, args.workers, args.repeats, console)
-    if args.out:
-        write_json(args.out, {"rows": rows, "crossings": crossings})
+def print_cluster(rows: list[dict], crossings: list[dict], console: Console) -> None:
+    """The model check, its summary per prediction, and the crossovers."""
     print_rows(console, "Predicted − measured (error %), local clusters of N workers (sharing "
-               f"this machine's {_cores()} cores; tasks that wait)", rows)  # fmt: skip
+               f"this machine's {os.cpu_count()} cores; tasks that wait)", rows)  # fmt: skip
     for key in ("flat", "extrapolated", "at N"):
         s = summary(rows, key)
         console.print(f"{key}: median |error| {s['median']:.0f}%, worst {s['worst']:.0f}%")
@@ -295,29 +281,3 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
         r["ratio"] = r["predicted"] / r["measured"] if r["measured"] and r["predicted"] else None
     print_rows(console, "Crossover with the best local backend (items; measured: where the "
                "straight lines through the timed sizes cross)", crossings)  # fmt: skip
-    return 0
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def add_parser(kinds: Any) -> None:
-    """Register ``smallbig bench cluster``."""
-    p = kinds.add_parser("cluster", help="the cluster model against clusters of 4–16 workers")
-    p.add_argument("--engines", nargs="+", default=["dask", "ray"], choices=["dask", "ray"],
-                   help="cluster engines (default: dask ray)")  # fmt: skip
-    p.add_argument("--workers", nargs="+", type=arg_count(), default=[4, 8, 16],
-                   help="worker counts (default: 4 8 16)")  # fmt: skip
-    p.add_argument("--links", action="store_true",
-                   help="instead: emulated multi-node Dask clusters behind links of 100 Mbit/s, "
-                   "1 Gbit/s and unshaped, 2 and 4 nodes (root: `smallbig cluster`)")  # fmt: skip
-    p.add_argument("--nodes", nargs="+", type=arg_count(),
-                   help="with --links: worker nodes (default: 2 4)")  # fmt: skip
-    p.add_argument("--bandwidths-mbps", nargs="+", type=arg_number(),
-                   help="with --links: link rates, 0: unshaped (default: 100 1000 0)")  # fmt: skip
-    p.add_argument("--out", help="also write the tables' rows (JSON)")
-    add_counts(p, ("--repeats", 3, "warm maps per case"))
-    p.set_defaults(func=cmd_cluster)

@@ -21,11 +21,11 @@ from typing import Any
 
 from rich.console import Console
 
-from backends import available, get_backend
+from backends import get_backend
 from compare.bench_cluster import (
-    LOCAL,
     SAMPLE,
     Case,
+    local_backends,
     local_lines,
     measured_crossover,
     seconds_of,
@@ -68,7 +68,7 @@ def links_bench(
     from backends.emulated import EmulatedCluster
     from workloads.weather_server import Faults, serve_api_process
 
-    locals_ = [b for b in LOCAL if b in available()]
+    locals_ = local_backends()
     rows, crossings = [], []
     with tempfile.TemporaryDirectory() as tmp:
         console.print("calibrating (the ordinary calibration: default workers)")

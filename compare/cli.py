@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar=("NODE", "AFTER", "FOR"),
         help="cut worker node NODE off the network AFTER seconds from the start, for FOR "
-        "seconds (0: for good); may be repeated",
+        "seconds (0: for good); may be repeated (default: no cut)",
     )
     p.set_defaults(func=cmd_cluster)
     p = sub.add_parser("report", help="write report.html of a run: tables, figures, advice")

@@ -327,8 +327,9 @@ def _asyncio_after_threads(out: list[Prediction], rows: dict[str, Any]) -> list[
 
 def _lightest_first(ranked: list[Prediction]) -> list[Prediction]:
     """Among the predictions that tie with the fastest (within :data:`TIE`), the one with the
-    least start-up first: start-up is the term that varies most from run to run (a loky pool
-    predicted 0.4% ahead of a plain loop took 67% longer, its start-up 0.8 s, not 0.6)."""
+    least start-up first: start-up is the term that varies most from run to run (a reusable
+    process pool predicted 0.4% ahead of a plain loop took 67% longer: its start-up took
+    0.8 s, not 0.6)."""
     if not ranked or not (ranked[0].memory is None or ranked[0].memory.fits):
         return ranked
     tied = [p for p in ranked if p.seconds <= ranked[0].seconds * (1 + TIE)

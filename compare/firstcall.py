@@ -1,6 +1,6 @@
 """What a fresh worker pays the first time it runs a task: imports, JIT, caches.
 
-A worker process (of a process pool, loky, Dask or Ray) starts as a clean interpreter; the
+A worker process (of a process pool, joblib's, Dask or Ray) starts as a clean interpreter; the
 first item it runs imports the task's modules and compiles what it JITs, which the driver
 that profiled the task had already done. :func:`first_call_s` measures that in a fresh
 interpreter of this environment, started as workers are (outside any project folder), with

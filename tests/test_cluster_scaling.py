@@ -118,10 +118,14 @@ def test_one_scheduler_caps_the_tasks_per_second_of_any_cluster():
 def test_a_ray_cluster_is_started_when_its_workers_are():
     # ray.init returns before its workers exist: their start used to land in the first map.
     with get_backend("ray", workers=4) as ex:
-        start = time.perf_counter()
-        assert list(ex.map(probes.sleep, [0.5] * 4, chunksize=1)) == [0.5] * 4
-        first = time.perf_counter() - start
-    assert first < 0.9, f"the first map of four 0.5 s waits took {first:.2f} s"
+        took = []
+        for _ in range(2):
+            start = time.perf_counter()
+            assert list(ex.map(probes.sleep, [0.5] * 4, chunksize=1)) == [0.5] * 4
+            took.append(time.perf_counter() - start)
+    # Four workers started inside the first map cost seconds on two cores; a function
+    # shipped the first time costs a fraction of one.
+    assert took[0] < took[1] + 0.6, f"four 0.5 s waits: {took[0]:.2f} s, then {took[1]:.2f} s"
 
 
 def test_latency_overlaps_across_the_slots_on_a_network_and_the_cores_here():

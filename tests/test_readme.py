@@ -95,6 +95,7 @@ def _small(argv: list[str]) -> list[str]:
     return argv + extra
 
 
+@pytest.mark.timeout(900)  # every command of the README, the cluster benchmarks included
 def test_readme_commands_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SMALLBIG_CACHE", str(tmp_path / "cache"))
     commands = readme_commands()

@@ -1,0 +1,52 @@
+"""``smallbig bench cluster`` on the command line: local clusters of N workers
+(:mod:`compare.bench_cluster`) or, with ``--links``, emulated multi-node clusters
+(:mod:`compare.bench_links`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+
+from backends import available
+from compare.bench_cluster import cluster_bench, print_cluster
+from compare.bench_links import BANDWIDTHS_MBPS, NODES, links_bench, print_links
+from compare.checks import add_counts, arg_count, arg_number
+from compare.records import write_json
+
+
+def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
+    """Measure, print the tables, and write their rows to ``--out`` if given."""
+    engines = [e for e in args.engines if e in available()]
+    missing = sorted(set(args.engines) - set(engines))
+    if missing:
+        raise ImportError(f"not installed: {', '.join(missing)} (pip install 'smallbig[all]')")
+    if args.links:
+        rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
+        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console)
+    else:
+        rows, crossings = cluster_bench(engines, args.workers, args.repeats, console)
+    if args.out:
+        write_json(args.out, {"rows": rows, "crossings": crossings})
+    (print_links if args.links else print_cluster)(rows, crossings, console)
+    return 0
+
+
+def add_parser(kinds: Any) -> None:
+    """Register ``smallbig bench cluster``."""
+    p = kinds.add_parser("cluster", help="the cluster model against clusters of 4–16 workers")
+    p.add_argument("--engines", nargs="+", default=["dask", "ray"], choices=["dask", "ray"],
+                   help="cluster engines (default: dask ray)")  # fmt: skip
+    p.add_argument("--workers", nargs="+", type=arg_count(), default=[4, 8, 16],
+                   help="worker counts (default: 4 8 16)")  # fmt: skip
+    p.add_argument("--links", action="store_true",
+                   help="instead: emulated multi-node Dask clusters behind links of 100 Mbit/s, "
+                   "1 Gbit/s and unshaped, 2 and 4 nodes (root: `smallbig cluster`)")  # fmt: skip
+    p.add_argument("--nodes", nargs="+", type=arg_count(),
+                   help="with --links: worker nodes (default: 2 4)")  # fmt: skip
+    p.add_argument("--bandwidths-mbps", nargs="+", type=arg_number(),
+                   help="with --links: link rates, 0: unshaped (default: 100 1000 0)")  # fmt: skip
+    p.add_argument("--out", help="also write the tables' rows (JSON)")
+    add_counts(p, ("--repeats", 3, "warm maps per case"))
+    p.set_defaults(func=cmd_cluster)
