@@ -204,7 +204,9 @@ def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp
     array = probes.make_payload(2**20)
     ratios = {}
     with get_backend("processes", workers=2) as ex:
-        for name, fn, items in (("argument", probes.payload, [array] * 300),
+        # Distinct arrays, as data is: one array repeated is pickled once per batch.
+        distinct = [np.concatenate(([float(i)], array[1:])) for i in range(300)]
+        for name, fn, items in (("argument", probes.payload, distinct),
                                 ("result", megabyte, list(range(300)))):  # fmt: skip
             list(ex.map(fn, items[:20], chunksize="auto"))
             times = []

@@ -11,7 +11,7 @@ import pytest
 from backends import available, get_backend
 from backends.chunks import BatchSizer
 from compare.calibrate import add_scaling, measure_overheads, measure_scaling
-from compare.costmodel import at_workers, predict
+from compare.costmodel import GROWTH_NOISE, at_workers, predict
 from workloads import probes
 
 DASK = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
@@ -85,9 +85,10 @@ def test_the_models_start_up_grows_with_workers_as_measured():
     measured = measure_scaling("dask", 6)["startup_s"]
     profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
     grown = {n: at_workers(row, n)["startup_s"] for n in (2, 4, 6, 12)}
-    assert grown[2] == pytest.approx(two["startup_s"]) and grown[4] == pytest.approx(
-        four["startup_s"]
-    )
+    assert grown[2] == pytest.approx(two["startup_s"])
+    # A rise under GROWTH_NOISE between the two counts is noise: the line stays flat.
+    rose = four["startup_s"] > (1 + GROWTH_NOISE) * two["startup_s"]
+    assert grown[4] == pytest.approx(four["startup_s"] if rose else two["startup_s"])
     assert grown[12] >= grown[6] >= grown[2]
     # Extrapolated from 2 and 4 workers, the start-up at 6 is what 6 took (within half).
     assert 0.5 * measured <= grown[6] <= 1.5 * measured, (grown, measured)
@@ -123,9 +124,9 @@ def test_a_ray_cluster_is_started_when_its_workers_are():
             start = time.perf_counter()
             assert list(ex.map(probes.sleep, [0.5] * 4, chunksize=1)) == [0.5] * 4
             took.append(time.perf_counter() - start)
-    # Four workers started inside the first map cost seconds on two cores; a function
+    # Four workers started inside the first map cost seconds each on two cores; a function
     # shipped the first time costs a fraction of one.
-    assert took[0] < took[1] + 0.6, f"four 0.5 s waits: {took[0]:.2f} s, then {took[1]:.2f} s"
+    assert took[0] < took[1] + 1.5, f"four 0.5 s waits: {took[0]:.2f} s, then {took[1]:.2f} s"
 
 
 def test_latency_overlaps_across_the_slots_on_a_network_and_the_cores_here():
