@@ -187,7 +187,7 @@ def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
 
 
 def test_profile_measures_bytes_memory_and_errors():
-    big = profile_task(tasks.big_argument, tasks._arrays(3))
+    big = profile_task(tasks.big_argument, tasks.megabyte_arrays(3))
     assert big.arg_bytes > 2**20 and big.result_bytes < 100
     assert profile_task(_allocate, range(3)).memory_bytes > 15e6
     flaky = profile_task(_fails_on_odd, range(9))
