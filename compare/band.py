@@ -8,6 +8,7 @@ does not fit, yet ``map(..., buffersize=N)`` on one machine beats renting a clus
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,25 @@ class Band:
         )
 
 
+def first_win(wins: Callable[[int], bool], sizes: Iterable[int]) -> int | None:
+    """The smallest item count for which ``wins(n)`` holds, or ``None`` if it holds at none of
+    ``sizes`` (ascending).
+
+    The grid brackets the first win; bisection then finds the exact size, since predicted
+    times are straight lines in ``n`` and cross once.
+    """
+    below, above = 0, None
+    for n in sizes:
+        if wins(int(n)):
+            above = int(n)
+            break
+        below = int(n)
+    while above is not None and above - below > 1:
+        mid = (below + above) // 2
+        below, above = (below, mid) if wins(mid) else (mid, above)
+    return above
+
+
 def small_big_band(
     profile: dict[str, Any],
     item_s: float,
@@ -116,14 +136,5 @@ def small_big_band(
         )
         return ranked[0].backend in clusters
 
-    crossover, below = None, 0
-    for n in _SIZES if clusters else ():
-        if cluster_wins(int(n)):
-            crossover = int(n)
-            break
-        below = int(n)
-    # The grid brackets it; the exact size by bisection (times are straight lines in n).
-    while crossover is not None and crossover - below > 1:
-        mid = (below + crossover) // 2
-        below, crossover = (below, mid) if cluster_wins(mid) else (mid, crossover)
+    crossover = first_win(cluster_wins, _SIZES) if clusters else None
     return Band(boundary, crossover, memory, data_bytes_per_item)

@@ -38,6 +38,7 @@ import numpy as np
 from rich.console import Console
 
 from backends import available, backend_class, get_backend
+from compare.band import first_win
 from compare.calibrate import measure_overheads, overhead
 from compare.costmodel import predict
 from compare.fits import break_even, fit_line
@@ -170,16 +171,7 @@ def predicted_crossover(
         times = {p.backend: p.seconds for p in ranked}
         return times[engine] < min(times[b] for b in locals_)
 
-    below, above = 0, None
-    for n in np.unique(np.geomspace(1, 1e7, 60).astype(int)):
-        if wins(int(n)):
-            above = int(n)
-            break
-        below = int(n)
-    while above is not None and above - below > 1:
-        mid = (below + above) // 2
-        below, above = (below, mid) if wins(mid) else (mid, above)
-    return above
+    return first_win(wins, np.unique(np.geomspace(1, 1e7, 60).astype(int)))
 
 
 def measured_crossover(

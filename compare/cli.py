@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import faulthandler
 import signal
 import sys
 import threading
@@ -568,8 +569,11 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
         console.print(f"--backends {cluster.spec}", soft_wrap=True)
         console.print("holding it until Ctrl-C", highlight=False)
         sys.stdout.flush()
+        # Short sleeps: a signal the kernel hands to another of this process's threads sets
+        # Python's flag without waking a main thread asleep in one long sleep, and the
+        # cluster would outlive its Ctrl-C (one CI run waited 60 s for it).
         while True:
-            time.sleep(3600)
+            time.sleep(0.2)
 
 
 def cmd_make_images(args: argparse.Namespace, console: Console) -> int:
@@ -596,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (timeout, docker stop, Slurm, systemd) stops a command as Ctrl-C does: every
     # `with` and `finally` on the way out stops what it started, and measured rows stay.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # `kill -USR1 PID` prints where every thread of a command that seems stuck is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _redeliver_interrupts
     try:

@@ -130,7 +130,14 @@ def test_nothing_of_it_outlives_its_owner(sig, tmp_path):
             assert emulated["nodes"] == 2 and emulated["bandwidth_mbps"] == 1000
             assert emulated["shares_this_machine"] is True
         os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired as stuck:
+            proc.send_signal(signal.SIGUSR1)  # the CLI's faulthandler: where every thread is
+            time.sleep(2)
+            proc.kill()
+            output = proc.stdout.read()
+            raise AssertionError(f"still running 30 s after {sig!r}:\n{output}") from stuck
         deadline = time.monotonic() + 15
         while _left(prefix) and time.monotonic() < deadline:
             time.sleep(0.2)
