@@ -243,3 +243,22 @@ def test_the_advice_says_when_the_pick_depends_on_start_up(tmp_path):
     assert predict(profile, 10**6, 0.01, releases_gil=True).startup_note() is None
     assert predict(profile, 400, 0.01, releases_gil=True, cold=False).startup_note() is None
     assert json.loads(history.read_text())["dask|2"] == [1.0, 3.5, 1.2]
+
+
+def test_the_pool_the_profile_measured_bounds_threads_from_below():
+    # Bounds of 1 ms (CPU, the GIL clipped at it) but six capped threads measured 1.3 ms.
+    cal = {**_cal(6, 0.0, 1e-6, True), "threads": 6, "inner_threads": 1}
+    task = {"item_s": 4e-3, "cpu_s": 1e-3, "item_s_1": 4e-3, "cpu_s_1": 1e-3, "gil_s": 1e-3,
+            "arg_bytes": 0, "result_bytes": 0, "coroutine": False}  # fmt: skip
+    profile = {"backends": {"threads": cal}, "cpu_count": 2}
+    bare = predict(profile, 600, task=task, cold=False)[0]
+    measured = predict(profile, 600, task={**task, "pool_s": 1.3e-3, "pool_threads": 6},
+                       cold=False)[0]  # fmt: skip
+    assert bare.seconds < 600 * 1.3e-3 <= measured.seconds < 600 * 1.4e-3
+    assert "6 threads ran it at 1.3 ms per item" in measured.reason, measured.reason
+    # Fewer items than threads, other thread counts, or uncapped pools: the pass says nothing.
+    for items, threads in ((4, 6), (600, 12)):
+        other = {**task, "pool_s": 1.3e-3, "pool_threads": threads}
+        assert predict(profile, items, task=other, cold=False)[0].seconds == pytest.approx(
+            predict(profile, items, task=task, cold=False)[0].seconds
+        )

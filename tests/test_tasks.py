@@ -135,6 +135,32 @@ def test_a_gil_holding_loop_is_never_advised_to_threads(tmp_path):
             assert by["threads"] >= by["serial"], (items, cold, by)
 
 
+def _wait_then_count(seed: int) -> int:
+    """2 ms of waiting, then ~1.5 ms of pure-Python counting (holding the GIL)."""
+    time.sleep(0.002)
+    return sum(i * i % 5 for i in range(seed % 3, 9_000))
+
+
+def test_threads_are_predicted_no_faster_than_the_profiled_pool_ran(tmp_path):
+    # A task that waits, then computes holding the GIL: taken apart, its bounds (CPU per item;
+    # a thread's wait hidden behind another's CPU) promise more than six threads do.
+    task = profile_task(_wait_then_count, range(25))
+    assert task.pool_threads and task.pool_s >= task.gil_s
+    profile = compare.overhead(["threads"], items=500, repeats=1, path=tmp_path / "cal.json")
+    items = list(range(240))
+    by = {p.backend: p for p in compare.advise(profile, items=len(items), task=task, cold=False)}
+    assert by["threads"].seconds >= len(items) * task.pool_s
+    with get_backend("threads") as ex:
+        list(ex.map(_wait_then_count, items[:30], chunksize="auto"))
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            list(ex.map(_wait_then_count, items, chunksize="auto"))
+            times.append(time.perf_counter() - start)
+    ratio = by["threads"].seconds / sorted(times)[1]
+    assert 0.8 <= ratio <= 1.5, (ratio, by["threads"].reason)
+
+
 def test_profile_of_a_gil_releasing_wait():
     p = profile_task(tasks.io_wait, range(7))
     assert p.releases_gil and p.gil_s < 0.5 * p.item_s_1
