@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -219,9 +219,18 @@ def model_rows(
 
 
 def cluster_bench(
-    engines: Sequence[str], worker_counts: Sequence[int], repeats: int, console: Console
+    engines: Sequence[str],
+    worker_counts: Sequence[int],
+    repeats: int,
+    console: Console,
+    inputs: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows of the model check (per engine, workers, case, phase) and of the crossovers."""
+    """Rows of the model check (per engine, workers, case, phase) and of the crossovers.
+
+    ``inputs``, if given, receives what the predictions were made from (the calibrations,
+    at N too, the task profiles, each measured case and local line), so that another model
+    can be scored on the same measurements without running the clusters again."""
+    inputs = {} if inputs is None else inputs
     locals_ = local_backends()
     with tempfile.TemporaryDirectory() as tmp, weather_api() as url:
         console.print("calibrating (the ordinary calibration: default workers)")
@@ -233,6 +242,10 @@ def cluster_bench(
                           c.per_worker * max(worker_counts)] for c in todo}  # fmt: skip
         local = {c.name: local_lines(c, sizes[c.name], calibration, locals_, profiles[c.name])
                  for c in todo}  # fmt: skip
+        inputs.update(calibration=calibration, at_n={}, measured=[],
+                      profiles={k: p.as_dict() for k, p in profiles.items()},
+                      local={k: {s: [asdict(line), up] for s, (line, up) in v.items()}
+                             for k, v in local.items()})  # fmt: skip
         rows, crossings = [], []
         for engine in engines:
             for n_workers in worker_counts:
@@ -240,6 +253,9 @@ def cluster_bench(
                 console.print(f"{engine} at {n_workers} workers: start-up "
                               f"{measured[0]['startup_s']:.2f} s")  # fmt: skip
                 at_n = {**calibration, "backends": {engine: cal_n}}
+                inputs["at_n"][f"{engine}|{n_workers}"] = cal_n
+                inputs["measured"] += [{**m, "engine": engine, "workers": n_workers,
+                                        "line": asdict(m["line"])} for m in measured]  # fmt: skip
                 for m in measured:
                     task = profiles[m["case"]]
                     rows += model_rows(engine, n_workers, m, task, calibration, at_n)

@@ -22,13 +22,15 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     missing = sorted(set(args.engines) - set(engines))
     if missing:
         raise ImportError(f"not installed: {', '.join(missing)} (pip install 'smallbig[all]')")
+    inputs: dict = {}
     if args.links:
         rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
         rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console)
     else:
-        rows, crossings = cluster_bench(engines, args.workers, args.repeats, console)
+        rows, crossings = cluster_bench(engines, args.workers, args.repeats, console, inputs)
     if args.out:
-        write_json(args.out, {"rows": rows, "crossings": crossings})
+        # With what the predictions were made from: a changed model is scored again on them.
+        write_json(args.out, {"rows": rows, "crossings": crossings, **inputs})
     (print_links if args.links else print_cluster)(rows, crossings, console)
     return 0
 
