@@ -600,6 +600,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (timeout, docker stop, Slurm, systemd) stops a command as Ctrl-C does: every
     # `with` and `finally` on the way out stops what it started, and measured rows stay.
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # A command started in the background by a script inherits SIGINT ignored (POSIX shells
+    # do that to `cmd &`), and Python then never raises KeyboardInterrupt: `kill -INT` left
+    # `smallbig cluster` holding its namespaces. Every command stops on it, as it says.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     # `kill -USR1 PID` prints where every thread of a command that seems stuck is.
     faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     previous_hook = sys.unraisablehook
@@ -618,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 class Terminated(KeyboardInterrupt):

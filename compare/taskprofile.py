@@ -222,10 +222,12 @@ def profile_task(
     # and so that every one of the pool's threads gets several items.
     threads = THREADS
     reps = max(1, min(math.ceil(MIN_PASS_SECONDS / max(once, 1e-9)), 10_000))
-    # Every thread an item at least. An item again in the same pass is faster than a map's
-    # items are (its data in the caches: 16 images decoded twice ran 5.6 ms per item on the
-    # pool against 6.7 once and 7.0 over the 96 of the map), so only tiny tasks repeat.
-    reps = max(reps, math.ceil(threads / len(sample)))
+    # Every thread several items: with two or three each, the GIL pass of a pure-Python loop
+    # came out under the line (one CI run took it for a task that releases the GIL), though
+    # an item again in the same pass is warm (16 images twice over ran 5.6 ms per item on
+    # the pool, 6.7 once, 7.0 over the map's 96).
+    spread = math.ceil(4 * threads / len(sample))
+    reps = max(reps, min(spread, max(1, int(pass_seconds / max(once, 1e-9)))))
     batch = list(sample) * reps
 
     def uncapped() -> tuple[float, float]:
