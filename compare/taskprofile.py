@@ -223,9 +223,8 @@ def profile_task(
     threads = THREADS
     reps = max(1, min(math.ceil(MIN_PASS_SECONDS / max(once, 1e-9)), 10_000))
     # Every thread several items: with two or three each, the GIL pass of a pure-Python loop
-    # came out under the line (one CI run took it for a task that releases the GIL), though
-    # an item again in the same pass is warm (16 images twice over ran 5.6 ms per item on
-    # the pool, 6.7 once, 7.0 over the map's 96).
+    # measured under the GIL line. The price: an item again in the same pass is warm (16
+    # images twice over ran 5.6 ms per item on the pool, 6.7 once, 7.0 over the map's 96).
     spread = math.ceil(4 * threads / len(sample))
     reps = max(reps, min(spread, max(1, int(pass_seconds / max(once, 1e-9)))))
     batch = list(sample) * reps

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import warm_map_s
 from PIL import Image
 
 from compare import plots
@@ -208,16 +208,11 @@ def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp
         distinct = [np.concatenate(([float(i)], array[1:])) for i in range(300)]
         for name, fn, items in (("argument", probes.payload, distinct),
                                 ("result", megabyte, list(range(300)))):  # fmt: skip
-            list(ex.map(fn, items[:20], chunksize="auto"))
-            times = []
-            for _ in range(3):
-                start = time.perf_counter()
-                list(ex.map(fn, items, chunksize="auto"))
-                times.append(time.perf_counter() - start)
+            measured = warm_map_s(ex, fn, items, items[:20])
             task = profile_task(fn, items[:8])
             predicted = predict(profile, len(items), task=task, cold=False)
             seconds = next(p.seconds for p in predicted if p.backend == "processes")
-            ratios[name] = seconds / sorted(times)[1]
+            ratios[name] = seconds / measured
     assert all(0.5 <= r <= 2.0 for r in ratios.values()), ratios
 
 

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import warm_map_s
 from threadpoolctl import threadpool_info
 
 import compare
@@ -151,13 +152,8 @@ def test_threads_are_predicted_no_faster_than_the_profiled_pool_ran(tmp_path):
     by = {p.backend: p for p in compare.advise(profile, items=len(items), task=task, cold=False)}
     assert by["threads"].seconds >= len(items) * task.pool_s
     with get_backend("threads") as ex:
-        list(ex.map(_wait_then_count, items[:30], chunksize="auto"))
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            list(ex.map(_wait_then_count, items, chunksize="auto"))
-            times.append(time.perf_counter() - start)
-    ratio = by["threads"].seconds / sorted(times)[1]
+        measured = warm_map_s(ex, _wait_then_count, items, items[:30])
+    ratio = by["threads"].seconds / measured
     assert 0.8 <= ratio <= 1.5, (ratio, by["threads"].reason)
 
 
