@@ -35,6 +35,9 @@ PASS_SECONDS = 2.0
 #: and 1.8× faster than a plain loop of the uncapped library, counted as holding it and was
 #: never advised to threads: 94% regret.)
 GIL_HOLDING = 0.9
+#: Threads whose CPU seconds summed to less than this many times their wall time never ran
+#: in parallel (6 threads of a pure-Python loop: ~1.0; of a NumPy kernel on 2 cores: ~1.9).
+SERIAL_CORES = 1.25
 # ...and lasts at least this long, the sample repeated, so that tasks of microseconds are timed
 # over enough of them.
 MIN_PASS_SECONDS = 0.2
@@ -243,7 +246,7 @@ def profile_task(
             free.append(uncapped())
             one.append(_timed_threads(pool, run, [batch]))
             shares = [batch[i::threads] for i in range(threads)]
-            many.append(_timed_threads(pool, run, shares)[0])
+            many.append(_timed_threads(pool, run, shares))
     wall, cpu = min(free)
     item_s, cpu_s = wall / len(batch), cpu / len(batch)
     wall_1, cpu_1 = min(one)
@@ -253,8 +256,19 @@ def profile_task(
     # that waits overlaps its waits on any number of threads, so for it no more than its CPU
     # counts; one that computes all along keeps the whole figure, contention included (six
     # threads handing the GIL to each other ran a Python loop 15% slower than one thread).
-    many_s = min(many) / len(batch)
-    gil_s = many_s if cpu_s_1 >= 0.9 * item_s_1 else min(many_s, cpu_s_1)
+    many_s = min(wall for wall, _ in many) / len(batch)
+    # Computing all along in some pass of one thread (CPU ~ wall): a neighbour's turns only
+    # lengthen the wall, so the pass least disturbed says it.
+    computes = max(cpu / wall for wall, cpu in [*free, *one] if wall > 0) >= 0.9
+    gil_s = many_s if computes else min(many_s, cpu_s_1)
+    # Threads that never ran on more than one core at once held the GIL, whatever the clocks
+    # say: a neighbour's burst during a one-thread pass (a Python loop at 3.2 ms per item
+    # where it takes 2.6) made the pool look 10% faster than one thread. A pool run one thread
+    # at a time cannot beat one thread; CPU time, unlike wall time, does not count the
+    # neighbour's turns.
+    overlapped = max(cpu / wall for wall, cpu in many if wall > 0)
+    if computes and overlapped < SERIAL_CORES:
+        gil_s = max(gil_s, item_s_1)
 
     profile = TaskProfile(
         name=getattr(fn, "__qualname__", repr(fn)),
@@ -286,7 +300,7 @@ def _timed_threads(
     pool: cf.ThreadPoolExecutor, run: Callable[[Sequence[Any]], Any], shares: list[list]
 ) -> tuple[float, float]:
     """Wall seconds for ``len(shares)`` pool threads to run a share each, native pools capped
-    at one thread, and the first thread's own CPU seconds.
+    at one thread, and the CPU seconds the threads themselves spent.
 
     A pool thread, not the caller's: a worker process's fresh heap is more like a thread's
     own malloc arena than like this long-lived process's main one. The caps are set before a
@@ -305,7 +319,7 @@ def _timed_threads(
     capped = Capped(timed, 1, shared=True)
     spans = [f.result() for f in [pool.submit(capped, share) for share in shares]]
     wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
-    return wall, spans[0][2]
+    return wall, sum(cpu for _, _, cpu in spans)
 
 
 def _median_bytes(values: Sequence[Any]) -> int:
