@@ -1,5 +1,5 @@
-"""A multi-node Dask cluster on this machine: a scheduler node and worker nodes, each in a
-network namespace of its own, behind shaped links (:mod:`backends.netns`).
+"""A multi-node Dask or Ray cluster on this machine: a scheduler (or head) node and worker
+nodes, each in a network namespace of its own, behind shaped links (:mod:`backends.netns`).
 
 What is real: each node's network stack, the links' bandwidth, the engine's own processes
 talking over them. What is not: the nodes share this machine's cores and memory, and the
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,11 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.lifeline import alive
+from backends.lifeline import alive, owned_temp_dir, start_reaper, stop_holders, stop_reaper
 from backends.netns import Network
 
-ENGINES = ("dask",)
-SCHEDULER_PORT = 8786
+ENGINES = ("dask", "ray")
+PORTS = {"dask": 8786, "ray": 6379}  # the scheduler's, the head's (GCS)
+#: What ``ray start`` prints once its node has joined.
+RAY_STARTED = "Ray runtime started"
 #: Seconds without a worker's heartbeat after which the scheduler drops it and runs its tasks
 #: elsewhere. Dask's default is 5 minutes: a node cut off for good would stall a run that long.
 WORKER_TTL_S = 10.0
@@ -47,9 +50,28 @@ def describe(address: str) -> dict[str, Any] | None:
         host, port = split_address(address)
     except ValueError:
         return None
-    path = _registry() / f"{host}_{port}.json"
+    facts = _note(host, port)
+    if facts is None:
+        return None
+    return {k: v for k, v in facts.items() if k not in ("owner", "connect")}
+
+
+def ray_connection(address: str) -> dict[str, str] | None:
+    """How a driver on this machine joins the emulated Ray cluster at ``address``: the node
+    it attaches to (``node_ip_address``, the driver's own link); ``None`` for any other
+    address."""
+    from backends.addresses import split_address
+
     try:
-        facts = json.loads(path.read_text())
+        facts = _note(*split_address(address))
+    except ValueError:
+        return None
+    return facts.get("connect") if facts else None
+
+
+def _note(host: str, port: int) -> dict[str, Any] | None:
+    try:
+        facts = json.loads((_registry() / f"{host}_{port}.json").read_text())
     except (OSError, ValueError):
         return None
     return facts if alive(int(facts.get("owner", 0))) else None
@@ -62,7 +84,7 @@ class EmulatedCluster:
     Parameters
     ----------
     engine : str
-        ``"dask"``.
+        ``"dask"`` or ``"ray"``.
     nodes : int
         Worker nodes (each a namespace of its own), besides the scheduler's.
     workers_per_node : int
@@ -98,7 +120,12 @@ class EmulatedCluster:
         self.network = Network(1 + nodes, bandwidth_mbps)
         self._procs: list[subprocess.Popen] = []
         self._note: Path | None = None
-        self.address = f"tcp://{self.network.hosts[0][1]}:{SCHEDULER_PORT}"
+        self._folder: str | None = None  # Ray's: its nodes' temp dirs, logs, the token
+        self._reaper: subprocess.Popen | None = None
+        self._connect: dict[str, str] | None = None
+        self.port = PORTS[engine]
+        host = self.network.hosts[0][1]
+        self.address = f"tcp://{host}:{self.port}" if engine == "dask" else f"{host}:{self.port}"
         self.spec = f"{engine}@{self.address}"
 
     @property
@@ -148,13 +175,14 @@ class EmulatedCluster:
 
     def _write_note(self) -> None:
         if self._note is not None:
-            self._note.write_text(json.dumps({**self.info(), "owner": os.getpid()}))
+            facts = {**self.info(), "owner": os.getpid(), "connect": self._connect}
+            self._note.write_text(json.dumps(facts))
 
     def __enter__(self) -> EmulatedCluster:
         self.network.__enter__()
         try:
-            self._start_dask()
-            self._note = _registry() / f"{self.network.hosts[0][1]}_{SCHEDULER_PORT}.json"
+            self._start_dask() if self.engine == "dask" else self._start_ray()
+            self._note = _registry() / f"{self.network.hosts[0][1]}_{self.port}.json"
             self._note.parent.mkdir(parents=True, exist_ok=True)
             self._write_note()
         except BaseException:
@@ -173,12 +201,12 @@ class EmulatedCluster:
             self.network.popen(
                 0,
                 [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host,
-                 "--port", str(SCHEDULER_PORT), "--no-dashboard", "--no-show"],
+                 "--port", str(self.port), "--no-dashboard", "--no-show"],
                 env=ttl,
                 **quiet,
             )
         )  # fmt: skip
-        self._wait_for_port(host, SCHEDULER_PORT)
+        self._wait_for_port(host, self.port)
         for node in range(1, 1 + self.nodes):
             self._procs.append(
                 self.network.popen(
@@ -194,6 +222,65 @@ class EmulatedCluster:
 
         with Client(self.address, timeout=self._timeout, set_as_default=False) as client:
             client.wait_for_workers(self.workers, timeout=self._timeout)
+
+    def _start_ray(self) -> None:
+        # A folder of ours for every node's temp dir (nodes that share one collide on its
+        # socket paths) and their start logs; the reaper stops whatever holds a
+        # file in it once this process is gone, the driver's node included.
+        self._folder = folder = owned_temp_dir("smallbig-emu-")
+        self._reaper = start_reaper(folder)
+        # Ray 2.5x+ starts a head with token authentication, from the user's own token
+        # (~/.ray/auth_token, made as `ray get-auth-token --generate` makes it): the token a
+        # local runtime of this process uses too, so one driver can reach both.
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token",
+                        "--generate"], capture_output=True, check=True, timeout=60)  # fmt: skip
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+        head = self.network.hosts[0][1]
+        starts = [self._ray_start(0, ["--head", "--port", str(self.port), "--num-cpus", "0",
+                                      "--include-dashboard=false"], env)]  # fmt: skip
+        self._await_ray(starts)  # the others join it
+        join = ["--address", f"{head}:{self.port}"]
+        cpus = ["--num-cpus", str(self.workers_per_node)]
+        starts = [self._ray_start(node, [*join, *cpus], env) for node in range(1, 1 + self.nodes)]
+        # The driver's own node, on the driver's link, with no CPU: a Ray driver attaches to
+        # a raylet of the machine it runs on, and the objects it puts leave from there. (On
+        # its own, with many raylets on one machine, it would pick the head's and give
+        # workers the head's address for itself: its tasks' arguments never arrived.)
+        starts.append(self._ray_start(None, [*join, "--num-cpus", "0"], env))
+        self._await_ray(starts)
+        self._connect = {"node_ip_address": self.network.driver_address}
+
+    def _ray_start(self, node: int | None, args: list[str], env: dict[str, str]) -> Path:
+        """Start ``ray start`` on host ``node`` (``None``: the driver's own); its log."""
+        assert self._folder is not None
+        name = "driver" if node is None else f"n{node}"
+        ip = self.network.driver_address if node is None else self.network.hosts[node][1]
+        log = Path(self._folder) / f"start-{name}.log"
+        argv = [sys.executable, "-m", "ray.scripts.scripts", "start", *args,
+                "--node-ip-address", ip, f"--temp-dir={self._folder}/{name}",
+                "--disable-usage-stats", "--block"]  # fmt: skip
+        with log.open("w") as out:
+            kwargs: dict[str, Any] = {"env": env, "stdout": out, "stderr": subprocess.STDOUT}
+            if node is None:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
+            else:
+                proc = self.network.popen(node, argv, stdin=subprocess.DEVNULL, **kwargs)
+        self._procs.append(proc)
+        return log
+
+    def _await_ray(self, logs: list[Path]) -> None:
+        deadline = time.monotonic() + self._timeout
+        waiting = list(logs)
+        while waiting:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"ray start exited with {proc.returncode}: {_tail(logs)}")
+            waiting = [log for log in waiting if RAY_STARTED not in log.read_text()]
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Ray nodes not up within {self._timeout:g} s: {_tail(waiting)}"
+                )
+            time.sleep(0.2)
 
     def _wait_for_port(self, host: str, port: int) -> None:
         deadline = time.monotonic() + self._timeout
@@ -214,8 +301,25 @@ class EmulatedCluster:
             with contextlib.suppress(OSError):
                 self._note.unlink()
             self._note = None
+        if self._folder is not None:  # the driver's Ray node, outside the namespaces
+            stop_holders(self._folder, spare=os.getpid())
         self.network.close()  # kills whatever runs in the namespaces first
         for proc in self._procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
         self._procs = []
+        if self._reaper is not None:
+            stop_reaper(self._reaper)
+            self._reaper = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+def _tail(logs: list[Path], lines: int = 5) -> str:
+    """The last lines of each log, for an error message."""
+    parts = []
+    for log in logs:
+        with contextlib.suppress(OSError):
+            parts.append(f"{log.name}: " + " | ".join(log.read_text().splitlines()[-lines:]))
+    return "; ".join(parts)

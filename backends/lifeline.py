@@ -121,23 +121,29 @@ def stop_reaper(reaper: subprocess.Popen) -> None:
 
 
 def _reap(owner: int, folder: str) -> None:
-    import psutil
-
     while alive(owner):
         if not os.path.isdir(folder):
             return  # cleaned up by its owner
         threading.Event().wait(POLL_S)
+    stop_holders(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop_holders(folder: str, spare: int | None = None) -> None:
+    """Stop every process but ``spare`` that holds a file under ``folder`` open (SIGTERM,
+    then SIGKILL after 2 s)."""
+    import psutil
+
     holders = []
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if any(f.path.startswith(folder) for f in proc.open_files()):
+            if proc.pid != spare and any(f.path.startswith(folder) for f in proc.open_files()):
                 holders.append(proc)
                 proc.terminate()
     _, left = psutil.wait_procs(holders, timeout=2)
     for proc in left:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 from backends.addresses import check_ray_head
 from backends.chunks import call
 from backends.cluster import ClusterBackend
+from backends.emulated import describe, ray_connection
 from backends.futures import SettlerThread, linked_future, resolve, settle
 from backends.inner import Capped, InnerThreads, kept_env, own_thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
@@ -109,8 +110,13 @@ class RayBackend(ClusterBackend):
                     _await_workers(ray, self.workers)
                 self._claim_processes(before)
             else:
-                with _keep_sigterm_handler():
-                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                with _keep_sigterm_handler(), kept_env(list(_AUTH_ENV)):
+                    ray.init(
+                        address=address,
+                        logging_level=logging.ERROR,
+                        log_to_driver=False,
+                        **_emulated_connection(address),
+                    )
             self._owns = True
         self.workers = int(ray.cluster_resources().get("CPU", self.workers))
         if self.inner_threads is None:
@@ -179,6 +185,8 @@ class RayBackend(ClusterBackend):
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["owns_runtime"] = self._owns
+        if not self._temp_dir:  # a cluster by address: an emulated one of ours says so
+            info["emulated"] = describe(self.address)
         return info
 
     def _release(self) -> None:
@@ -335,3 +343,28 @@ def _unwrap(ray: Any, ref: Any) -> Any:
         if isinstance(cause, BaseException):
             raise cause from None
         raise
+
+
+_AUTH_ENV = ("RAY_AUTH_MODE",)
+
+
+def _emulated_connection(address: str) -> dict[str, str]:
+    """``ray.init``'s extra arguments for an emulated cluster of ours at ``address`` (and
+    token authentication on, which the caller's environment restores); none for any other
+    address.
+
+    Its nodes all run on this machine, and Ray attaches a driver to a raylet of its own
+    machine, the head's first: the driver's own node is named instead, as ``ray start``
+    tells a user of a machine with several nodes to (``ray.init(_node_ip_address=...)``).
+    """
+    connection = ray_connection(address)
+    if connection is None:
+        return {}
+    # Ray reads its configuration once: it refreshes it itself when it turns token mode on
+    # for a local runtime (ray._private.authentication), and so must a driver that turns it
+    # on to join a cluster by address.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    from ray._raylet import Config
+
+    Config.initialize("")
+    return {"_node_ip_address": connection["node_ip_address"]}

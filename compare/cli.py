@@ -171,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a multi-node cluster behind shaped links on this machine (root); hold it "
         "until Ctrl-C",
     )
-    p.add_argument("--engine", choices=["dask"], default="dask", help="the engine (default: dask)")
+    p.add_argument(
+        "--engine", choices=["dask", "ray"], default="dask", help="the engine (default: dask)"
+    )
     add_counts(
         p,
         ("--nodes", 2, "worker nodes, each a network namespace of its own"),

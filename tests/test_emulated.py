@@ -1,5 +1,5 @@
-"""A multi-node Dask cluster behind shaped links on this machine: the shaping is real, a run
-against it says it was emulated, and nothing of it outlives its owner however it ends."""
+"""A multi-node Dask or Ray cluster behind shaped links on this machine: the shaping is real, a
+run against it says it was emulated, and nothing of it outlives its owner however it ends."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from backends import available, get_backend
@@ -38,14 +41,25 @@ def _namespaces_work() -> str | None:
 REFUSED = _namespaces_work() if sys.platform == "linux" else "Linux namespaces only"
 needs_netns = pytest.mark.skipif(REFUSED is not None, reason=REFUSED or "")
 needs_dask = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
+needs_ray = pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
 
 
-def _left(prefix: str) -> list[str]:
-    """Namespaces and links whose names start with ``prefix``."""
+def _left(prefix: str, owner: int | None = None) -> list[str]:
+    """Namespaces and links whose names start with ``prefix``; with ``owner``, also the
+    folders of its Ray nodes and every process that holds one of their files open."""
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     found = [line.split()[0] for line in names.splitlines() if line.startswith(prefix)]
     found += re.findall(rf"\d+: ({re.escape(prefix)}\S*?)[@:]", links)
+    if owner is not None:
+        folders = [str(p) for p in Path(tempfile.gettempdir()).glob(f"smallbig-emu-{owner}-*")]
+        found += folders
+        for proc in psutil.process_iter():
+            try:
+                if any(f.path.startswith(tuple(folders)) for f in proc.open_files()) and folders:
+                    found.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:80]}")
+            except psutil.Error:
+                continue
     return found
 
 
@@ -90,6 +104,25 @@ def test_the_shaping_is_real_and_says_which_link_carries_which_bytes():
     assert free["direct"] < 0.4 * IDEAL_100 and free["by_value"] < 0.4 * IDEAL_100, seconds
 
 
+@needs_netns
+@needs_ray
+def test_ray_over_shaped_links_moves_an_argument_at_the_links_rate():
+    from backends.emulated import EmulatedCluster
+
+    array = np.ones(MIB10 // 8)
+    seconds = {}
+    for rate in (100, None):
+        cluster = EmulatedCluster("ray", nodes=2, bandwidth_mbps=rate)
+        with cluster, get_backend(cluster.spec) as ex:
+            assert ex.workers == 2 and ex.info()["emulated"]["engine"] == "ray"
+            # A task's argument leaves the driver's own node for a worker's node: the
+            # driver's link, then the worker's, at once (Ray has no scheduler in the way).
+            seconds[rate] = _timed(lambda: ex.submit(probes.payload, array).result())
+        assert not _left(cluster.network.id, os.getpid())
+    assert 0.75 * IDEAL_100 <= seconds[100] <= 1.25 * IDEAL_100, seconds
+    assert seconds[None] < 0.4 * IDEAL_100, seconds
+
+
 def _cluster(*args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "compare.cli", "cluster", "--nodes", "2", *args]
     return subprocess.Popen(
@@ -109,10 +142,19 @@ def _spec(proc: subprocess.Popen) -> str:
 
 
 @needs_netns
-@needs_dask
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=str)
-def test_nothing_of_it_outlives_its_owner(sig, tmp_path):
-    proc = _cluster("--bandwidth-mbps", "1000")
+@pytest.mark.parametrize(
+    "engine, sig",
+    [
+        pytest.param("dask", signal.SIGINT, marks=needs_dask, id="dask-SIGINT"),
+        pytest.param("dask", signal.SIGTERM, marks=needs_dask, id="dask-SIGTERM"),
+        pytest.param("dask", signal.SIGKILL, marks=needs_dask, id="dask-SIGKILL"),
+        # Ray's driver node runs outside the namespaces: its processes must go too.
+        pytest.param("ray", signal.SIGTERM, marks=needs_ray, id="ray-SIGTERM"),
+        pytest.param("ray", signal.SIGKILL, marks=needs_ray, id="ray-SIGKILL"),
+    ],
+)
+def test_nothing_of_it_outlives_its_owner(engine, sig, tmp_path):
+    proc = _cluster("--engine", engine, "--bandwidth-mbps", "1000")
     try:
         spec = _spec(proc)
         prefix = f"sb{proc.pid}x"
@@ -139,9 +181,9 @@ def test_nothing_of_it_outlives_its_owner(sig, tmp_path):
             output = proc.stdout.read()
             raise AssertionError(f"still running 30 s after {sig!r}:\n{output}") from stuck
         deadline = time.monotonic() + 15
-        while _left(prefix) and time.monotonic() < deadline:
+        while _left(prefix, proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _left(prefix), _left(prefix)
+        assert not _left(prefix, proc.pid), _left(prefix, proc.pid)
     finally:
         if proc.poll() is None:
             proc.kill()
