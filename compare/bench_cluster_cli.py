@@ -25,7 +25,7 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     inputs: dict = {}
     if args.links:
         rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
-        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console)
+        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console, engines)
     else:
         rows, crossings = cluster_bench(engines, args.workers, args.repeats, console, inputs)
     if args.out:
@@ -43,7 +43,7 @@ def add_parser(kinds: Any) -> None:
     p.add_argument("--workers", nargs="+", type=arg_count(), default=[4, 8, 16],
                    help="worker counts (default: 4 8 16)")  # fmt: skip
     p.add_argument("--links", action="store_true",
-                   help="instead: emulated multi-node Dask clusters behind links of 100 Mbit/s, "
+                   help="instead: emulated multi-node clusters behind links of 100 Mbit/s, "
                    "1 Gbit/s and unshaped, 2 and 4 nodes (root: `smallbig cluster`)")  # fmt: skip
     p.add_argument("--nodes", nargs="+", type=arg_count(),
                    help="with --links: worker nodes (default: 2 4)")  # fmt: skip
