@@ -120,7 +120,7 @@ class EmulatedCluster:
         self.network = Network(1 + nodes, bandwidth_mbps)
         self._procs: list[subprocess.Popen] = []
         self._note: Path | None = None
-        self._folder: str | None = None  # Ray's: its nodes' temp dirs, logs, the token
+        self._folder: str | None = None  # Ray's: its nodes' temp dirs and start logs
         self._reaper: subprocess.Popen | None = None
         self._connect: dict[str, str] | None = None
         self.port = PORTS[engine]

@@ -110,7 +110,7 @@ class RayBackend(ClusterBackend):
                     _await_workers(ray, self.workers)
                 self._claim_processes(before)
             else:
-                with _keep_sigterm_handler(), kept_env(list(_AUTH_ENV)):
+                with _keep_sigterm_handler(), kept_env(["RAY_AUTH_MODE"]):
                     ray.init(
                         address=address,
                         logging_level=logging.ERROR,
@@ -343,9 +343,6 @@ def _unwrap(ray: Any, ref: Any) -> Any:
         if isinstance(cause, BaseException):
             raise cause from None
         raise
-
-
-_AUTH_ENV = ("RAY_AUTH_MODE",)
 
 
 def _emulated_connection(address: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ from compare.bench_cluster import (
     local_backends,
     local_lines,
     measured_crossover,
+    predicted_crossover,
     seconds_of,
     timed_map,
     warm_line,
@@ -130,7 +131,7 @@ def _one_cluster(
             for cold in (True, False):
                 crossings.append({
                     **where, "case": m["case"], "phase": "cold" if cold else "warm",
-                    "predicted": _crossover(own, engine, locals_, task, cold),
+                    "predicted": predicted_crossover(own, engine, locals_, task, None, cold),
                     "measured": measured_crossover(m["line"], m["startup_s"], lines, cold),
                 })  # fmt: skip
     return rows, crossings
@@ -177,14 +178,6 @@ def _model_rows(
             row["extrapolated %"] = 100 * (a / got - 1)
         out.append(row)
     return out
-
-
-def _crossover(
-    cal: dict, engine: str, locals_: Sequence[str], task: Any, cold: bool
-) -> int | None:
-    from compare.bench_cluster import predicted_crossover
-
-    return predicted_crossover(cal, engine, locals_, task, None, cold)
 
 
 def print_links(rows: list[dict], crossings: list[dict], console: Console) -> None:
