@@ -241,13 +241,17 @@ class EmulatedCluster:
         self._await_ray(starts)  # the others join it
         join = ["--address", f"{head}:{self.port}"]
         cpus = ["--num-cpus", str(self.workers_per_node)]
-        starts = [self._ray_start(node, [*join, *cpus], env) for node in range(1, 1 + self.nodes)]
         # The driver's own node, on the driver's link, with no CPU: a Ray driver attaches to
         # a raylet of the machine it runs on, and the objects it puts leave from there. (On
         # its own, with many raylets on one machine, it would pick the head's and give
         # workers the head's address for itself: its tasks' arguments never arrived.)
-        starts.append(self._ray_start(None, [*join, "--num-cpus", "0"], env))
-        self._await_ray(starts)
+        nodes = [(node, [*join, *cpus]) for node in range(1, 1 + self.nodes)]
+        nodes.append((None, [*join, "--num-cpus", "0"]))
+        # A few at a time: `ray start` gives its raylet 30 s to register, and 3-5 nodes
+        # starting at once on 2 cores missed that (every one of them, on a fresh machine).
+        wave = max(1, (os.cpu_count() or 2) // 2)
+        for first in range(0, len(nodes), wave):
+            self._await_ray([self._ray_start(n, a, env) for n, a in nodes[first : first + wave]])
         self._connect = {"node_ip_address": self.network.driver_address}
 
     def _ray_start(self, node: int | None, args: list[str], env: dict[str, str]) -> Path:
