@@ -77,6 +77,12 @@ class Backend(cf.Executor):
     #: Links a task's own argument crosses from the driver to a worker (Dask's go with the
     #: task through the scheduler: two); a result comes back over one.
     argument_links: ClassVar[int] = 1
+    #: Where an object given to :meth:`put` is kept, so what a map of tasks sharing it pays
+    #: (compare.costmodel): ``"machine"``, once (a file every worker reads, or this process's
+    #: own memory); ``"worker"``, a copy in each worker that runs one of the tasks, copied
+    #: from worker to worker (Dask); ``"node"``, a copy in each node's object store, each
+    #: pulled from the driver's (Ray).
+    put_copies: ClassVar[str] = "machine"
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         if workers is not None and (

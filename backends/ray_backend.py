@@ -56,6 +56,9 @@ class RayBackend(ClusterBackend):
 
     name = "ray"
     listens_on_all_interfaces = True
+    # Measured on an emulated cluster at 100 Mbit/s: 1 and 4 MB put once, tasks on 2 nodes:
+    # 0.15 and 0.69 s more than tiny tasks, two copies' worth out of the driver's one link.
+    put_copies = "node"
 
     def __init__(
         self,
@@ -185,6 +188,10 @@ class RayBackend(ClusterBackend):
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["owns_runtime"] = self._owns
+        # Nodes that run tasks (each holds its own copy of a put object).
+        info["nodes"] = sum(
+            1 for n in self._ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0
+        )
         if not self._temp_dir:  # a cluster by address: an emulated one of ours says so
             info["emulated"] = describe(self.address)
         return info

@@ -138,6 +138,7 @@ def measure_overheads(
         "in_process": ex.in_process,
         "distributed": ex.distributed,
         "argument_links": ex.argument_links,
+        **put_copies(ex, info),
         # The cap on native pool threads per task (None: the libraries' own), which decides
         # whether a task runs at its uncapped or its one-thread cost (compare.costmodel).
         "inner_threads": info.get("inner_threads"),
@@ -173,6 +174,13 @@ def measure_overheads(
         row[f"beta_{label}_Bps"] = 1 / fit.per_item_s if fit.per_item_s > 0 else float("inf")
         row[f"fit_error_{label}"] = fit.median_rel_error
     return row
+
+
+def put_copies(ex: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """Where a put object is kept (``put_copies``: per machine, worker or node) and how many
+    copies a map makes of it when every worker runs some of its tasks (``put_holders``)."""
+    holders = {"machine": 1, "worker": ex.workers}.get(ex.put_copies, info.get("nodes", 1))
+    return {"put_copies": ex.put_copies, "put_holders": holders}
 
 
 #: 1 MB items per worker in the pipelined transfer figures: two maps, this many and 4×.

@@ -27,7 +27,10 @@ by :func:`compare.profile_task` with one thread); one without a cap, at its unca
 
 In-process backends ship no bytes. ``nbytes/β`` counts the links each byte crosses: a result
 one, an argument ``argument_links`` (two on Dask, whose tasks carry their arguments through
-the scheduler). Extrapolations (``workers``, network) are predictions, never measurements.
+the scheduler). An object put once per map and shared by every task (``put_bytes``) is
+paid once per copy: one per machine (processes), per node (Ray) or per worker that runs its
+tasks (Dask, which may keep the tasks where the object is instead). Extrapolations
+(``workers``, network) are predictions, never measurements.
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ class _Cost:
     first_call_s: float = 0.0  # a fresh worker's first item over the next (imports, JIT)
     pool_s: float | None = None  # per item on pool_threads threads capped at one, measured
     pool_threads: int | None = None
+    put_bytes: int = 0  # one object every task shares, put once per map
 
     @property
     def holds_gil(self) -> bool:
@@ -286,13 +290,22 @@ def predict(
             bounds["scheduler"] = batches * grown["task_overhead_s"] / items
         binding = max(bounds, key=bounds.get)
         compute = items * bounds[binding]
-        total = startup + items * (overhead + transfer) + compute
+        put_s, alone = _put_s(cal, cost, items, bandwidth_Bps, workers if cluster else None)
+        if alone is not None:
+            # Dask runs tasks where their data is unless copying it is worth it: on the
+            # holder's slots alone, the object's copies are saved.
+            share = max(1, slots // alone[0]), max(1, cpus // alone[0])
+            there = items * max(wall / min(share[0], items), busy / min(share[1], items))
+            if alone[1] + max(there, compute) < put_s + compute:
+                put_s, compute = alone[1], max(there, compute)
+                binding = "holder"
+        total = startup + items * (overhead + transfer) + put_s + compute
         # Slot-bound time of a task that mostly waits is waiting, not compute.
         work = "waiting" if binding == "slots" and busy < 0.5 * wall else "compute"
         parts = {
             "start-up": startup,
             "overhead": items * overhead,
-            "transfer": items * transfer,
+            "transfer": items * transfer + put_s,
             work: compute,
         }
         main = max(parts, key=parts.get)
@@ -378,6 +391,44 @@ def startup_note(ranked: Sequence[Prediction]) -> str | None:
     )
 
 
+def _put_s(
+    cal: dict[str, Any],
+    cost: _Cost,
+    items: int,
+    bandwidth_Bps: float | None,
+    workers: int | None,
+) -> tuple[float, tuple[int, float] | None]:
+    """Seconds of a map's one shared object (``put`` once, :attr:`_Cost.put_bytes`) reaching
+    every worker or node that runs its tasks; for an engine that copies between workers, also
+    ``(holders, seconds)`` of leaving the tasks where the first copy is (else ``None``).
+
+    The first copy as the calibration's ``put`` measured it (its α beyond a task's own, and
+    β); each further copy one link's worth: from the driver's one link, one after the other
+    (Ray's nodes), or worker to worker, each holder serving the next (Dask: doubling
+    rounds). Extrapolated to a network, one holder per worker (a node each).
+    """
+    nbytes = cost.put_bytes
+    kind = cal.get("put_copies", "machine")
+    if not nbytes or cal.get("in_process", False):
+        return 0.0, None
+    links = cal.get("argument_links", 1)
+    fixed = max(0.0, cal.get("alpha_put_s", 0.0) - cal["alpha_value_s"])
+    if bandwidth_Bps and workers:
+        first, copy = fixed + nbytes * links / bandwidth_Bps, nbytes / bandwidth_Bps
+    else:
+        first = fixed + nbytes / cal.get("beta_put_Bps", cal["beta_value_Bps"])
+        copy = nbytes / (cal["beta_value_Bps"] * links)
+    if kind == "machine":
+        return first, None
+    holders = cal.get("put_holders", 1)
+    if workers and (kind == "worker" or bandwidth_Bps):
+        holders = workers
+    holders = max(1, min(holders, items))
+    if kind == "node":
+        return first + (holders - 1) * copy, None
+    return first + math.ceil(math.log2(holders)) * copy, (holders, first)
+
+
 def _bytes_s(cal: dict[str, Any], cost: _Cost, bandwidth_Bps: float | None, cluster: bool) -> float:
     """Seconds per item of shipping its argument and result.
 
@@ -459,6 +510,7 @@ def _cost(
             float(t.get("first_call_s") or 0.0),
             t.get("pool_s"),
             t.get("pool_threads"),
+            int(t.get("put_bytes") or 0),
         )
     if item_s is None:
         raise ValueError("give a task profile (task=) or its time per item (item_s=)")
@@ -498,6 +550,8 @@ def _capacity(
 def _why(binding: str, note: str, cost: _Cost, cap: int | None, work: str) -> str:
     if binding == "scheduler":
         return "scheduler-bound: one scheduler dispatches every task"
+    if binding == "holder":
+        return "run where the object put once is: copying it costs more than it saves"
     if binding == "GIL":
         return f"GIL-bound: {seconds(cost.gil_bound())} per item that threads cannot overlap"
     if binding == "pool":

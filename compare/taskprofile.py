@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import inspect
+import io
 import math
 import os
+import pickle
 import statistics
 import threading
 import time
@@ -72,7 +74,8 @@ class TaskProfile:
         hand-offs (contention that makes threads slower than one thread) and the allocator's
         locks all show here.
     arg_bytes, result_bytes : int
-        Median pickled size of an item's arguments and of its result.
+        Median pickled size of an item's arguments (less the object put once, if any) and
+        of its result.
     memory_bytes : int
         Peak Python-traced memory one item allocates (tracemalloc; NumPy reports to it).
     coroutine : bool
@@ -91,6 +94,10 @@ class TaskProfile:
         this machine (``gil_s`` before it is bounded by the CPU).
     pool_threads : int or None
         The threads of that pass.
+    put_bytes : int
+        Pickled size of one object that every task shares, ``put`` once per map (the
+        ``put`` argument of :func:`profile_task`): shipped once to each worker or node, not
+        with every task.
     """
 
     name: str
@@ -110,6 +117,7 @@ class TaskProfile:
     first_call_s: float = 0.0
     pool_s: float | None = None
     pool_threads: int | None = None
+    put_bytes: int = 0
 
     @property
     def releases_gil(self) -> bool:
@@ -133,6 +141,7 @@ class TaskProfile:
             ("per item that threads cannot overlap (GIL)", seconds(self.gil_s)),
             ("releases the GIL (mostly)", "yes" if self.releases_gil else "no"),
             ("pickled argument / result", f"{self.arg_bytes:,} / {self.result_bytes:,} bytes"),
+            ("put once per map, shared by every task", f"{self.put_bytes:,} bytes"),
             ("peak memory per item", f"{self.memory_bytes / 1e6:.3g} MB"),
             ("coroutine function", "yes" if self.coroutine else "no"),
             ("first item in a fresh worker, over the next", seconds(self.first_call_s)),
@@ -170,6 +179,7 @@ def profile_task(
     *,
     kwargs: bool = False,
     pass_seconds: float = PASS_SECONDS,
+    put: Any = None,
 ) -> TaskProfile:
     """Measure ``fn`` on ``sample_items``: the costs and traits :class:`TaskProfile` lists.
 
@@ -185,6 +195,10 @@ def profile_task(
         Each item is a dict of keyword arguments.
     pass_seconds : float
         About how long each timed pass may take; the sample is cut to fit (≥ 2 items).
+    put : object, optional
+        An object the items hold (the same object in each), that a run puts once per
+        map and hands every task (``backend.put(obj)``): counted once in ``put_bytes``, not
+        in each item's ``arg_bytes``.
 
     Returns
     -------
@@ -279,7 +293,7 @@ def profile_task(
         item_s_1=item_s_1,
         cpu_s_1=cpu_s_1,
         gil_s=gil_s,
-        arg_bytes=_median_bytes(sample),
+        arg_bytes=_median_bytes(sample, shared=put),
         result_bytes=_median_bytes([r for r in [*first, *results] if r is not None]),
         memory_bytes=_peak_memory(call, sample[:2]),
         coroutine=coroutine,
@@ -292,6 +306,7 @@ def profile_task(
         first_call_s=first_call_s(fn, items, kwargs),
         pool_s=many_s,
         pool_threads=threads,
+        put_bytes=0 if put is None else _median_bytes([put]),
     )
     return profile
 
@@ -322,14 +337,29 @@ def _timed_threads(
     return wall, sum(cpu for _, _, cpu in spans)
 
 
-def _median_bytes(values: Sequence[Any]) -> int:
+def _median_bytes(values: Sequence[Any], shared: Any = None) -> int:
+    """Median pickled size; ``shared`` (put once) counts as a reference, as its handle
+    travels."""
     sizes = []
     for value in list(values)[:32]:
+        buffer = io.BytesIO()
         try:
-            sizes.append(len(cloudpickle.dumps(value)))
+            _Sizer(buffer, shared).dump(value)
         except Exception:  # an unpicklable value: only in-process backends could take it
             continue
+        sizes.append(buffer.tell())
     return int(statistics.median(sizes)) if sizes else 0
+
+
+class _Sizer(cloudpickle.Pickler):
+    """Pickles as cloudpickle does, with one object left out as a reference."""
+
+    def __init__(self, file: io.BytesIO, shared: Any) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._shared = shared
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return "put" if self._shared is not None and obj is self._shared else None
 
 
 def _peak_memory(call: Callable[[Any], Any], items: Sequence[Any]) -> int:

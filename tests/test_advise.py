@@ -257,3 +257,47 @@ def test_the_pool_the_profile_measured_bounds_threads_from_below():
         assert predict(profile, items, task=other, cold=False)[0].seconds == pytest.approx(
             predict(profile, items, task=task, cold=False)[0].seconds
         )
+
+
+def test_an_object_put_once_is_paid_per_copy_not_per_task():
+    # 40 tasks share one 10 MB object, put once: per machine (a process pool's file), per node
+    # each from the driver's link (Ray), per worker each from another (Dask), or Dask's tasks
+    # left where it is when copying costs more than the work it spreads.
+    from compare.taskprofile import profile_task
+
+    shared = np.ones(10**6 // 8 * 10)
+    profile = profile_task(probes_sum, [(shared, i) for i in range(6)], put=shared)
+    assert abs(profile.put_bytes - shared.nbytes) < 1000 and profile.arg_bytes < 1000
+
+    rate = 1e7  # bytes per second, every copy
+    def seconds(kind, holders, item_s, put_bytes):
+        row = {**_cal(4, 0.0, 0.0, False, kind != "machine", alpha=0.01, beta=rate),
+               "alpha_put_s": 0.03, "beta_put_Bps": rate, "put_copies": kind,
+               "put_holders": holders, "threads": 4, "cores": 4}  # fmt: skip
+        task = {"item_s": item_s, "cpu_s": 1e-6, "item_s_1": item_s, "cpu_s_1": 1e-6,
+                "gil_s": 0.0, "arg_bytes": 0, "result_bytes": 0, "coroutine": False,
+                "put_bytes": put_bytes}  # fmt: skip
+        return predict({"backends": {kind: row}}, 40, task=task, cold=False)[0].seconds
+
+    def term(kind, holders, item_s=0.1):
+        return seconds(kind, holders, item_s, 10**7) - seconds(kind, holders, item_s, 0)
+
+    first = 0.02 + 1.0  # the put's α beyond a task's, and 10 MB at 10 MB/s
+    assert term("machine", 1) == pytest.approx(first)
+    assert term("node", 4) == pytest.approx(first + 3 * 1.0)
+    assert term("worker", 4) == pytest.approx(first + 2 * 1.0)  # two rounds of doubling
+    # Tiny tasks: one worker's time for all 40 (0.04 s) beats two copies: none is made.
+    assert term("worker", 4, item_s=1e-3) == pytest.approx(first + 0.04 - 0.01, rel=1e-3)
+    # In-process backends share it: nothing to ship.
+    assert seconds("machine", 1, 0.1, 10**7) > 0
+    in_proc = {"backends": {"threads": {**_cal(4, 0.0, 0.0, True), "threads": 4}}}
+    task = {"item_s": 0.1, "cpu_s": 1e-6, "item_s_1": 0.1, "cpu_s_1": 1e-6, "gil_s": 0.0,
+            "arg_bytes": 0, "result_bytes": 0, "coroutine": False}  # fmt: skip
+    assert predict(in_proc, 40, task={**task, "put_bytes": 10**7}, cold=False)[0].seconds == (
+        predict(in_proc, 40, task=task, cold=False)[0].seconds
+    )
+
+
+def probes_sum(pair):
+    array, i = pair
+    return float(array[::4096].sum()) + i

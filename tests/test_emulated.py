@@ -3,6 +3,7 @@ run against it says it was emulated, and nothing of it outlives its owner howeve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -96,12 +97,17 @@ def test_the_shaping_is_real_and_says_which_link_carries_which_bytes():
             with get_backend(cluster.spec) as ex:
                 seconds[rate] = _transfers(ex, array)
                 assert ex.info()["emulated"]["nodes"] == 2
+                if rate:
+                    put_term = _put_once_term(ex)
         assert not _left(cluster.network.id)
     shaped, free = seconds[100], seconds[None]
     assert 0.75 * IDEAL_100 <= shaped["direct"] <= 1.25 * IDEAL_100, seconds
     # A task's own argument goes through the scheduler: two links' worth, one after the other.
     assert 0.75 * 2 * IDEAL_100 <= shaped["by_value"] <= 1.25 * 2 * IDEAL_100, seconds
     assert free["direct"] < 0.4 * IDEAL_100 and free["by_value"] < 0.4 * IDEAL_100, seconds
+    # A put object is paid per copy, not per task: 16 tasks, 2 copies (one between workers).
+    predicted, measured = put_term
+    assert 0.7 * measured <= predicted <= 1.4 * measured, put_term
 
 
 @needs_netns
@@ -118,9 +124,15 @@ def test_ray_over_shaped_links_moves_an_argument_at_the_links_rate():
             # A task's argument leaves the driver's own node for a worker's node: the
             # driver's link, then the worker's, at once (Ray has no scheduler in the way).
             seconds[rate] = _timed(lambda: ex.submit(probes.payload, array).result())
+            if rate:
+                assert ex.info()["nodes"] == 2
+                put_term = _put_once_term(ex)
         assert not _left(cluster.network.id, os.getpid())
     assert 0.75 * IDEAL_100 <= seconds[100] <= 1.25 * IDEAL_100, seconds
     assert seconds[None] < 0.4 * IDEAL_100, seconds
+    # A put object is paid per node, each copy out of the driver's link: 2 copies.
+    predicted, measured = put_term
+    assert 0.7 * measured <= predicted <= 1.4 * measured, put_term
 
 
 def _cluster(*args: str) -> subprocess.Popen:
@@ -228,3 +240,50 @@ def test_a_cut_names_the_nodes_it_can_cut():
         with pytest.raises(ValueError, match=r"node must be 1 to 2|after_s"):
             cluster.cut(*bad)
     assert cluster.faults == []
+
+
+PUT = 4 * 2**20  # bytes of the object put once, over a 100 Mbit/s link 0.34 s
+
+
+def _put_once_term(ex) -> tuple[float, float]:
+    """What a map of 8 tasks per worker sharing one 4 MB object ``put`` for it costs over the
+    same map without it: predicted from transfers timed one at a time here, and measured."""
+    from compare.calibrate import put_copies
+    from compare.costmodel import predict
+    from compare.taskprofile import TaskProfile
+
+    def fresh() -> np.ndarray:  # Dask's scatter names an object by its content: a new one
+        return np.random.default_rng().random(PUT // 8)
+
+    def submitted(array: np.ndarray, put: bool) -> float:  # the put timed with its task
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            ex.submit(probes.payload, ex.put(array) if put else array).result()
+            times.append(time.perf_counter() - start)
+            array = fresh() if array.nbytes == PUT else array
+        return min(times)
+
+    small = np.zeros(8)
+    alpha_value, alpha_put = submitted(small, False), submitted(small, True)
+    cal = {
+        "workers": ex.workers, "threads": ex.workers, "cores": 2, "distributed": True,
+        "in_process": False, "startup_s": 0.0, "auto_overhead_s": 0.0, "task_overhead_s": 0.0,
+        "alpha_value_s": alpha_value, "alpha_put_s": alpha_put,
+        "beta_value_Bps": PUT / (submitted(fresh(), False) - alpha_value),
+        "beta_put_Bps": PUT / (submitted(fresh(), True) - alpha_put),
+        "argument_links": ex.argument_links, **put_copies(ex, ex.info()),
+    }  # fmt: skip
+    n, wait_s = 8 * ex.workers, 0.1
+    task = TaskProfile("waits on a shared array", 8, wait_s, 1e-4, 0.0, wait_s, 1e-4, 1e-4,
+                       arg_bytes=80, result_bytes=30, memory_bytes=0)  # fmt: skip
+    with_put = dataclasses.replace(task, put_bytes=PUT)
+    predicted = [predict({"backends": {"c": cal}}, n, task=t, cold=False)[0].seconds
+                 for t in (with_put, task)]  # fmt: skip
+
+    def timed(make) -> float:
+        list(ex.map(probes.read_then_sleep, [(make(), wait_s)] * n))  # warm: the function shipped
+        return _timed(lambda: list(ex.map(probes.read_then_sleep, [(make(), wait_s)] * n)))
+
+    measured = timed(lambda: ex.put(fresh())) - timed(lambda: small)
+    return predicted[0] - predicted[1], measured

@@ -153,3 +153,11 @@ def _spin_fixed(seconds: float) -> float:
     # The loop count of spin() varies run to run; the checksum needs a stable value.
     spin(seconds)
     return seconds
+
+
+def read_then_sleep(pair: tuple[Any, float]) -> float:
+    """Read an array (one that every task shares, ``put`` once), then sleep: a task whose
+    time does not depend on the cores, so that spreading it over workers pays."""
+    array, seconds = pair
+    time.sleep(seconds)
+    return float(np.asarray(array)[::4096].sum())
