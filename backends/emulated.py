@@ -235,6 +235,11 @@ class EmulatedCluster:
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token",
                         "--generate"], capture_output=True, check=True, timeout=60)  # fmt: skip
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+        # The GCS declares a silent node dead after worker_ttl_s, as Dask's worker-ttl does
+        # (then its tasks are retried elsewhere): a health check a second, each given a second.
+        checks = str(max(1, round(self.worker_ttl_s)))
+        env |= {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+                "RAY_health_check_failure_threshold": checks}  # fmt: skip
         head = self.network.hosts[0][1]
         starts = [self._ray_start(0, ["--head", "--port", str(self.port), "--num-cpus", "0",
                                       "--include-dashboard=false"], env)]  # fmt: skip

@@ -15,7 +15,6 @@ the crossover with the best local backend, where the measured straight lines cro
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import tempfile
 from collections.abc import Sequence
@@ -55,7 +54,9 @@ def link_cases(api_url: str) -> list[Case]:
     return [
         Case("1 MB argument", _big_argument, megabyte_arrays, PER_WORKER),
         Case("2 MiB result", large_result, lambda n: list(range(n)), PER_WORKER),
-        Case(PUT_ONCE, _big_argument, lambda n: megabyte_arrays(1) * n, PER_WORKER),
+        # A new array each map: Dask's scatter names an object by a hash of its content, so
+        # the same array again would already be on every worker.
+        Case(PUT_ONCE, _big_argument, lambda n: [_fresh_megabyte()] * n, PER_WORKER, True),
         Case("images, bytes shipped", process_image, shipped, PER_WORKER),
         Case("weather API", fetch_summary, api_workload(api_url).prepare, 4 * PER_WORKER),
     ]
@@ -140,7 +141,7 @@ def _one_cluster(
 def _profile(case: Case) -> Any:
     sample = case.make(SAMPLE)
     # The put-once case's items all hold one array: the object a run puts once per map.
-    return profile_task(case.fn, sample, put=sample[0] if case.name == PUT_ONCE else None)
+    return profile_task(case.fn, sample, put=sample[0] if case.put_once else None)
 
 
 def _case(todo: Sequence[Case], name: str) -> Case:
@@ -153,10 +154,6 @@ def _measure(
     rows = []
     with get_backend(spec) as ex:
         for case in todo:
-            if case.name == PUT_ONCE:
-                # Each map puts a new object, once: Dask's scatter names an object by a hash
-                # of its content, so the same array again was already on every worker.
-                case = dataclasses.replace(case, make=lambda n: [ex.put(_fresh_megabyte())] * n)
             n = case.per_worker * ex.workers
             first = timed_map(ex, case, case.make(n))
             line, warm = warm_line(ex, case, [n // 4, n], repeats)
