@@ -290,15 +290,16 @@ def predict(
             bounds["scheduler"] = batches * grown["task_overhead_s"] / items
         binding = max(bounds, key=bounds.get)
         compute = items * bounds[binding]
-        put_s, alone = _put_s(cal, cost, items, bandwidth_Bps, workers if cluster else None)
-        if alone is not None:
+        put_s, stay = _put_s(cal, cost, items, bandwidth_Bps, workers if cluster else None)
+        if stay is not None:
             # Dask runs tasks where their data is unless copying it is worth it: on the
-            # holder's slots alone, the object's copies are saved.
-            share = max(1, slots // alone[0]), max(1, cpus // alone[0])
-            there = items * max(wall / min(share[0], items), busy / min(share[1], items))
-            if alone[1] + max(there, compute) < put_s + compute:
-                put_s, compute = alone[1], max(there, compute)
-                binding = "holder"
+            # first holder's share of the slots and cores, the further copies are saved.
+            holders, first = stay
+            per_slot = wall / min(max(1, slots // holders), items)
+            per_core = busy / min(max(1, cpus // holders), items)
+            there = max(items * max(per_slot, per_core), compute)
+            if first + there < put_s + compute:
+                put_s, compute, binding = first, there, "holder"
         total = startup + items * (overhead + transfer) + put_s + compute
         # Slot-bound time of a task that mostly waits is waiting, not compute.
         work = "waiting" if binding == "slots" and busy < 0.5 * wall else "compute"
