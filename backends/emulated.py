@@ -161,6 +161,13 @@ class EmulatedCluster:
             self._later(after_s + for_s, node, True, fault)
         self._write_note()
 
+    def set_bandwidth(self, mbps: float | None) -> None:
+        """Shape every link to ``mbps`` from now on (``None``: unshaped); see
+        :meth:`backends.netns.Network.set_bandwidth`."""
+        self.network.set_bandwidth(mbps)
+        self.bandwidth_mbps = mbps
+        self._write_note()
+
     def _later(self, delay: float, node: int, up: bool, fault: dict[str, Any]) -> None:
         def act() -> None:
             with contextlib.suppress(OSError):  # the cluster may have closed meanwhile

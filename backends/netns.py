@@ -87,6 +87,7 @@ class Network:
         #: Namespace name and address of each host, in order.
         self.hosts = [(f"{self.id}h{i}", str(subnet[10 + i])) for i in range(hosts)]
         self.switch = f"{self.id}sw"
+        self._ends: list[tuple[str, str | None]] = []  # every link end: device, namespace
         self._reaper: subprocess.Popen | None = None
 
     def __enter__(self) -> Network:
@@ -132,17 +133,36 @@ class Network:
             _ip("link", "set", end, "netns", netns)
         _ip("addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", end, netns=netns)
         _ip("link", "set", end, "up", netns=netns)
-        if self.bandwidth_mbps is not None:
-            for dev, ns in ((end, netns), (peer, self.switch)):
-                self._shape(dev, ns)
+        for dev, ns in ((end, netns), (peer, self.switch)):
+            self._ends.append((dev, ns))
+            if self.bandwidth_mbps is not None:
+                self._shape(dev, ns, self.bandwidth_mbps)
 
-    def _shape(self, dev: str, netns: str | None) -> None:
-        rate = f"{self.bandwidth_mbps:g}mbit"
+    def _shape(self, dev: str, netns: str | None, mbps: float | None) -> None:
         prefix = ["ip", "netns", "exec", netns] if netns else []
+        if mbps is None:
+            _run([*prefix, "tc", "qdisc", "del", "dev", dev, "root"])
+            return
+        rate = f"{mbps:g}mbit"
         _run([*prefix, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb",
               "default", "10"])  # fmt: skip
         _run([*prefix, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10",
               "htb", "rate", rate, "ceil", rate])  # fmt: skip
+
+    def set_bandwidth(self, mbps: float | None) -> None:
+        """Shape every link to ``mbps`` in each direction from now on (``None``: unshaped).
+
+        A running cluster keeps its processes and connections: one start serves several
+        rates (a Ray cluster takes half a minute to start here).
+        """
+        if mbps is not None and mbps <= 0:
+            raise ValueError(f"bandwidth_mbps must be positive, got {mbps}")
+        for dev, ns in self._ends:
+            if self.bandwidth_mbps is not None:
+                self._shape(dev, ns, None)
+            if mbps is not None:
+                self._shape(dev, ns, mbps)
+        self.bandwidth_mbps = mbps
 
     def set_link(self, host: int, up: bool) -> None:
         """Cut host ``host`` off (``up=False``) or join it again.

@@ -72,6 +72,28 @@ def local_backends() -> list[str]:
     return [b for b in available() if not backend_class(b).distributed]
 
 
+def ordinary_calibration(
+    engines: Sequence[str], given: dict[str, Any] | None, folder: str, console: Console
+) -> tuple[dict[str, Any], list[str]]:
+    """The calibration the extrapolation starts from, and the local backends it holds.
+
+    ``given`` (a profile of ``smallbig overhead``) is used as it is, and must hold every engine;
+    without it, every available backend is calibrated first (a minute here)."""
+    if given is None:
+        console.print("calibrating (the ordinary calibration: default workers)")
+        given = overhead([*local_backends(), *engines], None, items=5000, repeats=3,
+                         path=f"{folder}/cal.json")  # fmt: skip
+    held = given["backends"]
+    missing = [e for e in engines if e not in held]
+    if missing:
+        raise ValueError(f"the calibration holds no {' or '.join(missing)}: calibrate it with "
+                         f"`smallbig overhead --backends ... {' '.join(missing)}`")  # fmt: skip
+    locals_ = [b for b in local_backends() if b in held]
+    if not locals_:
+        raise ValueError("the calibration holds no local backend to find a crossover with")
+    return given, locals_
+
+
 def cases(api_url: str) -> list[Case]:
     """The benchmark's tasks; ``api_url`` serves the weather API at :data:`API_LATENCY_S`."""
     from workloads.api import api_workload, fetch_summary
@@ -228,18 +250,17 @@ def cluster_bench(
     repeats: int,
     console: Console,
     inputs: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of the model check (per engine, workers, case, phase) and of the crossovers.
 
     ``inputs``, if given, receives what the predictions were made from (the calibrations,
     at N too, the task profiles, each measured case and local line), so that another model
-    can be scored on the same measurements without running the clusters again."""
+    can be scored on the same measurements without running the clusters again.
+    ``calibration``: the ordinary calibration to predict from (default: measured first)."""
     inputs = {} if inputs is None else inputs
-    locals_ = local_backends()
     with tempfile.TemporaryDirectory() as tmp, weather_api() as url:
-        console.print("calibrating (the ordinary calibration: default workers)")
-        calibration = overhead([*locals_, *engines], None, items=5000, repeats=3,
-                               path=f"{tmp}/cal.json")  # fmt: skip
+        calibration, locals_ = ordinary_calibration(engines, calibration, tmp, console)
         todo = cases(url)
         profiles = {c.name: profile_task(c.fn, c.make(SAMPLE)) for c in todo}
         sizes = {c.name: [c.per_worker * min(worker_counts) // 4,

@@ -12,6 +12,7 @@ from rich.console import Console
 from backends import available
 from compare.bench_cluster import cluster_bench, print_cluster
 from compare.bench_links import BANDWIDTHS_MBPS, NODES, links_bench, print_links
+from compare.calibrate import load_profile
 from compare.checks import add_counts, arg_count, arg_number
 from compare.records import write_json
 
@@ -23,11 +24,18 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     if missing:
         raise ImportError(f"not installed: {', '.join(missing)} (pip install 'smallbig[all]')")
     inputs: dict = {}
+    # A calibration the user already has: the benchmark's first minute saved.
+    calibration = load_profile(args.profile) if args.profile else None
+    if args.profile and calibration is None:
+        raise FileNotFoundError(f"{args.profile}: no calibration there (make one: "
+                                f"`smallbig overhead --profile {args.profile}`)")  # fmt: skip
     if args.links:
         rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
-        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console, engines)
+        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console, engines,
+                                      calibration)  # fmt: skip
     else:
-        rows, crossings = cluster_bench(engines, args.workers, args.repeats, console, inputs)
+        rows, crossings = cluster_bench(engines, args.workers, args.repeats, console, inputs,
+                                        calibration)  # fmt: skip
     if args.out:
         # With what the predictions were made from: a changed model is scored again on them.
         write_json(args.out, {"rows": rows, "crossings": crossings, **inputs})
@@ -49,6 +57,9 @@ def add_parser(kinds: Any) -> None:
                    help="with --links: worker nodes (default: 2 4)")  # fmt: skip
     p.add_argument("--bandwidths-mbps", nargs="+", type=arg_number(),
                    help="with --links: link rates, 0: unshaped (default: 100 1000 0)")  # fmt: skip
+    p.add_argument("--profile",
+                   help="predict from this calibration (`smallbig overhead`; it must hold the "
+                   "engines) instead of measuring one first (default: measure one)")  # fmt: skip
     p.add_argument("--out", help="also write the tables' rows (JSON)")
     add_counts(p, ("--repeats", 3, "warm maps per case"))
     p.set_defaults(func=cmd_cluster)

@@ -26,15 +26,15 @@ from backends import get_backend
 from compare.bench_cluster import (
     SAMPLE,
     Case,
-    local_backends,
     local_lines,
     measured_crossover,
+    ordinary_calibration,
     predicted_crossover,
     seconds_of,
     timed_map,
     warm_line,
 )
-from compare.calibrate import measure_overheads, overhead
+from compare.calibrate import measure_overheads
 from compare.fmt import print_rows
 from compare.taskprofile import profile_task
 
@@ -79,19 +79,19 @@ def links_bench(
     repeats: int,
     console: Console,
     engines: Sequence[str] = ("dask",),
+    calibration: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of the model check (per engine, link rate, nodes, case, phase) and of the
-    crossovers."""
+    crossovers; ``calibration``: the ordinary one to predict from (default: measured first)."""
     rows: list[dict[str, Any]] = []
     crossings: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        console.print("calibrating (the ordinary calibration: default workers)")
-        calibration = overhead([*local_backends(), *engines], None, items=5000, repeats=3,
-                               path=f"{tmp}/cal.json")  # fmt: skip
+        calibration, locals_ = ordinary_calibration(engines, calibration, tmp, console)
         for engine in engines:
             for rate in bandwidths:
                 for n_nodes in nodes:
-                    one = _one_cluster(engine, rate, n_nodes, calibration, repeats, console)
+                    one = _one_cluster(engine, rate, n_nodes, calibration, locals_, repeats,
+                                       console)  # fmt: skip
                     rows += one[0]
                     crossings += one[1]
     return rows, crossings
@@ -102,13 +102,13 @@ def _one_cluster(
     rate: float | None,
     n_nodes: int,
     calibration: dict[str, Any],
+    locals_: list[str],
     repeats: int,
     console: Console,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from backends.emulated import EmulatedCluster
     from workloads.weather_server import Faults, serve_api_process
 
-    locals_ = local_backends()
     rows, crossings = [], []
     cluster = EmulatedCluster(engine, n_nodes, 1, rate)
     api_faults = Faults(latency_s=0.02)

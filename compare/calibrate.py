@@ -82,24 +82,57 @@ SCALING_TASKS = 200
 
 
 def measure_scaling(spec: str, workers: int) -> dict[str, float]:
-    """Start-up and per-task cost (``chunksize=1`` no-ops) of ``spec`` at ``workers``."""
+    """Start-up and per-task cost (``chunksize=1`` no-ops) of ``spec`` at ``workers``; kept in
+    this machine's cache (``scaling.json``) for :func:`add_scaling` to reuse."""
     with get_backend(spec, workers=workers) as ex:
         n = max(SCALING_TASKS, 10 * ex.workers)
         per_task = median_time(
             lambda: list(ex.map(probes.noop, range(n), chunksize=1)), repeats=2
         ) / n
-        return {"workers": ex.workers, "startup_s": ex.startup_s, "task_overhead_s": per_task}
+        row = {"workers": ex.workers, "startup_s": ex.startup_s, "task_overhead_s": per_task}
+    path = _scaling_path()
+    try:
+        kept = read_json(path, ()) if path.exists() else {}
+    except ValueError:  # a damaged cache is only a cache
+        kept = {}
+    kept[f"{spec}|{workers}"] = {**row, "measured_at": time.time()}
+    write_json(path, kept)
+    return row
 
 
-def add_scaling(row: dict[str, Any], spec: str) -> dict[str, Any]:
+def _scaling_path() -> Path:
+    return default_profile_path().parent / "scaling.json"
+
+
+def _kept_scaling(spec: str, workers: int, within_s: float) -> dict[str, Any] | None:
+    with_age = None
+    try:
+        with_age = read_json(_scaling_path(), ()).get(f"{spec}|{workers}")
+    except (FileNotFoundError, ValueError):
+        return None
+    if not with_age or time.time() - with_age.get("measured_at", 0) > within_s:
+        return None
+    return with_age
+
+
+#: How old a measurement at twice the workers a run may reuse (``smallbig overhead`` always
+#: measures it again): a run then starts each cluster once, not twice (Ray: ~20 s more here).
+SCALING_REUSE_S = 6 * 3600.0
+
+
+def add_scaling(row: dict[str, Any], spec: str, reuse_within_s: float = 0.0) -> dict[str, Any]:
     """``row`` with ``by_workers``: its start-up and per-task cost at its own worker count and
     at twice it, for a cluster smallbig starts itself (one given by address has the workers it
     has), so that the model grows them with the workers it extrapolates to
-    (:func:`compare.costmodel.predict`)."""
+    (:func:`compare.costmodel.predict`). The figures at twice the workers are measured now,
+    or taken from a measurement on this machine at most ``reuse_within_s`` seconds old (the
+    row then says when: ``measured_at``)."""
     if not row.get("distributed") or parse_spec(spec)[1] is not None:
         return row
     here = {k: row[k] for k in ("workers", "startup_s", "task_overhead_s")}
-    return {**row, "by_workers": [here, measure_scaling(spec, 2 * row["workers"])]}
+    twice = 2 * row["workers"]
+    there = _kept_scaling(spec, twice, reuse_within_s) if reuse_within_s > 0 else None
+    return {**row, "by_workers": [here, there or measure_scaling(spec, twice)]}
 
 
 def measure_overheads(

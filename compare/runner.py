@@ -20,6 +20,7 @@ from backends import available, backend_class, get_backend, parse_spec
 from backends.memory import INTERVAL_S, PeakMemory, ProcessTree
 from compare.calibrate import (
     RUN_PROFILE,
+    SCALING_REUSE_S,
     add_scaling,
     load_profile,
     measure_overheads,
@@ -339,7 +340,7 @@ class _Session:
             row = self.overheads.get(spec)
             if row and row.get("distributed") and "by_workers" not in row:
                 self.bar.update(task, description=f"{spec:>10} at more workers")
-                self.overheads[spec] = add_scaling(row, spec)
+                self.overheads[spec] = add_scaling(row, spec, SCALING_REUSE_S)
         self.calibration = write_profile(list(self.overheads.values()), self.out / RUN_PROFILE)
 
 

@@ -76,12 +76,22 @@ def test_auto_splits_alike_items_into_whole_rounds_and_varied_ones_finer():
 
 @pytest.mark.slow
 @DASK
-def test_the_models_start_up_grows_with_workers_as_measured():
+def test_the_models_start_up_grows_with_workers_as_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMALLBIG_CACHE", str(tmp_path))
     with get_backend("dask", workers=2) as ex:
-        row = measure_overheads(ex, "dask", items=500, repeats=1)
-    row = add_scaling(row, "dask")
+        base = measure_overheads(ex, "dask", items=500, repeats=1)
+    row = add_scaling(base, "dask")
     (two, four) = row["by_workers"]
     assert (two["workers"], four["workers"]) == (2, 4)
+    # A run reuses this machine's recent figures at twice the workers, saying when they are
+    # from, and starts no second cluster; a figure older than it accepts is measured again.
+    start = time.perf_counter()
+    kept = add_scaling(base, "dask", reuse_within_s=3600)["by_workers"][1]
+    assert time.perf_counter() - start < 0.5
+    assert kept["startup_s"] == four["startup_s"] and time.time() - kept["measured_at"] < 600
+    time.sleep(0.1)
+    again = add_scaling(base, "dask", reuse_within_s=0.05)["by_workers"][1]
+    assert again["startup_s"] != four["startup_s"] and "measured_at" not in again
     measured = measure_scaling("dask", 6)["startup_s"]
     profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
     grown = {n: at_workers(row, n)["startup_s"] for n in (2, 4, 6, 12)}

@@ -91,15 +91,15 @@ def test_the_shaping_is_real_and_says_which_link_carries_which_bytes():
 
     array = np.ones(MIB10 // 8)
     seconds = {}
-    for rate in (100, None):
-        with EmulatedCluster(nodes=2, bandwidth_mbps=rate) as cluster, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Dask's "large graph" note for the 10 MiB one
-            with get_backend(cluster.spec) as ex:
-                seconds[rate] = _transfers(ex, array)
-                assert ex.info()["emulated"]["nodes"] == 2
-                if rate:
-                    put_term = _put_once_term(ex)
-        assert not _left(cluster.network.id)
+    with EmulatedCluster(nodes=2, bandwidth_mbps=100) as cluster, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Dask's "large graph" note for the 10 MiB one
+        with get_backend(cluster.spec) as ex:
+            assert ex.info()["emulated"]["nodes"] == 2
+            seconds[100] = _transfers(ex, array)
+            put_term = _put_once_term(ex)
+            cluster.set_bandwidth(None)  # the same cluster, its links unshaped
+            seconds[None] = _transfers(ex, array)
+    assert not _left(cluster.network.id)
     shaped, free = seconds[100], seconds[None]
     assert 0.75 * IDEAL_100 <= shaped["direct"] <= 1.25 * IDEAL_100, seconds
     # A task's own argument goes through the scheduler: two links' worth, one after the other.
@@ -117,17 +117,17 @@ def test_ray_over_shaped_links_moves_an_argument_at_the_links_rate():
 
     array = np.ones(MIB10 // 8)
     seconds = {}
-    for rate in (100, None):
-        cluster = EmulatedCluster("ray", nodes=2, bandwidth_mbps=rate)
-        with cluster, get_backend(cluster.spec) as ex:
-            assert ex.workers == 2 and ex.info()["emulated"]["engine"] == "ray"
-            # A task's argument leaves the driver's own node for a worker's node: the
-            # driver's link, then the worker's, at once (Ray has no scheduler in the way).
-            seconds[rate] = _timed(lambda: ex.submit(probes.payload, array).result())
-            if rate:
-                assert ex.info()["nodes"] == 2
-                put_term = _put_once_term(ex)
-        assert not _left(cluster.network.id, os.getpid())
+    cluster = EmulatedCluster("ray", nodes=2, bandwidth_mbps=100)
+    with cluster, get_backend(cluster.spec) as ex:
+        assert ex.workers == 2 and ex.info()["emulated"]["engine"] == "ray"
+        assert ex.info()["nodes"] == 2
+        # A task's argument leaves the driver's own node for a worker's node: the
+        # driver's link, then the worker's, at once (Ray has no scheduler in the way).
+        seconds[100] = _timed(lambda: ex.submit(probes.payload, array).result())
+        put_term = _put_once_term(ex)
+        cluster.set_bandwidth(None)  # one start (half a minute here) for both rates
+        seconds[None] = _timed(lambda: ex.submit(probes.payload, array).result())
+    assert not _left(cluster.network.id, os.getpid())
     assert 0.75 * IDEAL_100 <= seconds[100] <= 1.25 * IDEAL_100, seconds
     assert seconds[None] < 0.4 * IDEAL_100, seconds
     # A put object is paid per node, each copy out of the driver's link: 2 copies.

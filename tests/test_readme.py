@@ -26,6 +26,7 @@ SMALL = {
         "--backends",
         "serial",
         "threads",
+        "dask",  # for `bench cluster --profile cal.json`: the benchmarks' own minute saved
         "--items",
         "500",
         "--repeats",
@@ -64,7 +65,7 @@ SMALL = {
     ],
     "bench api": ["--concurrency", "2", "--rounds", "2", "--latency-ms", "10"],
     "bench cluster": ["--engines", "dask", "--workers", "2", "--repeats", "1", "--nodes", "2",
-                      "--bandwidths-mbps", "100"],
+                      "--bandwidths-mbps", "0", "--profile", "cal.json"],
     "bench memory": [
         "--backends",
         "serial",

@@ -25,12 +25,16 @@ GROUPS = {
     "ray": ["serial", "ray"],
 }
 KEY = ["workload", "backend", "size", "repeat", "phase"]
+# Enough points that the signal lands mid-run (it is sent once the last backend has measured
+# one), few enough that the resumed run is quick: Ray starts twice in it.
+REPEATS = 8
 
 
 def _run(out, backends, *extra):
     cmd = [
         sys.executable, "-m", "compare.cli", "run", "--workloads", "api", "sleep",
-        "--backends", *backends, "--sizes", "4", "--repeats", "30", "--out", str(out), *extra,
+        "--backends", *backends, "--sizes", "4", "--repeats", str(REPEATS), "--out", str(out),
+        *extra,
     ]  # fmt: skip
     # A session of its own, as a job in a terminal: SIGINT then goes to the whole group, as
     # Ctrl-C does.
@@ -92,7 +96,7 @@ def test_a_signal_stops_everything_and_resume_completes(group, sig, tmp_path):
     output, _ = again.communicate(timeout=600)
     assert again.returncode == 0, output
     done = pd.read_csv(records)
-    assert len(done) == len(backends) * 2 * 31 and not done.duplicated(KEY).any()
+    assert len(done) == len(backends) * 2 * (REPEATS + 1) and not done.duplicated(KEY).any()
     assert done.iloc[: len(kept)][KEY].equals(kept[KEY])  # the rows measured before stay
     assert done["correct"].all() and (done["wall_s"] > 0).all()
     # Temporary folders of the killed run are gone (the next start sweeps them).
