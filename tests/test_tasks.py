@@ -334,7 +334,7 @@ def test_run_and_advise_on_every_source_kind(project, task, source, size):
     assert records["correct"].all() and (records["errors"] == 0).all()
     advice = _smallbig(
         project, "advise", "--task", task, "--items-from", source, "--items", "1000",
-        "--profile", "cal.json",
+        "--profile", "out/calibration.json",  # the run's own: no second calibration
     )  # fmt: skip
     assert advice.returncode == 0, advice.stdout + advice.stderr
     assert "measured on" in advice.stdout and "PREDICTED" in advice.stdout
