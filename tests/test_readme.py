@@ -34,7 +34,7 @@ SMALL = {
         "--profile",
         "cal.json",
     ],
-    "advise": ["--profile", "cal.json"],
+    "advise": ["--profile", "results/calibration.json"],  # the first run's: no quick one
     "make-images": ["--count", "3"],
     "bench overhead": [
         "--backends",
