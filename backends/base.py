@@ -83,6 +83,11 @@ class Backend(cf.Executor):
     #: from worker to worker (Dask); ``"node"``, a copy in each node's object store, each
     #: pulled from the driver's (Ray).
     put_copies: ClassVar[str] = "machine"
+    #: Rounds of a ``chunksize="auto"`` map that one central scheduler hands out a task at a
+    #: time, the last worker's task starting a task's dispatch cost after the one before
+    #: (Dask: the single items that time the task, then the first round of batches; Ray's
+    #: driver submits to its workers' raylets directly: none).
+    serial_dispatch_rounds: ClassVar[int] = 0
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         if workers is not None and (

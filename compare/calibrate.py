@@ -171,6 +171,7 @@ def measure_overheads(
         "in_process": ex.in_process,
         "distributed": ex.distributed,
         "argument_links": ex.argument_links,
+        "serial_dispatch_rounds": ex.serial_dispatch_rounds,
         **put_copies(ex, info),
         # The cap on native pool threads per task (None: the libraries' own), which decides
         # whether a task runs at its uncapped or its one-thread cost (compare.costmodel).

@@ -300,12 +300,18 @@ def predict(
             there = max(items * max(per_slot, per_core), compute)
             if first + there < put_s + compute:
                 put_s, compute, binding = first, there, "holder"
-        total = startup + items * (overhead + transfer) + put_s + compute
+        ramp = 0.0
+        if cluster and binding != "scheduler":
+            # A central scheduler hands each such round out one task after another: the
+            # last slot starts (slots − 1) dispatches late (scheduler-bound, it is in the bound).
+            ramp = (cal.get("serial_dispatch_rounds", 0) * (min(slots, batches) - 1)
+                    * grown["task_overhead_s"])  # fmt: skip
+        total = startup + items * (overhead + transfer) + put_s + compute + ramp
         # Slot-bound time of a task that mostly waits is waiting, not compute.
         work = "waiting" if binding == "slots" and busy < 0.5 * wall else "compute"
         parts = {
             "start-up": startup,
-            "overhead": items * overhead,
+            "overhead": items * overhead + ramp,
             "transfer": items * transfer + put_s,
             work: compute,
         }

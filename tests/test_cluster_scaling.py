@@ -155,3 +155,24 @@ def test_latency_overlaps_across_the_slots_on_a_network_and_the_cores_here():
     wide = predict(profile, items, item_s, releases_gil=True, cpu_s=0.0, cold=False,
                    workers=8, latency_s=0.01)[0]  # fmt: skip
     assert wide.seconds - compute == pytest.approx(80 / 8 * 0.01, rel=0.01)
+
+
+def test_a_central_scheduler_hands_each_round_out_one_task_after_another():
+    # 16 workers, 5 ms to dispatch a task: the last of a round starts 75 ms after the first,
+    # twice for "auto" on Dask (the timing round, then the first batches); Ray's driver
+    # submits to every node itself: no ramp. Scheduler-bound, the ramp is inside the bound.
+    def seconds(rounds: int, items: int, item_s: float, per_task: float = 0.005) -> float:
+        row = {
+            "workers": 16, "threads": 16, "cores": 2, "startup_s": 0.0, "in_process": False,
+            "distributed": True, "inner_threads": 1, "task_overhead_s": per_task,
+            "auto_overhead_s": 0.0, "alpha_value_s": 0.0, "beta_value_Bps": 1e15,
+            "serial_dispatch_rounds": rounds,
+        }  # fmt: skip
+        profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
+        kw = {"releases_gil": True, "cpu_s": 0.0, "cold": False, "workers": 16}
+        return predict(profile, items, item_s, **kw)[0].seconds
+
+    assert seconds(2, 160, 0.05) - seconds(0, 160, 0.05) == pytest.approx(2 * 15 * 0.005)
+    assert seconds(2, 8, 0.05) - seconds(0, 8, 0.05) == pytest.approx(2 * 7 * 0.005)  # 8 slots
+    # 50 ms a task: one batch of 0.5 s per 10 dispatches, fewer than 16 workers can take.
+    assert seconds(2, 10**5, 1e-3, 0.05) == seconds(0, 10**5, 1e-3, 0.05)
