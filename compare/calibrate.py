@@ -55,6 +55,14 @@ def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) 
     return add_scaling(note_startup(row), spec)
 
 
+def _cached(path: Path) -> dict[str, Any]:
+    """A cache file of this machine's figures; ``{}`` if missing or damaged (only a cache)."""
+    try:
+        return read_json(path, ()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
 #: Start-ups kept per backend and worker count, for their spread.
 KEPT_STARTS = 20
 
@@ -66,10 +74,7 @@ def note_startup(row: dict[str, Any], history: str | Path | None = None) -> dict
     calibration (``startups.json``): one calibration sees one start, and a start-up varies
     from one session to the next (Ray's took 8.2–11 s here on one afternoon)."""
     path = Path(history) if history else default_profile_path().parent / "startups.json"
-    try:
-        seen = read_json(path, ()) if path.exists() else {}
-    except ValueError:  # a damaged history is only history: start it again
-        seen = {}
+    seen = _cached(path)
     key = f"{row['backend']}|{row['workers']}"
     starts = [*seen.get(key, []), float(row["startup_s"])][-KEPT_STARTS:]
     seen[key] = starts
@@ -91,10 +96,7 @@ def measure_scaling(spec: str, workers: int) -> dict[str, float]:
         ) / n
         row = {"workers": ex.workers, "startup_s": ex.startup_s, "task_overhead_s": per_task}
     path = _scaling_path()
-    try:
-        kept = read_json(path, ()) if path.exists() else {}
-    except ValueError:  # a damaged cache is only a cache
-        kept = {}
+    kept = _cached(path)
     kept[f"{spec}|{workers}"] = {**row, "measured_at": time.time()}
     write_json(path, kept)
     return row
@@ -105,14 +107,10 @@ def _scaling_path() -> Path:
 
 
 def _kept_scaling(spec: str, workers: int, within_s: float) -> dict[str, Any] | None:
-    with_age = None
-    try:
-        with_age = read_json(_scaling_path(), ()).get(f"{spec}|{workers}")
-    except (FileNotFoundError, ValueError):
+    kept = _cached(_scaling_path()).get(f"{spec}|{workers}")
+    if not kept or time.time() - kept.get("measured_at", 0) > within_s:
         return None
-    if not with_age or time.time() - with_age.get("measured_at", 0) > within_s:
-        return None
-    return with_age
+    return kept
 
 
 #: How old a measurement at twice the workers a run may reuse (``smallbig overhead`` always
