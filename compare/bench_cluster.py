@@ -109,6 +109,18 @@ def cases(api_url: str) -> list[Case]:
     return out
 
 
+def select(todo: Sequence[Case], wanted: Sequence[str] | None) -> list[Case]:
+    """The cases of ``todo`` whose name contains one of ``wanted`` (any case; all if none):
+    the benchmark takes minutes, and one case again is often all a change needs."""
+    if not wanted:
+        return list(todo)
+    unknown = [w for w in wanted if not any(w.lower() in c.name.lower() for c in todo)]
+    if unknown:
+        known = ", ".join(repr(c.name) for c in todo)
+        raise ValueError(f"no case named like {', '.join(map(repr, unknown))}; known: {known}")
+    return [c for c in todo if any(w.lower() in c.name.lower() for w in wanted)]
+
+
 def timed_map(ex: Any, case: Case, items: list) -> float:
     """Wall seconds of one ``map(..., chunksize="auto")`` of ``items``, results collected."""
     start = time.perf_counter()
@@ -251,17 +263,20 @@ def cluster_bench(
     console: Console,
     inputs: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
+    wanted: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of the model check (per engine, workers, case, phase) and of the crossovers.
 
     ``inputs``, if given, receives what the predictions were made from (the calibrations,
     at N too, the task profiles, each measured case and local line), so that another model
     can be scored on the same measurements without running the clusters again.
-    ``calibration``: the ordinary calibration to predict from (default: measured first)."""
+    ``calibration``: the ordinary calibration to predict from (default: measured first);
+    ``wanted``: only the cases named like these (:func:`select`)."""
     inputs = {} if inputs is None else inputs
+    select(cases(""), wanted)  # a misspelt case fails now, not after the calibration
     with tempfile.TemporaryDirectory() as tmp, weather_api() as url:
         calibration, locals_ = ordinary_calibration(engines, calibration, tmp, console)
-        todo = cases(url)
+        todo = select(cases(url), wanted)
         profiles = {c.name: profile_task(c.fn, c.make(SAMPLE)) for c in todo}
         sizes = {c.name: [c.per_worker * min(worker_counts) // 4,
                           c.per_worker * max(worker_counts)] for c in todo}  # fmt: skip

@@ -32,10 +32,10 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     if args.links:
         rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
         rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console, engines,
-                                      calibration)  # fmt: skip
+                                      calibration, args.cases)  # fmt: skip
     else:
         rows, crossings = cluster_bench(engines, args.workers, args.repeats, console, inputs,
-                                        calibration)  # fmt: skip
+                                        calibration, args.cases)  # fmt: skip
     if args.out:
         # With what the predictions were made from: a changed model is scored again on them.
         write_json(args.out, {"rows": rows, "crossings": crossings, **inputs})
@@ -60,6 +60,9 @@ def add_parser(kinds: Any) -> None:
     p.add_argument("--profile",
                    help="predict from this calibration (`smallbig overhead`; it must hold the "
                    "engines) instead of measuring one first (default: measure one)")  # fmt: skip
+    p.add_argument("--cases", nargs="+", metavar="NAME",
+                   help="only the cases whose name contains one of these, e.g. tiny 'wait 10' "
+                   "(default: every case)")  # fmt: skip
     p.add_argument("--out", help="also write the tables' rows (JSON)")
     add_counts(p, ("--repeats", 3, "warm maps per case"))
     p.set_defaults(func=cmd_cluster)

@@ -31,6 +31,7 @@ from compare.bench_cluster import (
     ordinary_calibration,
     predicted_crossover,
     seconds_of,
+    select,
     timed_map,
     warm_line,
 )
@@ -80,9 +81,12 @@ def links_bench(
     console: Console,
     engines: Sequence[str] = ("dask",),
     calibration: dict[str, Any] | None = None,
+    wanted: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of the model check (per engine, link rate, nodes, case, phase) and of the
-    crossovers; ``calibration``: the ordinary one to predict from (default: measured first)."""
+    crossovers; ``calibration``: the ordinary one to predict from (default: measured first);
+    ``wanted``: only the cases named like these (:func:`~compare.bench_cluster.select`)."""
+    select(link_cases(""), wanted)  # a misspelt case fails now, not after the first cluster
     rows: list[dict[str, Any]] = []
     crossings: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,7 +95,7 @@ def links_bench(
             for rate in bandwidths:
                 for n_nodes in nodes:
                     one = _one_cluster(engine, rate, n_nodes, calibration, locals_, repeats,
-                                       console)  # fmt: skip
+                                       console, wanted)  # fmt: skip
                     rows += one[0]
                     crossings += one[1]
     return rows, crossings
@@ -105,6 +109,7 @@ def _one_cluster(
     locals_: list[str],
     repeats: int,
     console: Console,
+    wanted: Sequence[str] | None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from backends.emulated import EmulatedCluster
     from workloads.weather_server import Faults, serve_api_process
@@ -114,7 +119,7 @@ def _one_cluster(
     api_faults = Faults(latency_s=0.02)
     with cluster, serve_api_process(api_faults, host=cluster.network.driver_address) as api:
         # The local lines too, while the API serves: its cases call it from every backend.
-        todo = link_cases(api.url)
+        todo = select(link_cases(api.url), wanted)
         profiles = {c.name: _profile(c) for c in todo}
         measured, cal_n = _measure(engine, cluster.spec, todo, repeats)
         link = f"{rate:g} Mbit/s" if rate else "unshaped"

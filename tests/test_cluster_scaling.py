@@ -176,3 +176,18 @@ def test_a_central_scheduler_hands_each_round_out_one_task_after_another():
     assert seconds(2, 8, 0.05) - seconds(0, 8, 0.05) == pytest.approx(2 * 7 * 0.005)  # 8 slots
     # 50 ms a task: one batch of 0.5 s per 10 dispatches, fewer than 16 workers can take.
     assert seconds(2, 10**5, 1e-3, 0.05) == seconds(0, 10**5, 1e-3, 0.05)
+
+
+def test_bench_cluster_runs_only_the_cases_named_and_lists_them_when_none_matches():
+    from compare import cli
+    from compare.bench_cluster import cases, select
+    from compare.bench_links import link_cases
+
+    assert [c.name for c in select(cases(""), ["TINY", "wait 1"])] == ["wait 10 ms", "tiny tasks"]
+    assert [c.name for c in select(link_cases(""), None)] == [c.name for c in link_cases("")]
+    with pytest.raises(ValueError, match="'nope'; known: '1 MB argument'"):
+        select(link_cases(""), ["images", "nope"])
+    # On the command line it fails before any calibration or cluster starts.
+    start = time.perf_counter()
+    assert cli.main(["bench", "cluster", "--cases", "nope"]) != 0
+    assert time.perf_counter() - start < 5

@@ -64,8 +64,12 @@ SMALL = {
         "1",
     ],
     "bench api": ["--concurrency", "2", "--rounds", "2", "--latency-ms", "10"],
-    "bench cluster": ["--engines", "dask", "--workers", "2", "--repeats", "1", "--nodes", "2",
-                      "--bandwidths-mbps", "0", "--profile", "cal.json"],
+    # Two cases of each (40 s less here): one bound by waits, one by the scheduler or the bytes.
+    "bench cluster": ["--engines", "dask", "--workers", "2", "--repeats", "1", "--profile",
+                      "cal.json", "--cases", "tiny", "wait 10"],
+    "bench cluster --links": ["--engines", "dask", "--repeats", "1", "--nodes", "2",
+                              "--bandwidths-mbps", "0", "--profile", "cal.json", "--cases",
+                              "put once", "images"],
     "bench memory": [
         "--backends",
         "serial",
@@ -87,7 +91,7 @@ def readme_commands() -> list[str]:
 
 
 def _small(argv: list[str]) -> list[str]:
-    sub = " ".join(argv[1:3]) if argv[1] == "bench" else argv[1]
+    sub = " ".join(argv[1:4] if "--links" in argv else argv[1:3]) if argv[1] == "bench" else argv[1]
     extra = SMALL.get(sub, [])
     if argv[1] == "run" and "--backends" not in argv:
         extra = DEFAULT_RUN + extra
