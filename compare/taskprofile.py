@@ -40,6 +40,9 @@ GIL_HOLDING = 0.9
 #: Threads whose CPU seconds summed to less than this many times their wall time never ran
 #: in parallel (6 threads of a pure-Python loop: ~1.0; of a NumPy kernel on 2 cores: ~1.9).
 SERIAL_CORES = 1.25
+#: An uncapped pass whose CPU seconds exceed its wall by more than this ran on more threads
+#: than its caller's (native pools): no evidence of what one thread does.
+ONE_THREAD = 1.1
 # ...and lasts at least this long, the sample repeated, so that tasks of microseconds are timed
 # over enough of them.
 MIN_PASS_SECONDS = 0.2
@@ -294,7 +297,11 @@ def profile_task(
     many_s = min(wall for wall, _ in many) / len(batch)
     # Computing all along in some pass of one thread (CPU ~ wall): a neighbour's turns only
     # lengthen the wall, so the pass least disturbed says it.
-    computes = max(cpu / wall for wall, cpu in [*free, *one] if wall > 0) >= 0.9
+    # An uncapped pass counts only if it ran on one thread: a task that waits 3 ms and then
+    # multiplies matrices on two BLAS threads read 1.3 CPU seconds per second there, and was
+    # taken for one that computes all along (then for one holding the GIL: 3× regret).
+    single = [(w, c) for w, c in free if w > 0 and c / w <= ONE_THREAD]
+    computes = max(cpu / wall for wall, cpu in [*single, *one] if wall > 0) >= 0.9
     gil_s = many_s if computes else min(many_s, cpu_s_1)
     # Threads that never ran on more than one core at once held the GIL, whatever the clocks
     # say: a neighbour's burst during a one-thread pass (a Python loop at 3.2 ms per item

@@ -174,6 +174,22 @@ def test_results_a_map_keeps_are_profiled_in_fresh_memory():
         assert 0.75 <= per_item / measured <= 1.35, (name, per_item, measured)
 
 
+def _wait_then_multiply(seed: int) -> float:
+    """A 4 ms wait, then a matrix product that an uncapped BLAS runs on several threads."""
+    time.sleep(0.004)
+    a = np.random.default_rng(seed).standard_normal((160, 160))
+    return float((a @ a).trace())
+
+
+@pytest.mark.skipif(CORES < 2, reason="a multi-threaded BLAS needs two cores to show")
+def test_a_task_that_waits_then_uses_several_blas_threads_releases_the_gil():
+    # Uncapped, its CPU exceeded its wall (two BLAS threads): that once passed for "computes
+    # all along on one thread", and the task for one holding the GIL, never advised threads.
+    p = profile_task(_wait_then_multiply, range(17))
+    assert p.cores_used > 1.05, p  # the premise: the uncapped pass ran on several threads
+    assert p.releases_gil and p.gil_s < 0.6 * p.item_s_1, p
+
+
 def test_profile_of_a_gil_releasing_wait():
     p = profile_task(tasks.io_wait, range(7))
     assert p.releases_gil and p.gil_s < 0.5 * p.item_s_1
