@@ -114,11 +114,12 @@ def select(todo: Sequence[Case], wanted: Sequence[str] | None) -> list[Case]:
     the benchmark takes minutes, and one case again is often all a change needs."""
     if not wanted:
         return list(todo)
-    unknown = [w for w in wanted if not any(w.lower() in c.name.lower() for c in todo)]
+    named = {w: [c for c in todo if w.lower() in c.name.lower()] for w in wanted}
+    unknown = [w for w, found in named.items() if not found]
     if unknown:
         known = ", ".join(repr(c.name) for c in todo)
         raise ValueError(f"no case named like {', '.join(map(repr, unknown))}; known: {known}")
-    return [c for c in todo if any(w.lower() in c.name.lower() for w in wanted)]
+    return [c for c in todo if any(c in found for found in named.values())]
 
 
 def timed_map(ex: Any, case: Case, items: list) -> float:

@@ -256,7 +256,7 @@ def profile_task(
     # results: 0.70 ms per item freed, 1.86 ms kept, and threads mapped them at 0.90 ms where
     # the profile's pool said 0.53). Every pass keeps its results, as a map does: large
     # results repeat the sample less, so that all of them fit KEEP_BYTES.
-    result_size = _median_bytes([r for r in results if r is not None])
+    result_size = _median_bytes([r for r in [*first, *results] if r is not None])
     if result_size:
         reps = max(1, min(reps, KEEP_BYTES // (result_size * PASSES * len(sample))))
     batch = list(sample) * reps
@@ -324,7 +324,7 @@ def profile_task(
         cpu_s_1=cpu_s_1,
         gil_s=gil_s,
         arg_bytes=_median_bytes(sample, shared=put),
-        result_bytes=_median_bytes([r for r in [*first, *results] if r is not None]),
+        result_bytes=result_size,
         memory_bytes=_peak_memory(call, sample[:2]),
         coroutine=coroutine,
         coroutine_cpu_s=concurrent_cpu_s(
