@@ -210,6 +210,26 @@ def test_profile_of_a_coroutine_function():
     assert p.item_s >= 0.005
 
 
+def test_a_coroutine_run_on_pool_threads_leaves_no_connection_open():
+    # Each pool thread runs a coroutine on a loop of its own; the weather API's client session
+    # lives on that loop. Loops left open when the threads ended left their sockets unclosed.
+    script = textwrap.dedent("""
+        from backends import get_backend
+        from workloads.tasks import _api_items, weather_coroutine
+        from workloads.user import call_item
+        from workloads.weather_server import serve_api
+
+        with serve_api() as server:
+            items = _api_items(8, server.url)
+            with get_backend("threads", workers=4) as ex:
+                print(sum(r["stations"] > 0 for r in ex.map(call_item(weather_coroutine), items)))
+    """)
+    out = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.split() == ["8"], out.stderr
+    assert "nclosed" not in out.stderr, out.stderr
+
+
 def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
     # A module that takes 0.4 s to import (a heavy library, a table built at import): every
     # fresh worker pays it on its first item; the driver, which imported it, never does again.

@@ -22,6 +22,7 @@ import os
 import pickle
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,30 @@ def call_item(fn: Callable[..., Any], kwargs: bool = False) -> UserCall:
 _loops = threading.local()
 
 
+class _ThreadLoop:
+    """A thread's event loop, closed when the thread ends (its local storage goes): a loop
+    left open kept the weather API's client sessions, reported unclosed at exit."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        weakref.finalize(self, _close_loop, self.loop)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        # Resumes the suspended async generators (the session holders), which close.
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
 def _thread_loop() -> asyncio.AbstractEventLoop:
-    loop = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _loops.loop = asyncio.new_event_loop()
-    return loop
+    held = getattr(_loops, "held", None)
+    if held is None or held.loop.is_closed():
+        held = _loops.held = _ThreadLoop()
+    return held.loop
 
 
 def fingerprint(value: Any) -> Any:
