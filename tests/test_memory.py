@@ -50,6 +50,7 @@ def test_a_process_started_later_under_a_root_is_counted():
     finally:
         for proc in ProcessTree({child.pid}, driver=False)._procs.values():
             proc.kill()
+        child.kill()  # the root is not among its own descendants: it slept out its 30 s
         child.wait()
 
 
