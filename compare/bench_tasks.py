@@ -4,7 +4,8 @@ For each task kind of :data:`workloads.tasks.SUITE`: the task is profiled
 (:func:`compare.profile_task`, on 17 of its items) and the advice taken from the profile and
 this machine's calibration; then every backend runs all the items, cold (start-up included,
 the median of three fresh starts: one cold run of two identical thread pools differed by 33%)
-and warm (median of the repeats). The score is the **regret**: the advised backend's measured
+and warm (median of the repeats), in rounds that start every backend in turn (see
+:func:`measure`). The score is the **regret**: the advised backend's measured
 time ÷ the measured fastest − 1, a difference under :data:`TIE_S` counting as a tie.
 """
 
@@ -38,31 +39,55 @@ SAMPLE = 17  # items profiled, the first one a warm-up
 
 
 def measure(
-    spec: str,
+    specs: Sequence[str],
     kind: TaskKind,
     items: list,
     inner_threads: Any,
     repeats: int,
     colds: int,
     workers: int | None = None,
-) -> dict:
+) -> dict[str, dict[str, float]]:
     """Median cold seconds (start-up + first map, each on a fresh backend) over ``colds``
-    starts, and the median warm seconds over ``repeats`` maps on the first one."""
-    cold, warm = [], []
-    for i in range(colds):
-        start = time.perf_counter()
-        with get_backend(spec, workers=workers, inner_threads=inner_threads) as ex:
-            # A coroutine function: awaited where the backend runs coroutines (asyncio), run
-            # to completion on each worker's loop elsewhere, as `smallbig run --task` does.
-            awaited = inspect.iscoroutinefunction(kind.fn) and not ex.supports_coroutines
-            fn = call_item(kind.fn) if awaited else kind.fn
+    starts, and median warm seconds over ``repeats`` maps, of every backend in ``specs``.
+
+    Measured in rounds: each round starts every backend in turn and times its share of the
+    warm maps, so that each backend's medians sample the same moments of the machine as the
+    others'. Back to back, one backend's three figures shared one moment: on this shared
+    machine a figure moved 20–40% between two moments, and the fastest was then often the
+    backend measured at a quieter one (warm pandas: 0.51 s on processes and 0.35 s on loky in
+    one run, 0.51 and 0.53 s in the next minute).
+    """
+    cold: dict[str, list[float]] = {s: [] for s in specs}
+    warm: dict[str, list[float]] = {s: [] for s in specs}
+    rounds = max(1, colds)
+    for r in range(rounds):
+        share = repeats // rounds + (r < repeats % rounds)
+        for spec in specs:
+            seconds, maps = _start_and_map(spec, kind, items, inner_threads, share, workers)
+            cold[spec].append(seconds)
+            warm[spec].extend(maps)
+    return {s: {"cold": statistics.median(cold[s]), "warm": statistics.median(warm[s])}
+            for s in specs}  # fmt: skip
+
+
+def _start_and_map(
+    spec: str, kind: TaskKind, items: list, inner_threads: Any, repeats: int, workers: int | None
+) -> tuple[float, list[float]]:
+    """Seconds of a fresh backend's start-up and first map, then of ``repeats`` more maps."""
+    start = time.perf_counter()
+    with get_backend(spec, workers=workers, inner_threads=inner_threads) as ex:
+        # A coroutine function: awaited where the backend runs coroutines (asyncio), run to
+        # completion on each worker's loop elsewhere, as `smallbig run --task` does.
+        awaited = inspect.iscoroutinefunction(kind.fn) and not ex.supports_coroutines
+        fn = call_item(kind.fn) if awaited else kind.fn
+        list(ex.map(fn, items, chunksize="auto"))
+        cold = time.perf_counter() - start
+        maps = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
             list(ex.map(fn, items, chunksize="auto"))
-            cold.append(time.perf_counter() - start)
-            for _ in range(repeats if i == 0 else 0):
-                t0 = time.perf_counter()
-                list(ex.map(fn, items, chunksize="auto"))
-                warm.append(time.perf_counter() - t0)
-    return {"cold": statistics.median(cold), "warm": statistics.median(warm)}
+            maps.append(time.perf_counter() - t0)
+    return cold, maps
 
 
 def score(
@@ -155,7 +180,7 @@ def _bench_kind(
     for mode in modes:
         cal = calibration if mode == "capped" else uncapped
         inner = "auto" if mode == "capped" else None
-        measured = {s: measure(s, kind, items, inner, repeats, colds, workers) for s in specs}
+        measured = measure(specs, kind, items, inner, repeats, colds, workers)
         console.print(
             f"  {mode}: "
             + ", ".join(f"{s} {m['cold']:.3g}/{m['warm']:.3g}" for s, m in measured.items())
@@ -225,7 +250,7 @@ def add_parser(kinds: Any) -> None:
     p.add_argument("--tasks", nargs="+", metavar="NAME", help="task kinds (default: all)")
     add_counts(
         p,
-        ("--repeats", 3, "warm maps per backend"),
+        ("--repeats", 3, "warm maps per backend, spread over the rounds of cold starts"),
         ("--colds", 3, "cold starts per backend, each a fresh backend and its first map"),
     )
     p.add_argument(

@@ -230,6 +230,30 @@ def test_a_coroutine_run_on_pool_threads_leaves_no_connection_open():
     assert "nclosed" not in out.stderr, out.stderr
 
 
+def test_bench_tasks_measures_every_backend_once_a_round():
+    # Each backend's cold starts and warm maps are spread over rounds that take every backend
+    # in turn, so no backend's medians all come from one moment of a shared machine.
+    import itertools
+    import threading
+
+    from compare.bench_tasks import measure
+    from workloads.tasks import TaskKind
+
+    on_main = []  # serial runs an item on the calling thread, the threads backend on its pool
+
+    def record(x: int) -> int:
+        on_main.append(threading.current_thread() is threading.main_thread())
+        return x
+
+    kind = TaskKind("record", record, lambda n: list(range(n)), 4)
+    got = measure(["serial", "threads"], kind, list(range(4)), "auto", repeats=3, colds=3)
+    assert set(got) == {"serial", "threads"}
+    assert all(m["warm"] > 0 and m["cold"] > 0 for m in got.values()), got
+    assert len(on_main) == 2 * (3 + 3) * 4  # per backend: 3 first maps and 3 warm maps
+    blocks = 1 + sum(a != b for a, b in itertools.pairwise(on_main))
+    assert blocks == 6, on_main  # serial, threads, serial, threads, serial, threads
+
+
 def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
     # A module that takes 0.4 s to import (a heavy library, a table built at import): every
     # fresh worker pays it on its first item; the driver, which imported it, never does again.
