@@ -40,6 +40,9 @@ GIL_HOLDING = 0.9
 #: Threads whose CPU seconds summed to less than this many times their wall time never ran
 #: in parallel (6 threads of a pure-Python loop: ~1.0; of a NumPy kernel on 2 cores: ~1.9).
 SERIAL_CORES = 1.25
+#: ...unless the pool ran the items in under this fraction of one thread's time: such a pool
+#: overlapped its items whatever its CPU says (its threads were waiting, not computing).
+OVERLAPPED_WALL = 0.5
 #: An uncapped pass whose CPU seconds exceed its wall by more than this ran on more threads
 #: than its caller's (native pools): no evidence of what one thread does.
 ONE_THREAD = 1.1
@@ -308,8 +311,12 @@ def profile_task(
     # where it takes 2.6) made the pool look 10% faster than one thread. A pool run one thread
     # at a time cannot beat one thread; CPU time, unlike wall time, does not count the
     # neighbour's turns.
+    # Unless the pool's wall says they overlapped: a task that waits 4 ms and then multiplies
+    # matrices read 0.9–1.1 CPU s/s uncapped on a busy machine (an idle BLAS thread spinning
+    # through the wait), passed for one that computes all along, and its six threads, mostly
+    # waiting, used under one core while they ran the items 6× faster than one thread.
     overlapped = max(cpu / wall for wall, cpu in many if wall > 0)
-    if computes and overlapped < SERIAL_CORES:
+    if computes and overlapped < SERIAL_CORES and many_s > OVERLAPPED_WALL * item_s_1:
         gil_s = max(gil_s, item_s_1)
 
     profile = TaskProfile(

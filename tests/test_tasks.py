@@ -166,12 +166,23 @@ def test_results_a_map_keeps_are_profiled_in_fresh_memory():
     # A map holds every result until it returns, so each is written to pages never touched
     # before; passes whose results were freed reused the last pass's pages, and threads were
     # predicted ~40% under what they took.
-    task = profile_task(_filled, range(17))
     items = list(range(120))
-    for name, per_item in (("serial", task.item_s), ("threads", task.pool_s)):
-        with get_backend(name) as ex:
-            measured = warm_map_s(ex, _filled, items, items[:10]) / len(items)
-        assert 0.75 <= per_item / measured <= 1.35, (name, per_item, measured)
+    for name in ("serial", "threads"):
+        # The profile and the map timed at two moments of a shared machine: up to three
+        # tries, each a fresh profile and map, so that a neighbour's burst in one of them
+        # does not pass for an error (a profile 40% off, as before, misses in every try).
+        # The least of five maps against the profile's least pass: fresh pages took 0.44–3.1 ms
+        # per 4 MiB result from one map to the next on a new VM, whatever the backend.
+        ratios = []
+        for _ in range(3):
+            task = profile_task(_filled, range(17))
+            with get_backend(name) as ex:
+                measured = warm_map_s(ex, _filled, items, items[:10], best_of=5) / len(items)
+            ratios.append((task.item_s if name == "serial" else task.pool_s) / measured)
+            if 0.75 <= ratios[-1] <= 1.35:
+                break
+        else:
+            raise AssertionError((name, ratios))
 
 
 def _wait_then_multiply(seed: int) -> float:
