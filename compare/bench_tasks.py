@@ -50,9 +50,10 @@ def measure(
     """Median cold seconds (start-up + first map, each on a fresh backend) over ``colds``
     starts, and median warm seconds over ``repeats`` maps, of every backend in ``specs``.
 
-    Measured in rounds: each round starts every backend in turn and times its share of the
-    warm maps, so that each backend's medians sample the same moments of the machine as the
-    others'. Back to back, one backend's three figures shared one moment: on this shared
+    Measured in rounds: each round starts every backend in turn (each round one later) and
+    times its share of the warm maps, so that each backend's medians sample the same moments
+    of the machine as the others', after a different neighbour each time. Back to back,
+    one backend's three figures shared one moment: on this shared
     machine a figure moved 20–40% between two moments, and the fastest was then often the
     backend measured at a quieter one (warm pandas: 0.51 s on processes and 0.35 s on
     another process pool in one run, 0.51 and 0.53 s in the next minute).
@@ -62,7 +63,10 @@ def measure(
     rounds = max(1, colds)
     for r in range(rounds):
         share = repeats // rounds + (r < repeats % rounds)
-        for spec in specs:
+        # Each round starts one backend later: the first thread pool started in a process
+        # after Ray had shut down ran a map of 1 MB arguments 30% slower than the next one
+        # (0.12 s, then 0.09 s), so a fixed order charged one backend its neighbour's wake.
+        for spec in [*specs[r % len(specs) :], *specs[: r % len(specs)]]:
             seconds, maps = _start_and_map(spec, kind, items, inner_threads, share, workers)
             cold[spec].append(seconds)
             warm[spec].extend(maps)
