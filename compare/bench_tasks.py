@@ -63,21 +63,28 @@ def measure(
     rounds = max(1, colds)
     for r in range(rounds):
         share = repeats // rounds + (r < repeats % rounds)
-        # Each round starts one backend later: the first thread pool started in a process
-        # after Ray had shut down ran a map of 1 MB arguments 30% slower than the next one
-        # (0.12 s, then 0.09 s), so a fixed order charged one backend its neighbour's wake.
+        # Each round starts one backend later, so that no backend always follows the same one.
         for spec in [*specs[r % len(specs) :], *specs[: r % len(specs)]]:
-            seconds, maps = _start_and_map(spec, kind, items, inner_threads, share, workers)
+            seconds, maps, in_process = _start_and_map(
+                spec, kind, items, inner_threads, share, workers
+            )
             cold[spec].append(seconds)
             warm[spec].extend(maps)
+            if not in_process:
+                # The first pool of threads in a process that had just shut a cluster down ran
+                # 1 MB arguments 25–35% slower than the next (0.12 s, then 0.09 s; a fresh
+                # process: 0.09 s), after a sleep of 3 s as well: one map on a pool thrown
+                # away pays that here, as a user's fresh process does not pay it at all.
+                _start_and_map("threads", kind, items, inner_threads, 0, None)
     return {s: {"cold": statistics.median(cold[s]), "warm": statistics.median(warm[s])}
             for s in specs}  # fmt: skip
 
 
 def _start_and_map(
     spec: str, kind: TaskKind, items: list, inner_threads: Any, repeats: int, workers: int | None
-) -> tuple[float, list[float]]:
-    """Seconds of a fresh backend's start-up and first map, then of ``repeats`` more maps."""
+) -> tuple[float, list[float], bool]:
+    """Seconds of a fresh backend's start-up and first map, then of ``repeats`` more maps,
+    and whether the backend ran in this process."""
     start = time.perf_counter()
     with get_backend(spec, workers=workers, inner_threads=inner_threads) as ex:
         # A coroutine function: awaited where the backend runs coroutines (asyncio), run to
@@ -91,7 +98,7 @@ def _start_and_map(
             t0 = time.perf_counter()
             list(ex.map(fn, items, chunksize="auto"))
             maps.append(time.perf_counter() - t0)
-    return cold, maps
+        return cold, maps, ex.in_process
 
 
 def score(
