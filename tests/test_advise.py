@@ -208,12 +208,19 @@ def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp
         distinct = [np.concatenate(([float(i)], array[1:])) for i in range(300)]
         for name, fn, items in (("argument", probes.payload, distinct),
                                 ("result", megabyte, list(range(300)))):  # fmt: skip
-            measured = warm_map_s(ex, fn, items, items[:20])
-            task = profile_task(fn, items[:8])
-            predicted = predict(profile, len(items), task=task, cold=False)
-            seconds = next(p.seconds for p in predicted if p.backend == "processes")
-            ratios[name] = seconds / measured
-    assert all(0.5 <= r <= 2.0 for r in ratios.values()), ratios
+            # Up to three tries, each a fresh map and profile: once, late in a CI run, 300 MB
+            # of results landing in fresh pages took 2.25× less than predicted (fresh pages
+            # there varied 7× from one map to the next). A model 3.4× off misses every try.
+            ratios[name] = []
+            for _ in range(3):
+                measured = warm_map_s(ex, fn, items, items[:20])
+                task = profile_task(fn, items[:8])
+                predicted = predict(profile, len(items), task=task, cold=False)
+                seconds = next(p.seconds for p in predicted if p.backend == "processes")
+                ratios[name].append(seconds / measured)
+                if 0.5 <= ratios[name][-1] <= 2.0:
+                    break
+    assert all(0.5 <= r[-1] <= 2.0 for r in ratios.values()), ratios
 
 
 def test_the_advice_says_when_the_pick_depends_on_start_up(tmp_path):
