@@ -52,11 +52,11 @@ def measure(
 
     Measured in rounds: each round starts every backend in turn (each round one later) and
     times its share of the warm maps, so that each backend's medians sample the same moments
-    of the machine as the others', after a different neighbour each time. Back to back,
-    one backend's three figures shared one moment: on this shared
-    machine a figure moved 20–40% between two moments, and the fastest was then often the
-    backend measured at a quieter one (warm pandas: 0.51 s on processes and 0.35 s on
-    another process pool in one run, 0.51 and 0.53 s in the next minute).
+    of the machine as the others', after a different neighbour each time. Back to back, one
+    backend's three figures shared one moment: on this shared machine a figure moved 20–40%
+    between two moments, and the fastest was then often the backend measured at a quieter
+    one (warm pandas: 0.51 s on processes and 0.35 s on another process pool in one run,
+    0.51 and 0.53 s in the next minute).
     """
     cold: dict[str, list[float]] = {s: [] for s in specs}
     warm: dict[str, list[float]] = {s: [] for s in specs}

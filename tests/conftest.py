@@ -230,3 +230,18 @@ def warm_map_s(ex, fn, items, warm_up, best_of: int | None = None) -> float:
         times.append(time.perf_counter() - start)
     return min(times) if best_of else sorted(times)[1]
 
+
+
+def ratio_on_some_try(what: str, ratio, low: float, high: float, tries: int) -> list[float]:
+    """Call ``ratio()`` (a fresh measurement each time) until it lies in ``[low, high]``, at
+    most ``tries`` times; raise ``AssertionError`` with ``what`` and every ratio if none did.
+
+    For predicted-against-measured checks on a shared machine: a neighbour's burst in one
+    try does not pass for an error, while a model off by more than the bounds misses every
+    try."""
+    ratios = []
+    for _ in range(tries):
+        ratios.append(ratio())
+        if low <= ratios[-1] <= high:
+            return ratios
+    raise AssertionError((what, ratios))

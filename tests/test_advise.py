@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import warm_map_s
+from conftest import ratio_on_some_try, warm_map_s
 from PIL import Image
 
 from compare import plots
@@ -202,7 +202,6 @@ def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp
 
     profile = overhead(["processes"], 2, items=2000, repeats=2, path=tmp_path / "cal.json")
     array = probes.make_payload(2**20)
-    ratios = {}
     with get_backend("processes", workers=2) as ex:
         # Distinct arrays, as data is: one array repeated is pickled once per batch.
         distinct = [np.concatenate(([float(i)], array[1:])) for i in range(300)]
@@ -211,16 +210,13 @@ def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp
             # Up to three tries, each a fresh map and profile: once, late in a CI run, 300 MB
             # of results landing in fresh pages took 2.25× less than predicted (fresh pages
             # there varied 7× from one map to the next). A model 3.4× off misses every try.
-            ratios[name] = []
-            for _ in range(3):
+            def ratio(fn=fn, items=items) -> float:
                 measured = warm_map_s(ex, fn, items, items[:20])
                 task = profile_task(fn, items[:8])
                 predicted = predict(profile, len(items), task=task, cold=False)
-                seconds = next(p.seconds for p in predicted if p.backend == "processes")
-                ratios[name].append(seconds / measured)
-                if 0.5 <= ratios[name][-1] <= 2.0:
-                    break
-    assert all(0.5 <= r[-1] <= 2.0 for r in ratios.values()), ratios
+                return next(p.seconds for p in predicted if p.backend == "processes") / measured
+
+            ratio_on_some_try(name, ratio, 0.5, 2.0, tries=3)
 
 
 def test_the_advice_says_when_the_pick_depends_on_start_up(tmp_path):

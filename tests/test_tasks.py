@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import warm_map_s
+from conftest import ratio_on_some_try, warm_map_s
 from threadpoolctl import threadpool_info
 
 import compare
@@ -174,16 +174,13 @@ def test_results_a_map_keeps_are_profiled_in_fresh_memory():
         # The least of five maps against the profile's least pass: fresh pages took 0.44–3.1 ms
         # per 4 MiB result from one map to the next on a new VM (transparent huge pages on),
         # whatever the backend, and 0.16–0.36 ms per 1 MiB one.
-        ratios = []
-        for _ in range(5):
+        def ratio(name: str = name) -> float:
             task = profile_task(_filled, range(17))
             with get_backend(name) as ex:
                 measured = warm_map_s(ex, _filled, items, items[:10], best_of=5) / len(items)
-            ratios.append((task.item_s if name == "serial" else task.pool_s) / measured)
-            if 0.75 <= ratios[-1] <= 1.35:
-                break
-        else:
-            raise AssertionError((name, ratios))
+            return (task.item_s if name == "serial" else task.pool_s) / measured
+
+        ratio_on_some_try(name, ratio, 0.75, 1.35, tries=5)
 
 
 def _wait_then_multiply(seed: int) -> float:
