@@ -49,7 +49,8 @@ def last_run() -> Path:
 
 def calibrate_backend(spec: str, workers: int | None, items: int, repeats: int) -> dict:
     """All overhead terms of one backend, measured in one session of it; for a cluster that
-    smallbig starts itself, also at twice its workers (:func:`measure_scaling`)."""
+    smallbig starts itself, also at :data:`SCALING_FACTOR` times its workers
+    (:func:`measure_scaling`)."""
     with get_backend(spec, workers=workers) as ex:
         row = measure_overheads(ex, spec, items, repeats)
     return add_scaling(note_startup(row), spec)
@@ -113,24 +114,30 @@ def _kept_scaling(spec: str, workers: int, within_s: float) -> dict[str, Any] | 
     return kept
 
 
-#: How old a measurement at twice the workers a run may reuse (``smallbig overhead`` always
+#: The second worker count a cluster's growth is measured at, as a multiple of its own. Start-up
+#: grew little from 2 to 4 workers here and steadily beyond (Ray 8.4, 8.7, 12.3, 18.5 s at 2,
+#: 4, 8, 16; Dask 0.45, 0.81, 1.73, 3.62 s): a line through 2 and 4 put Ray at 16 workers at
+#: 9.4 s, where one through 2 and 8 says 17.5 s.
+SCALING_FACTOR = 4
+
+#: How old a measurement at the second worker count a run may reuse (``smallbig overhead`` always
 #: measures it again): a run then starts each cluster once, not twice (Ray: ~20 s more here).
 SCALING_REUSE_S = 6 * 3600.0
 
 
 def add_scaling(row: dict[str, Any], spec: str, reuse_within_s: float = 0.0) -> dict[str, Any]:
     """``row`` with ``by_workers``: its start-up and per-task cost at its own worker count and
-    at twice it, for a cluster smallbig starts itself (one given by address has the workers it
-    has), so that the model grows them with the workers it extrapolates to
-    (:func:`compare.costmodel.predict`). The figures at twice the workers are measured now,
-    or taken from a measurement on this machine at most ``reuse_within_s`` seconds old (the
-    row then says when: ``measured_at``)."""
+    at :data:`SCALING_FACTOR` times it, for a cluster smallbig starts itself (one given by
+    address has the workers it has), so that the model grows them with the workers it
+    extrapolates to (:func:`compare.costmodel.predict`). The figures at the second count are
+    measured now, or taken from a measurement on this machine at most ``reuse_within_s``
+    seconds old (the row then says when: ``measured_at``)."""
     if not row.get("distributed") or parse_spec(spec)[1] is not None:
         return row
     here = {k: row[k] for k in ("workers", "startup_s", "task_overhead_s")}
-    twice = 2 * row["workers"]
-    there = _kept_scaling(spec, twice, reuse_within_s) if reuse_within_s > 0 else None
-    return {**row, "by_workers": [here, there or measure_scaling(spec, twice)]}
+    more = SCALING_FACTOR * row["workers"]
+    there = _kept_scaling(spec, more, reuse_within_s) if reuse_within_s > 0 else None
+    return {**row, "by_workers": [here, there or measure_scaling(spec, more)]}
 
 
 def measure_overheads(

@@ -334,7 +334,7 @@ class _Session:
                         opened[spec], spec, OVERHEAD_ITEMS, repeats=3, footprint=idle[spec]
                     )
                 )
-        # A cluster's start-up and per-task cost at twice its workers, once it is down: how
+        # A cluster's start-up and per-task cost at more workers, once it is down: how
         # they grow, for the extrapolation to clusters this machine does not have.
         for spec in active:
             row = self.overheads.get(spec)

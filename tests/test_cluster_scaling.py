@@ -10,7 +10,7 @@ import pytest
 
 from backends import available, get_backend
 from backends.chunks import BatchSizer
-from compare.calibrate import add_scaling, measure_overheads, measure_scaling
+from compare.calibrate import SCALING_FACTOR, add_scaling, measure_overheads, measure_scaling
 from compare.costmodel import GROWTH_NOISE, at_workers, predict
 from workloads import probes
 
@@ -81,30 +81,30 @@ def test_the_models_start_up_grows_with_workers_as_measured(tmp_path, monkeypatc
     with get_backend("dask", workers=2) as ex:
         base = measure_overheads(ex, "dask", items=500, repeats=1)
     row = add_scaling(base, "dask")
-    (two, four) = row["by_workers"]
-    assert (two["workers"], four["workers"]) == (2, 4)
-    # A run reuses this machine's recent figures at twice the workers, saying when they are
+    (two, eight) = row["by_workers"]
+    assert (two["workers"], eight["workers"]) == (2, 2 * SCALING_FACTOR)
+    # A run reuses this machine's recent figures at more workers, saying when they are
     # from, and starts no second cluster; a figure older than it accepts is measured again.
     start = time.perf_counter()
     kept = add_scaling(base, "dask", reuse_within_s=3600)["by_workers"][1]
     assert time.perf_counter() - start < 0.5
-    assert kept["startup_s"] == four["startup_s"] and time.time() - kept["measured_at"] < 600
+    assert kept["startup_s"] == eight["startup_s"] and time.time() - kept["measured_at"] < 600
     time.sleep(0.1)
     again = add_scaling(base, "dask", reuse_within_s=0.05)["by_workers"][1]
-    assert again["startup_s"] != four["startup_s"] and "measured_at" not in again
-    measured = measure_scaling("dask", 6)["startup_s"]
+    assert again["startup_s"] != eight["startup_s"] and "measured_at" not in again
+    measured = measure_scaling("dask", 12)["startup_s"]
     profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
-    grown = {n: at_workers(row, n)["startup_s"] for n in (2, 4, 6, 12)}
+    grown = {n: at_workers(row, n)["startup_s"] for n in (2, 8, 12, 16)}
     assert grown[2] == pytest.approx(two["startup_s"])
     # A rise under GROWTH_NOISE between the two counts is noise: the line stays flat.
-    rose = four["startup_s"] > (1 + GROWTH_NOISE) * two["startup_s"]
-    assert grown[4] == pytest.approx(four["startup_s"] if rose else two["startup_s"])
-    assert grown[12] >= grown[6] >= grown[2]
-    # Extrapolated from 2 and 4 workers, the start-up at 6 is what 6 took (within half).
-    assert 0.5 * measured <= grown[6] <= 1.5 * measured, (grown, measured)
-    cold = predict(profile, 100, 0.01, workers=6)[0].seconds
-    warm = predict(profile, 100, 0.01, workers=6, cold=False)[0].seconds
-    assert cold - warm == pytest.approx(grown[6])
+    rose = eight["startup_s"] > (1 + GROWTH_NOISE) * two["startup_s"]
+    assert grown[8] == pytest.approx(eight["startup_s"] if rose else two["startup_s"])
+    assert grown[16] >= grown[12] >= grown[2]
+    # Extrapolated from 2 and 8 workers, the start-up at 12 is what 12 took (within half).
+    assert 0.5 * measured <= grown[12] <= 1.5 * measured, (grown, measured)
+    cold = predict(profile, 100, 0.01, workers=12)[0].seconds
+    warm = predict(profile, 100, 0.01, workers=12, cold=False)[0].seconds
+    assert cold - warm == pytest.approx(grown[12])
 
 
 def test_one_scheduler_caps_the_tasks_per_second_of_any_cluster():

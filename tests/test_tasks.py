@@ -205,6 +205,18 @@ def test_profile_of_a_gil_releasing_wait():
     assert p.item_s >= 0.01 and p.cores_used < 0.5
 
 
+def test_the_profiles_pool_is_timed_per_item_when_the_items_do_not_divide_among_its_threads():
+    # 8 waits of 7 ms (after a warm-up one), repeated to 32: on 6 threads, shares of 6 and 5.
+    # Timed as one pass over the longest share, they read 12% over a wait per thread.
+    from compare.taskprofile import THREADS
+
+    def ratio() -> float:
+        p = profile_task(probes.sleep, [0.007] * 9)
+        return p.pool_s / (p.item_s / THREADS)
+
+    ratio_on_some_try("pool per item ÷ one wait per thread", ratio, 0.9, 1.06, tries=3)
+
+
 @pytest.mark.skipif(CORES < 2, reason="a multi-threaded BLAS needs two cores to show")
 def test_profile_of_a_multithreaded_blas_task():
     p = profile_task(_matmul, range(5))
