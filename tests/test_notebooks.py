@@ -24,7 +24,7 @@ def test_there_are_notebooks_stored_without_outputs():
 @pytest.fixture(scope="module")
 def machine_cache(tmp_path_factory) -> str:
     """One cache for the three, as one user's machine has: a notebook reuses what an earlier
-    one measured there (a cluster's figures at twice its workers: one start fewer)."""
+    one measured there (a cluster's figures at four times its workers: one start fewer)."""
     return str(tmp_path_factory.mktemp("cache"))
 
 
