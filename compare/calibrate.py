@@ -119,6 +119,9 @@ def _kept_scaling(spec: str, workers: int, within_s: float) -> dict[str, Any] | 
 #: 4, 8, 16; Dask 0.45, 0.81, 1.73, 3.62 s): a line through 2 and 4 put Ray at 16 workers at
 #: 9.4 s, where one through 2 and 8 says 17.5 s.
 SCALING_FACTOR = 4
+#: ...but no more than this many workers (or twice its own, if more): a machine of 32 cores
+#: would otherwise start 128 worker processes to calibrate.
+SCALING_MAX_WORKERS = 32
 
 #: How old a measurement at the second worker count a run may reuse (``smallbig overhead`` always
 #: measures it again): a run then starts each cluster once, not twice (Ray: ~20 s more here).
@@ -135,7 +138,8 @@ def add_scaling(row: dict[str, Any], spec: str, reuse_within_s: float = 0.0) -> 
     if not row.get("distributed") or parse_spec(spec)[1] is not None:
         return row
     here = {k: row[k] for k in ("workers", "startup_s", "task_overhead_s")}
-    more = SCALING_FACTOR * row["workers"]
+    own = row["workers"]
+    more = min(SCALING_FACTOR * own, max(2 * own, SCALING_MAX_WORKERS))
     there = _kept_scaling(spec, more, reuse_within_s) if reuse_within_s > 0 else None
     return {**row, "by_workers": [here, there or measure_scaling(spec, more)]}
 

@@ -12,6 +12,7 @@ from backends import available, get_backend
 from backends.chunks import BatchSizer
 from compare.calibrate import SCALING_FACTOR, add_scaling, measure_overheads, measure_scaling
 from compare.costmodel import GROWTH_NOISE, at_workers, predict
+from compare.records import write_json
 from workloads import probes
 
 DASK = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
@@ -105,6 +106,25 @@ def test_the_models_start_up_grows_with_workers_as_measured(tmp_path, monkeypatc
     cold = predict(profile, 100, 0.01, workers=12)[0].seconds
     warm = predict(profile, 100, 0.01, workers=12, cold=False)[0].seconds
     assert cold - warm == pytest.approx(grown[12])
+
+
+@pytest.mark.parametrize(("own", "second"), [(2, 8), (8, 32), (16, 32), (32, 64)])
+def test_the_second_worker_count_is_four_times_its_own_within_a_cap(
+    own, second, tmp_path, monkeypatch
+):
+    # Kept figures at the expected count are reused; any other count would start a cluster.
+    import compare.calibrate as calibrate
+
+    monkeypatch.setenv("SMALLBIG_CACHE", str(tmp_path))
+    kept = {"workers": second, "startup_s": 2.0, "task_overhead_s": 0.001}
+    write_json(tmp_path / "scaling.json", {f"dask|{second}": {**kept, "measured_at": time.time()}})
+
+    def started(spec: str, workers: int) -> None:
+        raise AssertionError(f"started {spec} at {workers} workers")
+
+    monkeypatch.setattr(calibrate, "measure_scaling", started)
+    row = {"distributed": True, "workers": own, "startup_s": 1.0, "task_overhead_s": 0.001}
+    assert add_scaling(row, "dask", reuse_within_s=60)["by_workers"][1]["workers"] == second
 
 
 def test_one_scheduler_caps_the_tasks_per_second_of_any_cluster():
