@@ -13,7 +13,9 @@ busy with its CPU part, and — for threads of one process — the part of an it
 overlap (the GIL). With fewer items than slots, ``n`` replaces the slots and cores.
 ``overhead`` is the per-task cost at ``chunksize="auto"``; ``rounds`` is batches ÷ the batches
 in flight together: the slots for a network's latency, at most the cores for a calibrated α
-(mostly the CPU of handling a task).
+(mostly the CPU of handling a task). A cluster's map costs at least what one was measured to
+cost whatever its items (``map_fixed_s``, grown with the workers like its start-up): its
+dispatch ramp and first round trip are part of that figure, not added to it.
 
 Which ``item_s`` and ``cpu_s``: a backend whose cap on the native pools (its
 ``inner_threads``) is below what an item uses alone runs it at the item's capped cost (measured
@@ -259,6 +261,7 @@ def predict(
         overhead = grown["auto_overhead_s"]
         # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
         batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
+        first_round = 0.0  # the α of the first round of batches, one a slot
         if cal.get("in_process", False):
             transfer = 0.0
         else:
@@ -270,7 +273,9 @@ def predict(
             # predicted at 5× their time, once per round of 8 at half of it. Bytes at the
             # rate a map pipelines them.
             network = latency_s is not None and cluster
-            rounds = max(1.0, batches / (slots if network else max(1.0, min(slots, cpus))))
+            together = slots if network else max(1.0, min(slots, cpus))
+            rounds = max(1.0, batches / together)
+            first_round = alpha * max(1.0, min(batches, slots) / together)
             transfer = (rounds * alpha) / items + _bytes_s(cal, cost, bandwidth_Bps, cluster)
         on_loop = cost.coroutine and cal.get("coroutines", False)
         busy = min(cost.coroutine_cpu_s, wall) if on_loop and cost.coroutine_cpu_s else cpu
@@ -306,6 +311,13 @@ def predict(
             # last slot starts (slots − 1) dispatches late (scheduler-bound, it is in the bound).
             ramp = (cal.get("serial_dispatch_rounds", 0) * (min(slots, batches) - 1)
                     * grown["task_overhead_s"])  # fmt: skip
+        if cluster and wall > grown["task_overhead_s"]:
+            # What a warm map of waits was measured to cost whatever its items
+            # (calibrate.map_fixed_s): the ramp and the α of a first round of batches are
+            # part of it, the rest is what the terms above leave out. Not for items shorter
+            # than their own dispatch, whose first results are back before the rest are sent:
+            # 1,000 tiny tasks on 4 Dask workers took 23 ms in all, a map of waits 32 ms more.
+            ramp += max(0.0, grown["map_fixed_s"] - ramp - first_round)
         total = startup + items * (overhead + transfer) + put_s + compute + ramp
         # Slot-bound time of a task that mostly waits is waiting, not compute.
         work = "waiting" if binding == "slots" and busy < 0.5 * wall else "compute"
@@ -459,7 +471,7 @@ GROWTH_NOISE = 0.2
 
 
 def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
-    """A backend's start-up, per-task and per-item ("auto") overhead at ``workers``.
+    """A backend's start-up, per-task, per-item ("auto") and per-map overhead at ``workers``.
 
     As calibrated at its own count, unless ``workers`` is given and the calibration measured it
     at two counts (``by_workers``, :func:`compare.calibrate.add_scaling`): then each grows as
@@ -471,6 +483,7 @@ def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
         "startup_s": float(cal["startup_s"]),
         "task_overhead_s": float(cal.get("task_overhead_s") or 0.0),
         "auto_overhead_s": float(cal["auto_overhead_s"]),
+        "map_fixed_s": float(cal.get("map_fixed_s") or 0.0),
     }
     points = cal.get("by_workers") or []
     if workers is None or len(points) < 2:
@@ -479,7 +492,9 @@ def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
     if w1 == w0:
         return out
     grown = {}
-    for key in ("startup_s", "task_overhead_s"):
+    for key in ("startup_s", "task_overhead_s", "map_fixed_s"):
+        if key not in points[0] or key not in points[1]:
+            continue  # a calibration from before the term was measured
         a, b = points[0][key], points[1][key]
         # Two single timings on a shared machine differ by up to ~20% with nothing grown:
         # a smaller rise is noise, and a line through noise extrapolated 8× is a guess.
