@@ -327,6 +327,32 @@ def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
     assert cold - warm == pytest.approx(0.2 + slow.first_call_s, rel=0.01)
 
 
+def test_a_fresh_workers_first_call_pays_the_imports_smallbig_itself_has_loaded(
+    tmp_path, monkeypatch
+):
+    # pandas is loaded in every process that imports compare, not in a worker: a first call
+    # measured in an interpreter that imported compare first was 0.26 s short of a worker's.
+    (tmp_path / "framed.py").write_text("import pandas\n\n\ndef task(x):\n    return x\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # workers import it: by reference
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from backends import shipping
+
+    shipping.refresh()
+    try:
+        import framed
+
+        first = compare.firstcall.first_call_s(framed.task, [1, 2])
+    finally:
+        sys.modules.pop("framed", None)
+        shipping.refresh()
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import time; t = time.perf_counter(); import pandas; "
+         "print(time.perf_counter() - t)"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert first >= 0.5 * float(fresh.stdout), (first, fresh.stdout)
+
+
 def test_profile_measures_bytes_memory_and_errors():
     big = profile_task(tasks.big_argument, tasks.megabyte_arrays(3))
     assert big.arg_bytes > 2**20 and big.result_bytes < 100
