@@ -135,8 +135,7 @@ def warm_line(ex: Any, case: Case, sizes: Sequence[int], repeats: int) -> tuple[
     """The straight line through ``ex``'s warm seconds (median of ``repeats``) at ``sizes``,
     and those seconds at the last size."""
     times = [
-        statistics.median(timed_map(ex, case, case.make(n)) for _ in range(repeats))
-        for n in sizes
+        statistics.median(timed_map(ex, case, case.make(n)) for _ in range(repeats)) for n in sizes
     ]
     return fit_line(np.array(sizes, float), np.array(times)), times[-1]
 
@@ -326,7 +325,25 @@ def print_cluster(rows: list[dict], crossings: list[dict], console: Console) -> 
     for key in ("flat", "extrapolated", "at N"):
         s = summary(rows, key)
         console.print(f"{key}: median |error| {s['median']:.0f}%, worst {s['worst']:.0f}%")
+    print_crossovers(console, "Crossover with the best local backend (items; measured: where "
+                     "the straight lines through the timed sizes cross)", crossings)  # fmt: skip
+
+
+def print_crossovers(console: Console, title: str, crossings: list[dict]) -> None:
+    """The crossover rows with each predicted ÷ measured ratio, and how many agree: within
+    2× of each other, or both saying the cluster never wins (a local backend is faster per
+    item, so no size is big enough), which is an answer as right as a size."""
     for r in crossings:
-        r["ratio"] = r["predicted"] / r["measured"] if r["measured"] and r["predicted"] else None
-    print_rows(console, "Crossover with the best local backend (items; measured: where the "
-               "straight lines through the timed sizes cross)", crossings)  # fmt: skip
+        predicted, measured = r["predicted"], r["measured"]
+        if predicted and measured:
+            r["ratio"] = predicted / measured
+        else:
+            r["ratio"] = "both never" if predicted is measured is None else None
+    print_rows(console, title, crossings)
+    if crossings:
+        sized = [r["ratio"] for r in crossings if isinstance(r["ratio"], float)]
+        never = sum(r["ratio"] == "both never" for r in crossings)
+        close = sum(0.5 <= x <= 2 for x in sized)
+        console.print(f"crossovers: {close} of {len(sized)} within 2× where both find one; "
+                      f"{never} where both say never; {len(crossings) - len(sized) - never} "
+                      "where only one does")  # fmt: skip

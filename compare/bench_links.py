@@ -30,6 +30,7 @@ from compare.bench_cluster import (
     measured_crossover,
     ordinary_calibration,
     predicted_crossover,
+    print_crossovers,
     seconds_of,
     select,
     timed_map,
@@ -153,9 +154,7 @@ def _case(todo: Sequence[Case], name: str) -> Case:
     return next(c for c in todo if c.name == name)
 
 
-def _measure(
-    engine: str, spec: str, todo: Sequence[Case], repeats: int
-) -> tuple[list[dict], dict]:
+def _measure(engine: str, spec: str, todo: Sequence[Case], repeats: int) -> tuple[list[dict], dict]:
     rows = []
     with get_backend(spec) as ex:
         for case in todo:
@@ -197,6 +196,4 @@ def print_links(rows: list[dict], crossings: list[dict], console: Console) -> No
         if errors:
             console.print(f"{key}: median |error| {statistics.median(errors):.0f}%, "
                           f"worst {max(errors):.0f}%")  # fmt: skip
-    for r in crossings:
-        r["ratio"] = r["predicted"] / r["measured"] if r["measured"] and r["predicted"] else None
-    print_rows(console, "Crossover with the best local backend (items)", crossings)
+    print_crossovers(console, "Crossover with the best local backend (items)", crossings)

@@ -273,3 +273,18 @@ def test_a_short_warm_map_on_a_real_cluster_is_predicted_with_its_fixed_cost():
 
         # Without the measured fixed cost the model said 0.74–0.81 of it here; with it 1.05–1.10.
         ratio_on_some_try("predicted ÷ measured", ratio, 0.88, 1.35, tries=3)
+
+
+def test_crossovers_agree_within_2x_or_when_both_say_the_cluster_never_wins():
+    from rich.console import Console
+
+    from compare.bench_cluster import print_crossovers
+
+    rows = [{"case": c, "predicted": p, "measured": m} for c, p, m in
+            [("a", 300, 100), ("b", 120, 100), ("c", None, None), ("d", 232, None)]]  # fmt: skip
+    console = Console(record=True, width=120)
+    print_crossovers(console, "crossovers", rows)
+    assert [r["ratio"] for r in rows] == [3.0, 1.2, "both never", None]
+    assert "1 of 2 within 2× where both find one; 1 where both say never; 1 where only one" in (
+        console.export_text()
+    )
