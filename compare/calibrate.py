@@ -215,7 +215,7 @@ def measure_overheads(
         ex.submit(probes.payload, ex.put(a)).result()
 
     by_put = [median_time(lambda a=arrays[b]: via_put(a), repeats) for b in PAYLOAD_BYTES]
-    row.update(_pipelined(ex, arrays[2**20], repeats))
+    row.update(pipelined_rates(ex, arrays[2**20], repeats))
     for label, times in (("value", by_value), ("put", by_put)):
         fit = fit_line(sizes, np.array(times))
         row[f"alpha_{label}_s"] = fit.fixed_s
@@ -262,9 +262,26 @@ def put_copies(ex: Any, info: dict[str, Any]) -> dict[str, Any]:
 
 #: 1 MB items per worker in the pipelined transfer figures: two maps, this many and 4×.
 PIPELINED_PER_WORKER = 8
+#: Seconds the smaller of those maps may take, so that the larger takes about 4 s: on a
+#: slow link 64 MB maps took 10 s each (the calibration minutes), and a Ray map whose
+#: transfers queue for over 10 s has them requested again (its pull timeout): Ray's 128 MB
+#: argument maps over 100 Mbit/s ran at 4.5 MB/s, and the resends went on into the next map
+#: (result rate read 374 MB/s on an 11.8 MB/s link, the advice 98% fast).
+PIPELINED_SMALL_S = 1.0
 
 
-def _pipelined(ex: Any, array: np.ndarray, repeats: int) -> dict[str, float]:
+def pipelined_sizes(workers: int, per_item_s: float) -> list[int]:
+    """The two map sizes of :func:`pipelined_rates`: :data:`PIPELINED_PER_WORKER` items per
+    worker (at most 64) and 4×, fewer where ``per_item_s`` (one item's seconds, from a map
+    of one item per worker) would make the smaller map take over :data:`PIPELINED_SMALL_S`;
+    never under 2, so that a slope still has two maps' worth of items."""
+    n = min(64, PIPELINED_PER_WORKER * workers)
+    if per_item_s > 0:
+        n = min(n, max(2, int(PIPELINED_SMALL_S / per_item_s)))
+    return [n, 4 * n]
+
+
+def pipelined_rates(ex: Any, array: np.ndarray, repeats: int) -> dict[str, float]:
     """Bytes per second of many 1 MB arguments (and, apart, results) in one ``map``, as a
     map ships them: pickled and sent while earlier ones are still running. The slope of the
     line through two map sizes, so that a map's fixed cost is not taken for bandwidth. One
@@ -272,12 +289,8 @@ def _pipelined(ex: Any, array: np.ndarray, repeats: int) -> dict[str, float]:
     predicted 3.4× slower on processes than it ran."""
     if ex.in_process:
         return {}
-    sizes = [min(64, PIPELINED_PER_WORKER * ex.workers)]
-    sizes.append(4 * sizes[0])
 
     def rate(fn: Any, arguments: Any) -> float:
-        small, large = arguments(sizes[0]), arguments(sizes[1])  # made before the clock starts
-
         def timed(given: Any) -> float:
             start = time.perf_counter()
             list(ex.map(fn, *given, chunksize="auto"))
@@ -286,6 +299,9 @@ def _pipelined(ex: Any, array: np.ndarray, repeats: int) -> dict[str, float]:
         with warnings.catch_warnings():
             # Dask's note on a large graph: shipping arguments is what is measured here.
             warnings.filterwarnings("ignore", message="Sending large graph")
+            # One item per worker first: how slow the link is decides the sizes.
+            sizes = pipelined_sizes(ex.workers, timed(arguments(ex.workers)) / ex.workers)
+            small, large = arguments(sizes[0]), arguments(sizes[1])  # made before the clock
             timed(large)  # warm-up: the workers' buffers grown to the larger map
             # The two sizes alternate and each pair gives a slope; the median slope. A slope
             # from two separate medians doubled when a neighbour's burst hit one of them

@@ -22,11 +22,13 @@ import pytest
 
 from backends import available, get_backend
 from backends.netns import NetworkError, check_privileges
+from compare.calibrate import pipelined_rates
 from workloads import probes
 
 pytestmark = pytest.mark.slow
 MIB10 = 10 * 2**20
 IDEAL_100 = MIB10 * 8 / 100e6  # 0.84 s for 10 MiB over one 100 Mbit/s link
+SLOW_MBPS = 25  # a link slow enough that a calibration's maps must be kept short
 
 
 def _namespaces_work() -> str | None:
@@ -126,9 +128,20 @@ def test_ray_over_shaped_links_moves_an_argument_at_the_links_rate():
         # driver's link, then the worker's, at once (Ray has no scheduler in the way).
         seconds[100] = _timed(lambda: ex.submit(probes.payload, array).result())
         put_term = _put_once_term(ex)
-        cluster.set_bandwidth(None)  # one start (half a minute here) for both rates
+        cluster.set_bandwidth(SLOW_MBPS)
+        start = time.perf_counter()
+        rates = pipelined_rates(ex, probes.make_payload(2**20), repeats=1)
+        calibrating = time.perf_counter() - start
+        cluster.set_bandwidth(None)  # one start (half a minute here) for every rate
         seconds[None] = _timed(lambda: ex.submit(probes.payload, array).result())
     assert not _left(cluster.network.id, os.getpid())
+    # The calibration's maps of results, kept short on a slow link, read its rate (ones of
+    # 64 MB queued past Ray's pull timeout and were sent again: 374 MB/s read on 11.8); its
+    # arguments can't read faster than the link (Ray sends some twice: 0.6x).
+    link = SLOW_MBPS * 1e6 / 8
+    assert 0.8 * link <= rates["beta_result_Bps"] <= 1.05 * link, rates
+    assert rates["beta_map_Bps"] <= 1.05 * link, rates
+    assert calibrating < 90, calibrating  # 34 s here; 64 MB maps at this rate: minutes
     assert 0.75 * IDEAL_100 <= seconds[100] <= 1.25 * IDEAL_100, seconds
     assert seconds[None] < 0.4 * IDEAL_100, seconds
     # A put object is paid per node, each copy out of the driver's link: 2 copies.
