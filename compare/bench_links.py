@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -153,7 +154,9 @@ def _case(todo: Sequence[Case], name: str) -> Case:
 
 def _measure(engine: str, spec: str, todo: Sequence[Case], repeats: int) -> tuple[list[dict], dict]:
     rows = []
-    with get_backend(spec) as ex:
+    with get_backend(spec) as ex, warnings.catch_warnings():
+        # Dask's note on a large graph, once per map: shipping arguments is what is timed.
+        warnings.filterwarnings("ignore", message="Sending large graph")
         for case in todo:
             n = case.per_worker * ex.workers
             first = timed_map(ex, case, case.make(n))
