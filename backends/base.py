@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
-from backends.chunks import BatchSizer, check_chunksize, run_chunk
+from backends.chunks import BatchSizer, check_chunksize, handed_over, run_chunk
 from backends.inner import InnerThreads, capped, check_inner_threads, resolve
 from backends.memory import ProcessTree, descendants
 from backends.registry import engine_of
@@ -26,6 +26,7 @@ from backends.shipping import portable
 from backends.streaming import check_buffersize, stream_map
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
+_BY_REFERENCE = object()  # Backend._portable's value for a callable that travels as itself
 
 
 class MapCall(NamedTuple):
@@ -88,6 +89,9 @@ class Backend(cf.Executor):
     #: (Dask: the single items that time the task, then the first round of batches; Ray's
     #: driver submits to its workers' raylets directly: none).
     serial_dispatch_rounds: ClassVar[int] = 0
+    #: Whether the workers start with this process's ``sys.path`` (pools spawned from it), so
+    #: that what the driver imports from its own path travels by reference (shipping).
+    workers_share_driver_path: bool = False
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         if workers is not None and (
@@ -107,7 +111,9 @@ class Backend(cf.Executor):
         # The processes this backend starts here (see _claim_processes); None: its workers run
         # on another machine, whose memory only the engine can report.
         self._own_roots: set[int] | None = set()
-        # fn -> what travels for it (shipping.portable is a pickle of fn: once per function).
+        # fn -> what travels for it (shipping.portable is a pickle of fn: once per function),
+        # or _BY_REFERENCE: a value that were fn itself would keep its own key alive, and with
+        # it every bound method's object and every partial's arguments, for the backend's life.
         self._portable: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         _LIVE.add(self)
 
@@ -281,12 +287,12 @@ class Backend(cf.Executor):
         if self.in_process:
             return fn
         try:
-            return self._portable[fn]
+            shipped = self._portable[fn]
         except (KeyError, TypeError):  # TypeError: not hashable or not weak-referenceable
-            shipped = portable(fn)
+            shipped = portable(fn, self.workers_share_driver_path)
             with contextlib.suppress(TypeError):
-                self._portable[fn] = shipped
-            return shipped
+                self._portable[fn] = _BY_REFERENCE if shipped is fn else shipped
+        return fn if shipped is _BY_REFERENCE else shipped
 
     def _chunk_runner(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return run_chunk
@@ -438,7 +444,7 @@ def _iter_batches(batches: _FixedBatches | _AutoDispatch, end: float | None) -> 
             while (future := batches.next(end)) is not None:
                 remaining = None if end is None else end - time.monotonic()
                 values, error, _ = future.result(remaining)
-                yield from values
+                yield from handed_over(values)
                 if error is not None:
                     raise error
         finally:

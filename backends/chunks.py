@@ -12,7 +12,7 @@ import asyncio
 import math
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 ChunkResult = tuple[list[Any], BaseException | None, float]
@@ -81,6 +81,18 @@ async def run_chunk_async(fn: Callable[..., Any], chunk: Sequence[tuple]) -> Chu
             return results, outcome, time.perf_counter() - start
         results.append(outcome)
     return results, None, time.perf_counter() - start
+
+
+def handed_over(values: list[Any]) -> Iterator[Any]:
+    """Yield ``values`` in order, each dropped from the list before it is yielded.
+
+    A chunk's results are freed one by one as the consumer lets go of them, as CPython's
+    ``map`` frees each result it has yielded: a loop that writes large results away keeps
+    memory flat instead of holding the whole chunk until its last item.
+    """
+    values.reverse()
+    while values:
+        yield values.pop()
 
 
 def check_chunksize(chunksize: int | str) -> int | str:

@@ -99,6 +99,8 @@ class DaskBackend(ClusterBackend):
                 # A number: one task per worker thread, so the cap is per task as asked.
                 self._cap_inner_threads(1)
         else:
+            # The nanny spawns each worker with this process's sys.path (shipping).
+            self.workers_share_driver_path = True
             self._cap_inner_threads(self.workers)
             if self.inner_threads is None:
                 self.inner_threads_by = f"Dask's nanny ({_nanny_environ()})"
@@ -233,21 +235,20 @@ class _Settler(SettlerThread):
         while not self._closed:
             self._wake.clear()
             with self._lock:
-                incoming, self._incoming = self._incoming, []
-            backlog.extend(incoming)
+                backlog.extend(self._incoming)
+                self._incoming = []
             while len(window) < self._window_size and backlog:
                 window.append(backlog.popleft())
             if not window and not done:
                 self._wake.wait()
                 continue
-            running = []
-            for pair in window:
-                (done if pair[0].status in _DONE else running).append(pair)
-            window = running
+            # In a function, so that no local of this loop holds a settled future (and with it
+            # its result) while the thread sleeps: a map's consumer frees each result it has.
+            window = _split_done(window, done)
             now = time.monotonic()
             # Few tasks in flight (two per worker: what "auto" keeps, a map's last tasks): a
             # result held back is a worker waiting for its next batch, so no waiting then.
-            shallow = len(running) + len(backlog) <= self._shallow
+            shallow = len(window) + len(backlog) <= self._shallow
             if done and (shallow or now >= last_flush + FLUSH_S):
                 last_flush = now
                 try:
@@ -279,6 +280,14 @@ class _Settler(SettlerThread):
             elif task.status != "finished":
                 # Raises the task's exception with its traceback; lost data is recomputed first.
                 settle(future, lambda task=task: task.result(timeout=RESULT_TIMEOUT_S))
+
+
+def _split_done(window: list[tuple[Any, cf.Future]], done: list) -> list[tuple[Any, cf.Future]]:
+    """Move the pairs of ``window`` whose task has ended to ``done``; return the others."""
+    running = []
+    for pair in window:
+        (done if pair[0].status in _DONE else running).append(pair)
+    return running
 
 
 def dask_setup(worker: Any) -> None:

@@ -61,6 +61,7 @@ class LokyBackend(Backend):
     """
 
     name = "loky"
+    workers_share_driver_path = True  # spawned here, with this process's sys.path
     reusable = True
     #: joblib.Parallel batches itself (batch_size="auto"): the adapter's map at "auto" is
     #: what :meth:`engine_map` is compared with.

@@ -36,6 +36,7 @@ class ProcessesBackend(Backend):
     """
 
     name = "processes"
+    workers_share_driver_path = True  # spawned here, with this process's sys.path
 
     def __init__(self, workers: int | None = None, inner_threads: InnerThreads = "auto") -> None:
         super().__init__(workers, inner_threads)

@@ -178,10 +178,11 @@ class RayBackend(ClusterBackend):
         key = fn.fn if isinstance(fn, Capped) else fn
         if not (inspect.isfunction(key) or isinstance(key, ByValue)):
             return None
+        if isinstance(key, ByValue) and len(key.payload) > MAX_EXPORT_BYTES:
+            return None  # a bound method or partial carrying data: it goes with its task
         remote = self._remotes.get(key)
         if remote is None:
-            shipped = fn if inspect.isfunction(fn) else _as_function(fn)
-            remote = self._remotes[key] = self._ray.remote(shipped)
+            remote = self._remotes[key] = self._ray.remote(_exported(fn))
         return remote
 
     def put(self, obj: Any) -> Any:
@@ -210,6 +211,10 @@ class RayBackend(ClusterBackend):
             stop_reaper(self._reaper)
 
 
+#: The largest by-value callable exported as a remote function. Ray keeps every export for
+#: the job's life and refuses one over 95 MiB; a callable that carries more than a function's
+#: code (a bound method's object, a partial's table) travels inside its task's arguments.
+MAX_EXPORT_BYTES = 2**20
 #: Seconds a cluster's workers get to come up before start-up counts as done.
 WORKERS_UP_S = 120.0
 
@@ -265,6 +270,20 @@ def _ray_get(ref: Any) -> Any:
     return ray.get(ref)
 
 
+def _exported(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The function ``ray.remote`` exports for ``fn``, holding no reference to the key
+    :meth:`RayBackend._remote_for` caches it under: a by-value callable is copied, or the
+    cache's value would keep its own key (and all the callable carries) alive for good."""
+    if inspect.isfunction(fn):
+        return fn  # a module's function: it lives as long as its module anyway
+    inner = fn.fn if isinstance(fn, Capped) else fn
+    if isinstance(inner, ByValue):
+        inner = ByValue(inner.payload, inner.key)
+    if isinstance(fn, Capped):
+        inner = Capped(inner, fn.threads, fn.shared)
+    return _as_function(inner)
+
+
 def _as_function(call: Callable[..., Any]) -> Callable[..., Any]:
     """A plain function that calls ``call``: ``ray.remote`` takes functions, not objects."""
 
@@ -312,11 +331,13 @@ class _Settler(SettlerThread):
         pending: dict[Any, cf.Future] = {}  # in submission order
         while not self._closed:
             with self._lock:
-                incoming, self._incoming = self._incoming, []
-                if not incoming and not pending:
+                # Straight into pending: no local here may hold a settled future (and its
+                # result) while the thread sleeps, or a map's consumer could not free it.
+                if not self._incoming and not pending:
                     self._idle = True
                     self._wake.clear()
-            pending.update(incoming)
+                pending.update(self._incoming)
+                self._incoming = []
             if not pending:
                 self._wake.wait()
                 continue

@@ -10,15 +10,27 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from backends.base import Backend, MapCall
-from backends.chunks import BatchSizer, run_chunk
+from backends.chunks import BatchSizer, handed_over, run_chunk
 from backends.inner import InnerThreads
 
 
 class SerialBackend(Backend):
     """Run each task in the calling thread.
 
-    ``submit`` runs the task before returning its (already finished) future. ``map`` is lazy:
-    each batch runs when the iterator reaches it, so ``timeout`` can be honoured between batches.
+    What serial promises, where it differs from a pool because it runs in the caller:
+
+    - ``submit`` runs the call before it returns, so its future is always done: ``wait``
+      with ``FIRST_COMPLETED`` and ``as_completed(timeout=0)`` see every future finished, and
+      ``cancel()`` never succeeds.
+    - ``map`` makes every call before it returns (as a pool's ``map`` has every call
+      submitted), so the calls happen whether or not the iterator is consumed, and
+      ``shutdown`` has nothing left to wait for. With ``timeout``, it stops making calls once
+      the deadline has passed: the iterator raises ``TimeoutError`` where it reaches a call
+      that finished late or was never made.
+    - ``map(..., buffersize=N)`` is the exception: it reads its input lazily, one chunk at a
+      time as the iterator reaches it (an endless input must flow through), so its calls
+      happen only as far as the iterator is consumed.
+    - Results are dropped as they are yielded, as CPython's ``map`` drops them.
 
     The native thread pools (BLAS, OpenMP, numba) are left as they are unless ``inner_threads``
     is a number: a plain loop in the user's script gets them that way, so serial is the
@@ -51,35 +63,64 @@ class SerialBackend(Backend):
         return future
 
     def _map(self, call: MapCall) -> Iterator[Any]:
-        # Lazy map in the caller. With ``buffersize`` the inputs are read lazily too, a chunk
-        # at a time: nothing is ever in flight here, so the bound holds for any ``buffersize``.
         fn, iterables, chunksize, buffersize, end = call
+        if buffersize is not None:
+            return self._stream(call)
+        # Every call is made here, before map returns, as a pool has every call submitted
+        # when its map returns: the calls happen whether or not the iterator is consumed.
+        items = list(zip(*iterables, strict=False))
+        runner = self._capped(run_chunk)
+        sizer = BatchSizer(1, items[0] if items else None)
+        outcomes: list[tuple[list[Any], BaseException | None, bool]] = []
+        pos = 0
+        while pos < len(items):
+            if end is not None and time.monotonic() > end:
+                break  # the calls past the deadline could only end in a TimeoutError
+            size = sizer.next_size(len(items) - pos) if chunksize == "auto" else chunksize
+            chunk = items[pos : pos + size]
+            values, error, elapsed = runner(fn, chunk)
+            sizer.record(len(chunk), elapsed)
+            pos += len(chunk)
+            # Finished after the deadline: as on every pool, a TimeoutError, not a late result.
+            outcomes.append((values, error, end is not None and time.monotonic() > end))
+        unfinished = pos < len(items)
+        outcomes.reverse()
+
+        def results() -> Iterator[Any]:
+            while outcomes:
+                values, error, late = outcomes.pop()
+                if late:
+                    raise TimeoutError
+                yield from handed_over(values)
+                if error is not None:
+                    raise error
+            if unfinished:
+                raise TimeoutError
+
+        return results()
+
+    def _stream(self, call: MapCall) -> Iterator[Any]:
+        # With ``buffersize`` the inputs are read lazily, a chunk at a time, each run when the
+        # iterator reaches it: nothing is ever in flight here, so the bound holds for any
+        # ``buffersize``, and an endless input flows through.
+        fn, iterables, chunksize, _, end = call
         stream = zip(*iterables, strict=False)
-        items = None if buffersize is not None else list(stream)
         runner = self._capped(run_chunk)
 
         def results() -> Iterator[Any]:
-            sizer = BatchSizer(1, items[0] if items else None)
-            pos = 0
-            while items is None or pos < len(items):
+            sizer = BatchSizer(1, None)
+            while True:
                 if end is not None and time.monotonic() > end:
                     raise TimeoutError
-                left = sys.maxsize if items is None else len(items) - pos
-                size = sizer.next_size(left) if chunksize == "auto" else chunksize
-                if items is None:
-                    chunk = list(itertools.islice(stream, size))
-                    if not chunk:
-                        return
-                else:
-                    chunk = items[pos : pos + size]
+                size = sizer.next_size(sys.maxsize) if chunksize == "auto" else chunksize
+                chunk = list(itertools.islice(stream, size))
+                if not chunk:
+                    return
                 values, error, elapsed = runner(fn, chunk)
                 sizer.record(len(chunk), elapsed)
-                pos += len(chunk)
                 if end is not None and time.monotonic() > end:
-                    # Finished after the deadline: as on every pool, that is a TimeoutError,
-                    # not a late result.
                     raise TimeoutError
-                yield from values
+                yield from handed_over(values)
                 if error is not None:
                     raise error
 

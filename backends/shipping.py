@@ -4,6 +4,10 @@ A worker process imports what a fresh interpreter of this environment finds: the
 library, site-packages, installed (editable included) packages and ``PYTHONPATH``. What the
 driver found only through its own ``sys.path`` (``sys.path.insert(0, "../src")`` in a notebook,
 pytest's rootdir, the current directory) is not there, nor is ``__main__`` or a notebook cell.
+Nor is what an import hook of the driver alone finds (pytest's assertion rewriter, IPython's):
+only the finders a fresh interpreter installs too (editable installs' ``.pth`` ones) count.
+Pools the driver spawns itself (multiprocessing, loky, Dask's nanny) start their workers with
+the driver's ``sys.path``: for them, that path is asked instead.
 
 So the decision is made from where each module's file lies, not from its name: the function
 is pickled once with a pickler that notes every module it refers to; if all of them are
@@ -43,20 +47,42 @@ _NO_FILE = ("built-in", "frozen")
 _MAINS = ("__main__", "__mp_main__")
 
 
+_ASK_FRESH = (
+    "import json, sys\n"
+    "finders = [f if isinstance(f, type) else type(f) for f in sys.meta_path]\n"
+    "print(json.dumps({'path': sys.path[1:],"
+    " 'finders': [f'{f.__module__}.{f.__qualname__}' for f in finders]}))"
+)
+
+
 @functools.cache
-def fresh_path() -> tuple[str, ...]:
-    """``sys.path`` of a fresh interpreter of this environment, run outside any project folder
-    (its first entry, the current directory of ``-c``, dropped): what a worker imports from."""
+def _fresh_interpreter() -> dict[str, list[str]]:
+    # One subprocess per driver, run outside any project folder (the first entry of its path,
+    # the current directory of ``-c``, is dropped): what a worker starts with.
     with tempfile.TemporaryDirectory(prefix="smallbig-path-") as empty:
         out = subprocess.run(
-            [sys.executable, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"],
+            [sys.executable, "-c", _ASK_FRESH],
             cwd=empty,
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
         ).stdout
-    return tuple(p for p in json.loads(out) if p)
+    return json.loads(out)
+
+
+def fresh_path() -> tuple[str, ...]:
+    """``sys.path`` of a fresh interpreter of this environment, run outside any project folder
+    (its first entry, the current directory of ``-c``, dropped): what a worker imports from."""
+    return tuple(p for p in _fresh_interpreter()["path"] if p)
+
+
+def _fresh_finder(finder: Any) -> bool:
+    """Whether a fresh interpreter installs ``finder``'s kind too (an editable install's, set
+    up by its ``.pth`` file), unlike import hooks of this process alone: pytest's assertion
+    rewriter, IPython's, a notebook's or a user's, which find modules no worker can import."""
+    kind = finder if isinstance(finder, type) else type(finder)
+    return f"{kind.__module__}.{kind.__qualname__}" in _fresh_interpreter()["finders"]
 
 
 def _same_place(spec: Any, module: types.ModuleType) -> bool:
@@ -72,7 +98,7 @@ def _same_place(spec: Any, module: types.ModuleType) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _top_importable(top: str, file: str | None) -> bool:
+def _top_importable(top: str, file: str | None, path: tuple[str, ...]) -> bool:
     # ``file`` is part of the key: a module of the same name loaded from elsewhere is asked anew.
     module = sys.modules.get(top)
     if module is None:
@@ -82,11 +108,13 @@ def _top_importable(top: str, file: str | None) -> bool:
         return True  # compiled into the interpreter, or frozen in it
     if spec is None:
         return False  # made at run time (types.ModuleType): nowhere to import it from
-    if _same_place(importlib.machinery.PathFinder.find_spec(top, list(fresh_path())), module):
+    if _same_place(importlib.machinery.PathFinder.find_spec(top, list(path)), module):
         return True
     # Installed packages' own finders (an editable install's), set up by .pth files at start.
     for finder in sys.meta_path:
         if isinstance(finder, type) and issubclass(finder, _STANDARD_FINDERS):
+            continue
+        if not _fresh_finder(finder):
             continue
         find = getattr(finder, "find_spec", None)
         if find is None:
@@ -102,18 +130,28 @@ def _top_importable(top: str, file: str | None) -> bool:
 
 def refresh() -> None:
     """Forget what was learnt of the workers' path: call it after changing ``PYTHONPATH``."""
-    fresh_path.cache_clear()
+    _fresh_interpreter.cache_clear()
     _top_importable.cache_clear()
 
 
-def importable_by_workers(module_name: str) -> bool:
-    """Whether a fresh worker interpreter imports the loaded module ``module_name`` from the
-    file the driver loaded it from (``__main__`` never: a worker's ``__main__`` is its own)."""
+def _workers_path(driver_path: bool) -> tuple[str, ...]:
+    return tuple(sys.path) if driver_path else fresh_path()
+
+
+def importable_by_workers(module_name: str, driver_path: bool = False) -> bool:
+    """Whether a worker imports the loaded module ``module_name`` from the file the driver
+    loaded it from (``__main__`` never: a worker's ``__main__`` is its own).
+
+    ``driver_path``: the workers start with this process's ``sys.path`` (pools it spawns:
+    multiprocessing, loky and Dask's nanny pass it on); otherwise they are fresh interpreters
+    of this environment (Ray's workers, a cluster's started on their own).
+    """
     if module_name in _MAINS or not module_name:
         return False
     top = module_name.partition(".")[0]
     module = sys.modules.get(top)
-    return _top_importable(top, getattr(module, "__file__", None) if module else None)
+    file = getattr(module, "__file__", None) if module else None
+    return _top_importable(top, file, _workers_path(driver_path))
 
 
 class _ModuleNoter(cloudpickle.Pickler):
@@ -140,10 +178,12 @@ def _dump(obj: Any) -> tuple[bytes, set[str]]:
     return buffer.getvalue(), noter.modules
 
 
-def _not_importable(modules: set[str]) -> set[str]:
+def _not_importable(modules: set[str], driver_path: bool = False) -> set[str]:
     # __main__ is cloudpickle's by value already; a name not loaded is no module of ours.
     return {
-        m for m in modules if m not in _MAINS and m in sys.modules and not importable_by_workers(m)
+        m
+        for m in modules
+        if m not in _MAINS and m in sys.modules and not importable_by_workers(m, driver_path)
     }
 
 
@@ -152,7 +192,7 @@ def _not_importable(modules: set[str]) -> set[str]:
 _REGISTRY_LOCK = threading.Lock()
 
 
-def _dump_by_value(fn: Any, modules: set[str]) -> bytes:
+def _dump_by_value(fn: Any, modules: set[str], driver_path: bool) -> bytes:
     tops = {m.partition(".")[0] for m in modules}
     with _REGISTRY_LOCK:
         registered: list[str] = []
@@ -166,7 +206,7 @@ def _dump_by_value(fn: Any, modules: set[str]) -> bytes:
                         cloudpickle.register_pickle_by_value(sys.modules[top])
                         registered.append(top)
                 payload, seen = _dump(fn)
-                more = {m.partition(".")[0] for m in _not_importable(seen)} - tops
+                more = {m.partition(".")[0] for m in _not_importable(seen, driver_path)} - tops
                 if not more:
                     return payload
                 tops |= more
@@ -176,8 +216,9 @@ def _dump_by_value(fn: Any, modules: set[str]) -> bytes:
                 cloudpickle.unregister_pickle_by_value(sys.modules[top])
 
 
-def by_reference(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` can travel to a worker by reference (see the module's docstring)."""
+def by_reference(fn: Callable[..., Any], driver_path: bool = False) -> bool:
+    """Whether ``fn`` can travel to a worker by reference (see the module's docstring and
+    :func:`importable_by_workers` for ``driver_path``)."""
     try:
         pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -186,15 +227,15 @@ def by_reference(fn: Callable[..., Any]) -> bool:
         _, modules = _dump(fn)
     except Exception:
         return True  # let the engine report what cannot be pickled
-    return not any(m in _MAINS for m in modules) and not _not_importable(modules)
+    return not any(m in _MAINS for m in modules) and not _not_importable(modules, driver_path)
 
 
-def portable(fn: Callable[..., Any]) -> Callable[..., Any]:
+def portable(fn: Callable[..., Any], driver_path: bool = False) -> Callable[..., Any]:
     """``fn`` itself if workers can import it, else a :class:`ByValue` of it."""
-    if isinstance(fn, ByValue) or by_reference(fn):
+    if isinstance(fn, ByValue) or by_reference(fn, driver_path):
         return fn
     _, modules = _dump(fn)
-    return ByValue(_dump_by_value(fn, _not_importable(modules)))
+    return ByValue(_dump_by_value(fn, _not_importable(modules, driver_path), driver_path))
 
 
 _LOADED: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from backends.chunks import BatchSizer
+from backends.chunks import BatchSizer, handed_over
 
 
 def check_buffersize(buffersize: int | None) -> int | None:
@@ -73,14 +73,16 @@ def stream_map(
                 future, n = pending.popleft()
                 remaining = None if end is None else end - time.monotonic()
                 outcome = future.result(remaining)
+                del future  # it holds the results too: nothing here may keep them once yielded
                 if more:  # one out, one in: the window stays full
                     more = submit_next()
                 if single:
-                    yield outcome
-                    continue
-                values, error, elapsed = outcome
-                sizer.record(n, elapsed)
-                yield from values
+                    values, error = [outcome], None
+                else:
+                    values, error, elapsed = outcome
+                    sizer.record(n, elapsed)
+                del outcome
+                yield from handed_over(values)
                 if error is not None:
                     raise error
         finally:

@@ -221,3 +221,160 @@ def test_map_buffersize_keeps_order_errors_and_timeouts(ex):
         list(ex.map(probes.sleep, [0.6] * 3, timeout=0.2, buffersize=2))
     with pytest.raises(ValueError, match="buffersize"):
         ex.map(abs, [1], buffersize=0)
+
+
+# -- CPython's executor semantics (Lib/test/test_concurrent_futures: ExecutorTest, WaitTests,
+# AsCompletedTests), written anew for every backend. serial runs each call inside submit(), so
+# its futures are done before anyone waits on them: its stated exceptions are skipped by name.
+
+
+def mul(x, y):
+    return x * y
+
+
+class Holder:
+    """An object whose bound method is submitted; it carries ``nbytes`` of memory of its own."""
+
+    def __init__(self, nbytes: int = 0) -> None:
+        import numpy as np
+
+        self.block = np.ones(nbytes, dtype=np.uint8) if nbytes else None
+
+    def method(self) -> int:
+        return 0 if self.block is None else int(self.block[-1])
+
+
+def make_holder(_):
+    return Holder()
+
+
+def _collected(ref, within: float) -> bool:
+    import gc
+
+    deadline = time.monotonic() + within
+    while ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.02)
+    return ref() is None
+
+
+def _runs_in_caller(ex) -> bool:
+    return ex.name == "serial"
+
+
+def test_submit_keyword_argument(ex):
+    assert ex.submit(mul, 2, y=8).result(timeout=60) == 16
+    assert ex.submit(mul, x=2, y=8).result(timeout=60) == 16
+
+
+def test_a_submitted_bound_methods_object_is_freed_once_its_task_ends(ex):
+    import weakref
+
+    obj = Holder()
+    ref = weakref.ref(obj)
+    ex.submit(obj.method)  # the future deliberately dropped, as CPython's test does
+    del obj
+    assert _collected(ref, within=5.0), "the backend kept the submitted method's object"
+    # Within a second of the task ending: a task the backend waited for is over, so the object
+    # must already be gone, or nearly.
+    obj = Holder()
+    ref = weakref.ref(obj)
+    future = ex.submit(obj.method)
+    del obj
+    future.result(timeout=60)
+    del future
+    assert _collected(ref, within=1.0), "the object outlived its task by over a second"
+
+
+# Dask warns that the object travels inside its task graph: that is the point here.
+@pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+def test_a_large_objects_memory_is_returned_once_its_task_ends(ex):
+    import weakref
+
+    from backends.memory import ProcessTree
+
+    rss = ProcessTree(set()).rss  # this process alone: where the object lives
+    size = 128 * 2**20
+    before = rss()
+    obj = Holder(size)
+    ref = weakref.ref(obj)
+    assert ex.submit(obj.method).result(timeout=120) == 1
+    held = rss()
+    assert held - before > size * 0.9  # the pages are really there to give back
+    del obj
+    assert _collected(ref, within=1.0)
+    # numpy's block is an mmap of its own at this size: freed, it goes back to the system.
+    deadline = time.monotonic() + 5
+    while rss() > held - size * 0.8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held - rss() > size * 0.8, (before, held, rss())
+
+
+def test_map_does_not_hold_the_results_it_has_yielded(ex):
+    import weakref
+
+    for chunksize in (1, "auto"):
+        for obj in ex.map(make_holder, range(10), chunksize=chunksize):
+            ref = weakref.ref(obj)
+            del obj
+            assert _collected(ref, within=5.0), f"map kept a yielded result (chunksize={chunksize})"
+
+
+def test_map_makes_its_calls_even_if_nobody_iterates(ex, tmp_path):
+    ex.map(probes.touch, [str(tmp_path / f"{i}") for i in range(4)])
+    ex.shutdown(wait=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "2", "3"]
+
+
+def test_wait_first_completed(ex):
+    if _runs_in_caller(ex):
+        pytest.skip("serial: submit() returns a finished future, so the first is both")
+    slow = ex.submit(probes.sleep, 1.0)
+    fast = ex.submit(mul, 21, 2)
+    done, not_done = cf.wait([slow, fast], timeout=60, return_when=cf.FIRST_COMPLETED)
+    assert done == {fast} and not_done == {slow}
+    assert fast.result() == 42
+
+
+def test_wait_first_exception(ex):
+    if _runs_in_caller(ex):
+        pytest.skip("serial: submit() returns a finished future")
+    slow = ex.submit(probes.sleep, 1.0)
+    failing = ex.submit(probes.fail, "first")
+    done, not_done = cf.wait([slow, failing], timeout=60, return_when=cf.FIRST_EXCEPTION)
+    assert done == {failing} and not_done == {slow}
+    with pytest.raises(ValueError, match="first"):
+        failing.result()
+
+
+def test_wait_all_completed_and_first_exception_without_one(ex):
+    futures = [ex.submit(mul, i, 2) for i in range(4)]
+    done, not_done = cf.wait(futures, timeout=60, return_when=cf.FIRST_EXCEPTION)
+    assert done == set(futures) and not not_done  # no exception: FIRST_EXCEPTION waits for all
+    assert [f.result() for f in futures] == [0, 2, 4, 6]
+
+
+def test_wait_times_out(ex):
+    if _runs_in_caller(ex):
+        pytest.skip("serial: submit() returns a finished future")
+    quick = ex.submit(mul, 1, 1)
+    quick.result(timeout=60)
+    slow = ex.submit(probes.sleep, 1.0)
+    start = time.monotonic()
+    done, not_done = cf.wait([quick, slow], timeout=0.3)
+    assert done == {quick} and not_done == {slow}
+    assert time.monotonic() - start < 1.5
+
+
+def test_as_completed_yields_each_future_once_and_times_out(ex):
+    finished = ex.submit(mul, 2, 3)
+    finished.result(timeout=60)
+    assert list(cf.as_completed([finished, finished], timeout=60)) == [finished]
+    if _runs_in_caller(ex):
+        return  # serial's futures are all done: nothing is left to time out
+    slow = ex.submit(probes.sleep, 1.0)
+    got = []
+    with pytest.raises(cf.TimeoutError):
+        for future in cf.as_completed([finished, slow], timeout=0):
+            got.append(future)
+    assert got == [finished]

@@ -198,3 +198,61 @@ def test_a_package_only_on_the_drivers_path_runs_on_every_backend():
         assert check.returncode != 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+TEST_MODULE = """
+    import pytest
+
+    import backends
+
+    SPECS = {specs!r}
+
+
+    def mul(x, y):
+        return x * y
+
+
+    class Scaler:
+        def __init__(self, factor):
+            self.factor = factor
+
+        def scale(self, x):
+            return self.factor * x
+
+
+    @pytest.mark.parametrize("spec", SPECS)
+    def test_submit_and_map(spec):
+        with backends.get_backend(spec, workers=2) as ex:
+            assert ex.submit(mul, 2, y=8).result(timeout=120) == 16
+            assert list(ex.map(mul, range(5), range(5), chunksize=2)) == [0, 1, 4, 9, 16]
+            assert list(ex.map(Scaler(3).scale, [1, 2])) == [3, 6]
+"""
+
+
+@pytest.mark.slow
+def test_a_function_of_a_pytest_test_module_runs_on_every_worker_backend(tmp_path):
+    """A test file anywhere, run by plain ``pytest`` from another folder: pytest finds its
+    module through an import hook of its own (assertion rewriting) that no worker has, so its
+    functions must travel by value (a worker told to import ``test_elsewhere`` cannot)."""
+    specs = [name for name in available() if not backends_in_process(name)]
+    assert specs, "no process or cluster backend installed"
+    where = tmp_path / "elsewhere"
+    where.mkdir()
+    (where / "test_elsewhere.py").write_text(textwrap.dedent(TEST_MODULE.format(specs=specs)))
+    other = tmp_path / "other"
+    other.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(where)],
+        cwd=other,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert f"{len(specs)} passed" in run.stdout
+
+
+def backends_in_process(name: str) -> bool:
+    from backends import backend_class
+
+    return backend_class(name).in_process

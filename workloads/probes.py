@@ -102,6 +102,13 @@ def echo(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+def touch(path: str) -> str:
+    """Create the empty file ``path``: a call's side effect, seen from outside the worker."""
+    with open(path, "a"):
+        pass
+    return path
+
+
 def fail(message: str = "probe failure") -> None:
     """Raise ``ValueError(message)``: checks that an exception crosses the backend intact."""
     raise ValueError(message)
