@@ -378,3 +378,26 @@ def test_as_completed_yields_each_future_once_and_times_out(ex):
         for future in cf.as_completed([finished, slow], timeout=0):
             got.append(future)
     assert got == [finished]
+
+
+def test_an_argument_is_pickled_no_more_often_than_the_engine_pickles_it(ex):
+    arg = probes.Counted(b"x" * 2**20)
+
+    def pickles_per_task(run) -> float:
+        run()  # warm: a first call may pickle things once (a function's export)
+        probes.Counted.pickled = 0
+        run()
+        return probes.Counted.pickled / 5
+
+    def ours() -> None:
+        for f in [ex.submit(probes.counted_size, arg) for _ in range(5)]:
+            assert f.result(timeout=60) == 2**20
+
+    adapter = pickles_per_task(ours)
+    engine_map = getattr(ex, "engine_map", None)
+    if engine_map is not None:
+        engine = pickles_per_task(lambda: engine_map(probes.counted_size, [arg] * 5))
+        assert adapter <= engine, (adapter, engine)
+    else:
+        # In-process backends pass the object itself; a pool pickles each task once.
+        assert adapter == (0 if ex.in_process else 1), adapter

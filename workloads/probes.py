@@ -102,6 +102,25 @@ def echo(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+class Counted:
+    """Bytes that count, in the process that pickles them, how often they were pickled: a
+    test's witness that an argument is pickled once per task, not twice."""
+
+    pickled = 0
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple:
+        type(self).pickled += 1
+        return (Counted, (self.data,))
+
+
+def counted_size(value: Counted) -> int:
+    """``len`` of a :class:`Counted`'s bytes."""
+    return len(value.data)
+
+
 def touch(path: str) -> str:
     """Create the empty file ``path``: a call's side effect, seen from outside the worker."""
     with open(path, "a"):
