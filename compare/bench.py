@@ -15,7 +15,14 @@ from rich.console import Console
 
 from backends import available, get_backend
 from compare import validation
-from compare.checks import add_backend_options, add_counts, add_run_folder, arg_count, arg_number
+from compare.checks import (
+    add_backend_options,
+    add_counts,
+    add_run_folder,
+    answers,
+    arg_count,
+    arg_number,
+)
 from compare.fits import CLOSE
 from compare.fmt import print_rows
 from compare.timing import median_time, paired_ratio
@@ -334,9 +341,19 @@ def cmd_api(args: argparse.Namespace, console: Console) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register ``smallbig bench ...`` on the CLI's subparsers."""
-    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks that print figures",
+        description=answers(
+            "How far the adapters and the model can be trusted, in figures.", "evidence.md"
+        ),
+    )
     kinds = bench.add_subparsers(dest="bench", required=True)
-    p = kinds.add_parser("overhead", help="per-item cost of map on each backend")
+    p = kinds.add_parser(
+        "overhead",
+        help="per-item cost of map on each backend",
+        description=answers("What the adapter costs over each engine's own API.", "evidence.md"),
+    )
     add_backend_options(p)
     add_counts(
         p,
@@ -358,14 +375,26 @@ def add_parser(sub: Any) -> None:
         f"{' '.join(map(str, CHUNKS))} and 'auto' (default: 25; 0: skip)",
     )
     p.set_defaults(func=cmd_adapter_overhead)
-    p = kinds.add_parser("kernels", help="the four pixel kernels: first call and steady state")
+    p = kinds.add_parser(
+        "kernels",
+        help="the four pixel kernels: first call and steady state",
+        description=answers(
+            "What a JIT buys: pure Python, NumPy and numba kernels.", "evidence.md"
+        ),
+    )
     add_counts(
         p,
         ("--side", 2000, "image side in pixels: side × side"),
         ("--repeats", 5, "steady-state calls"),
     )
     p.set_defaults(func=cmd_kernels)
-    p = kinds.add_parser("api", help="HTTP throughput of threads and asyncio vs the ideal")
+    p = kinds.add_parser(
+        "api",
+        help="HTTP throughput of threads and asyncio vs the ideal",
+        description=answers(
+            "How many requests a second threads and asyncio reach here.", "evidence.md"
+        ),
+    )
     p.add_argument(
         "--concurrency",
         type=arg_count(),
@@ -386,6 +415,12 @@ def add_parser(sub: Any) -> None:
     bench_tasks.add_parser(kinds)
     bench_cluster_cli.add_parser(kinds)
     bench_memory.add_parser(kinds)
-    p = kinds.add_parser("advice", help="how often the model picks the measured fastest")
+    p = kinds.add_parser(
+        "advice",
+        help="how often the model picks the measured fastest",
+        description=answers(
+            "How often the advice for a size not run is the fastest.", "evidence.md"
+        ),
+    )
     add_run_folder(p, "records")
     p.set_defaults(func=cmd_advice)

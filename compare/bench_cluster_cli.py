@@ -13,7 +13,7 @@ from backends import available
 from compare.bench_cluster import cluster_bench, print_cluster
 from compare.bench_links import BANDWIDTHS_MBPS, NODES, links_bench, print_links
 from compare.calibrate import load_profile
-from compare.checks import add_counts, arg_count, arg_number
+from compare.checks import add_counts, answers, arg_count, arg_number
 from compare.records import write_json
 
 
@@ -45,7 +45,13 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
 
 def add_parser(kinds: Any) -> None:
     """Register ``smallbig bench cluster``."""
-    p = kinds.add_parser("cluster", help="the cluster model against clusters of 4–16 workers")
+    p = kinds.add_parser(
+        "cluster",
+        help="the cluster model against clusters of 4–16 workers",
+        description=answers(
+            "Whether the cluster predictions hold on clusters measured here.", "evidence.md"
+        ),
+    )
     p.add_argument("--engines", nargs="+", default=["dask", "ray"], choices=["dask", "ray"],
                    help="cluster engines (default: dask ray)")  # fmt: skip
     p.add_argument("--workers", nargs="+", type=arg_count(), default=[4, 8, 16],

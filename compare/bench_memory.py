@@ -22,7 +22,7 @@ from rich.console import Console
 
 from backends import available, get_backend
 from backends.memory import PeakMemory
-from compare.checks import add_backend_options, add_counts, arg_number
+from compare.checks import add_backend_options, add_counts, answers, arg_number
 from compare.fmt import print_rows, size
 from compare.timing import paired_ratio
 from workloads import probes
@@ -113,7 +113,13 @@ def cmd_memory(args: argparse.Namespace, console: Console) -> int:
 
 def add_parser(kinds: Any) -> None:
     """Register ``smallbig bench memory``."""
-    p = kinds.add_parser("memory", help="footprints, and a dataset larger than memory streamed")
+    p = kinds.add_parser(
+        "memory",
+        help="footprints, and a dataset larger than memory streamed",
+        description=answers(
+            "What each backend adds to memory, and streaming past it.", "evidence.md"
+        ),
+    )
     add_backend_options(p)
     add_counts(p, ("--items", 20_000, "blocks streamed"), ("--buffersize", 8, "tasks in flight"))
     p.add_argument(

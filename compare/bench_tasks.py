@@ -26,7 +26,7 @@ from rich.table import Table
 
 from backends import available, get_backend
 from compare.calibrate import overhead
-from compare.checks import add_backend_options, add_counts, arg_number
+from compare.checks import add_backend_options, add_counts, answers, arg_number
 from compare.costmodel import predict
 from compare.fmt import cell
 from compare.records import write_json
@@ -256,7 +256,13 @@ def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
 
 def add_parser(kinds: Any) -> None:
     """Register ``smallbig bench tasks``."""
-    p = kinds.add_parser("tasks", help="advice vs every backend measured, on unseen task kinds")
+    p = kinds.add_parser(
+        "tasks",
+        help="advice vs every backend measured, on unseen task kinds",
+        description=answers(
+            "Whether the advice holds on kinds of task it was not built on.", "evidence.md"
+        ),
+    )
     add_backend_options(p)
     p.add_argument("--tasks", nargs="+", metavar="NAME", help="task kinds (default: all)")
     add_counts(

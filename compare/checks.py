@@ -103,3 +103,9 @@ def add_run_folder(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
         name, nargs="?", help="output folder of a `smallbig run` (default: the last run's)"
     )
+
+
+def answers(question: str, page: str) -> str:
+    """A command's ``--help`` description: what it answers, in one line, and the page of
+    ``docs/`` that explains it."""
+    return f"{question} Explained in docs/{page} of smallbig's sources."

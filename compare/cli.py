@@ -22,6 +22,7 @@ from compare.checks import (
     add_backend_options,
     add_counts,
     add_run_folder,
+    answers,
     arg_count,
     arg_number,
 )
@@ -53,13 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``smallbig`` subcommand."""
     parser = Parser(
         prog="smallbig",
-        description="When does a thread pool, a process pool, Dask or Ray pay off?",
+        description=answers(
+            "When does a thread pool, a process pool, Dask or Ray pay off, and from how many "
+            "items?",
+            "output.md",
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("backends", help="list backends, their engines and how to install them")
+    p = sub.add_parser(
+        "backends",
+        help="list backends, their engines and how to install them",
+        description=answers(
+            "Which backends can run here, and what to install for the others.", "protocol.md"
+        ),
+    )
     p.set_defaults(func=cmd_backends)
-    p = sub.add_parser("run", help="measure workloads × backends × sizes; print the verdict")
+    p = sub.add_parser(
+        "run",
+        help="measure workloads × backends × sizes; print the verdict",
+        description=answers("Which backend to use for how many items, measured here.", "output.md"),
+    )
     p.add_argument(
         "--workloads",
         nargs="+",
@@ -107,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _task_options(p)
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("overhead", help="measure per-backend overheads; save a calibration")
+    p = sub.add_parser(
+        "overhead",
+        help="measure per-backend overheads; save a calibration",
+        description=answers(
+            "What each backend costs before any work: start-up, per task, per byte.", "model.md"
+        ),
+    )
     add_backend_options(p)
     add_counts(
         p,
@@ -126,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for overhead.png and phase_diagram.png (default: the current one)",
     )
     p.set_defaults(func=cmd_overhead)
-    p = sub.add_parser("advise", help="rank backends for a task from the calibration")
+    p = sub.add_parser(
+        "advise",
+        help="rank backends for a task from the calibration",
+        description=answers("Which backend a task of this size should use, predicted.", "model.md"),
+    )
     p.add_argument("--workload", choices=list(WORKLOADS), help="a built-in workload, measured")
     _task_options(p)
     p.add_argument(
@@ -170,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster",
         help="start a multi-node cluster behind shaped links on this machine (root); hold it "
         "until Ctrl-C",
+        description=answers(
+            "What a cluster's network costs, on nodes emulated here.", "clusters.md"
+        ),
     )
     p.add_argument(
         "--engine", choices=["dask", "ray"], default="dask", help="the engine (default: dask)"
@@ -195,10 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds (0: for good); may be repeated (default: no cut)",
     )
     p.set_defaults(func=cmd_cluster)
-    p = sub.add_parser("report", help="write report.html of a run: tables, figures, advice")
+    p = sub.add_parser(
+        "report",
+        help="write report.html of a run: tables, figures, advice",
+        description=answers("What a run measured, as one page to read or share.", "output.md"),
+    )
     add_run_folder(p, "directory")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("make-images", help="write a realistic image dataset to a folder")
+    p = sub.add_parser(
+        "make-images",
+        help="write a realistic image dataset to a folder",
+        description=answers(
+            "A folder of images of mixed sizes and formats to measure on.", "workloads.md"
+        ),
+    )
     p.add_argument("directory", type=_folder, help="where to write the images")
     add_counts(p, ("--count", 48, "how many images"))
     p.add_argument(
