@@ -44,6 +44,7 @@ BACKENDS: dict[str, Entry] = {
     "loky": Entry("backends.loky_backend", "LokyBackend", "joblib", "joblib"),
     "dask": Entry("backends.dask_backend", "DaskBackend", "distributed", "dask"),
     "ray": Entry("backends.ray_backend", "RayBackend", "ray", "ray"),
+    "spark": Entry("backends.spark_backend", "SparkBackend", "pyspark", "spark"),
 }
 
 #: The capability flags a backend class declares (see :class:`backends.base.Backend`).

@@ -245,3 +245,32 @@ def ratio_on_some_try(what: str, ratio, low: float, high: float, tries: int) -> 
         if low <= ratios[-1] <= high:
             return ratios
     raise AssertionError((what, ratios))
+
+
+@contextlib.contextmanager
+def spark_cluster(cores: int = 2) -> Iterator[str]:
+    """A real Spark standalone master and one worker of ``cores`` cores on 127.0.0.1 (web UIs
+    on free loopback ports); yields ``spark://127.0.0.1:PORT`` and stops only them."""
+    import pyspark
+
+    home = os.path.dirname(pyspark.__file__)
+    spark_class = os.path.join(home, "bin", "spark-class")
+    port = free_port()
+    address = f"spark://127.0.0.1:{port}"
+    work = tempfile.mkdtemp(prefix="sparkx-")
+    env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARK_WORKER_DIR": work, "SPARK_LOG_DIR": work}  # fmt: skip
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    master = "org.apache.spark.deploy.master.Master"
+    worker = "org.apache.spark.deploy.worker.Worker"
+    master_args = ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(free_port())]
+    procs = [subprocess.Popen([spark_class, master, *master_args], **quiet)]
+    try:
+        _wait_for_port(port, 90, procs)
+        worker_args = [address, "--host", "127.0.0.1", "--cores", str(cores), "--memory", "1g",
+                       "--webui-port", str(free_port()), "--work-dir", work]  # fmt: skip
+        procs.append(subprocess.Popen([spark_class, worker, *worker_args], **quiet))
+        yield address
+    finally:
+        _stop(procs)
+        shutil.rmtree(work, ignore_errors=True)

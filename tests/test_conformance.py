@@ -1,8 +1,8 @@
 """The executor protocol, written once and run on every available backend.
 
-Dask and Ray run twice: on a cluster the backend starts itself, and through ``NAME@ADDRESS`` on
-a cluster started separately as subprocesses (``dask scheduler``/``dask worker``,
-``ray start --head``).
+Dask, Ray and Spark run twice: on a cluster the backend starts itself, and through
+``NAME@ADDRESS`` on a cluster started separately as subprocesses (``dask scheduler``/``dask
+worker``, ``ray start --head``, Spark's standalone master and worker).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import operator
 import time
 
 import pytest
-from conftest import SubmitCounter, dask_cluster, ray_cluster
+from conftest import SubmitCounter, dask_cluster, ray_cluster, spark_cluster
 
 from backends import available, get_backend
 from workloads import probes
 
-SPECS = available() + [f"{name}@cluster" for name in ("dask", "ray") if name in available()]
+SPECS = available() + [
+    f"{name}@cluster" for name in ("dask", "ray", "spark") if name in available()
+]
 
 
 @pytest.fixture(scope="module", params=SPECS)
@@ -36,6 +38,13 @@ def spec(request: pytest.FixtureRequest):
     elif name == "ray@cluster":
         with ray_cluster() as address, get_backend(f"ray@{address}"):
             yield f"ray@{address}"
+    elif name == "spark":
+        # One SparkContext per process: started once for the module, reused by each test's.
+        with get_backend("spark", workers=2):
+            yield "spark"
+    elif name == "spark@cluster":
+        with spark_cluster() as address, get_backend(f"spark@{address}"):
+            yield f"spark@{address}"
     else:
         yield name
 

@@ -8,7 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names the same packages a little differently.
-CONDA_NAMES = {"dask": {"dask", "distributed"}, "ray": {"ray-core"}}
+CONDA_NAMES = {
+    "dask": {"dask", "distributed"},
+    "ray": {"ray-core"},
+    "pyspark": {"pyspark", "openjdk"},
+}
 
 
 def _name(requirement: str) -> str:
