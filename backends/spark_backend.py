@@ -67,7 +67,10 @@ class SparkBackend(Backend):
     address : str, optional
         ``spark://HOST:PORT`` of a running standalone master.
     connect_timeout : float
-        Seconds to wait for the cluster's executors before failing, naming the address.
+        Seconds from the start (the driver's JVM included) for a cluster by address to give
+        this application an executor; then it fails, naming the address. A master answers
+        nothing until asked in Spark's own protocol, so a port where something else listens
+        is found out only this way.
     worker_memory_mb : int
         Memory of each worker JVM of a local cluster.
     inner_threads : int, "auto" or None
@@ -90,7 +93,7 @@ class SparkBackend(Backend):
         workers: int | None = None,
         *,
         address: str | None = None,
-        connect_timeout: float = 15.0,
+        connect_timeout: float = 10.0,
         worker_memory_mb: int = WORKER_MEMORY_MB,
         inner_threads: InnerThreads = "auto",
     ) -> None:
@@ -125,22 +128,31 @@ class SparkBackend(Backend):
             conf = _conf(SparkConf(), master, self.inner_threads, self._temp_dir)
             try:
                 with _spark_env(java, self._temp_dir, loopback=address is None), _own_sigint():
-                    self._sc = SparkContext(conf=conf, gateway=_gateway(conf, self._temp_dir))
+                    self._gateway = _gateway(conf, self._temp_dir)
+                    if address is None:
+                        self._sc = SparkContext(conf=conf, gateway=self._gateway)
+                    else:
+                        self._sc = _context_within(conf, self._gateway, connect_timeout, address)
             except BaseException:
+                gateway, self._gateway = self._gateway, None
+                if gateway is not None:
+                    _stop_gateway(gateway, graceful=False)
                 self._remove_temp()
                 raise
             self._owns = True
-            self._gateway = SparkContext._gateway
             try:
+                wait = connect_timeout if address is not None else WORKERS_UP_S
                 cores = _await_executors(
                     self._sc,
                     self.workers if address is None else 1,
-                    connect_timeout if address is not None else WORKERS_UP_S,
+                    wait - (time.perf_counter() - start),
                     address,
                 )
                 _warm_workers(self._sc, cores)
             except BaseException:
-                self._stop_context()
+                # No cluster to say goodbye to: a graceful stop would wait ~50 s on RPCs to a
+                # master that never answered.
+                self._stop_context(graceful=False)
                 raise
             if address is None:
                 self._claim_processes(before)
@@ -239,13 +251,20 @@ class SparkBackend(Backend):
         if self._owns:
             self._stop_context()
 
-    def _stop_context(self) -> None:
+    def _stop_context(self, graceful: bool = True) -> None:
         """Stop the application, then the driver's JVM that PySpark keeps for the process (it
-        would outlive the context, and the local cluster's workers with it)."""
+        would outlive the context, and the local cluster's workers with it); not graceful:
+        the JVM is killed and the context forgotten."""
         from pyspark import SparkContext
 
         try:
-            self._sc.stop()
+            if graceful:
+                self._sc.stop()
+            else:
+                if self._sc._accumulatorServer is not None:
+                    self._sc._accumulatorServer.shutdown()
+                with SparkContext._lock:
+                    SparkContext._active_spark_context = None
         finally:
             gateway, self._gateway = self._gateway, None
             with SparkContext._lock:
@@ -253,7 +272,7 @@ class SparkBackend(Backend):
                     SparkContext._gateway = None
                     SparkContext._jvm = None
             if gateway is not None:
-                _stop_gateway(gateway)
+                _stop_gateway(gateway, graceful)
             self._remove_temp()
 
     def _remove_temp(self) -> None:
@@ -344,7 +363,12 @@ def _conf(conf: Any, master: str, inner_threads: int | None, temp: str) -> Any:
     log4j = os.path.join(temp, "log4j2.properties")
     with open(log4j, "w") as f:
         f.write(_LOG4J2)
-    java_options = f"-Dlog4j.configurationFile=file:{log4j}"
+    # The JIT's first tier and the serial collector: the JVMs move Python's bytes, not data
+    # of their own, and on 2 cores the full JIT's compile threads took the CPU that start-up
+    # and the first jobs needed (start-up 8.2 s → 5.4 s, a job of 10 items 0.23 s → 0.17 s).
+    java_options = (
+        f"-Dlog4j.configurationFile=file:{log4j} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    )
     conf = (
         conf.setMaster(master)
         .setAppName("smallbig")
@@ -367,6 +391,39 @@ def _conf(conf: Any, master: str, inner_threads: int | None, temp: str) -> Any:
     return conf
 
 
+def _context_within(conf: Any, gateway: Any, timeout: float, address: str) -> Any:
+    """A ``SparkContext`` on the master at ``address``, or ``ConnectionError`` naming it
+    after ``timeout`` seconds: Spark's own client waits 3 × 20 s for a master that does not
+    answer, inside the constructor. It is built on a thread of its own, and the driver's JVM
+    killed if it is not done in time."""
+    from pyspark import SparkContext
+
+    made: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            made["context"] = SparkContext(conf=conf, gateway=gateway)
+        except BaseException as exc:
+            made["error"] = exc
+
+    thread = threading.Thread(target=make, name="smallbig-spark-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        _stop_gateway(gateway, graceful=False)
+        thread.join(10)
+        with SparkContext._lock:
+            SparkContext._active_spark_context = None
+            SparkContext._gateway = SparkContext._jvm = None
+        raise ConnectionError(
+            f"no Spark master answered at {address} within {timeout:g} s "
+            "(something listens there, but not a master that registered this application)"
+        )
+    if "error" in made:
+        raise made["error"]
+    return made["context"]
+
+
 def _gateway(conf: Any, temp: str) -> Any:
     """The driver's JVM, its output to ``temp/driver.log``: Spark 4 prints its log level and
     the JDK's incubator modules on every start, and a local cluster's workers their
@@ -385,9 +442,9 @@ def _worker_pid(_: Any) -> int:
 def _warm_workers(sc: Any, cores: int) -> None:
     """Have every executor start its Python workers: Spark forks them as the first tasks
     arrive, and a first job paid ~1 s for it while start-up looked done (as Ray's did). Two
-    jobs of a task per core: the first starts them, the second finds the ones it missed."""
-    for _ in range(2):
-        sc.parallelize(range(cores), cores).map(_worker_pid).collect()
+    tasks per core, each long enough that no core runs both of its own before the others
+    have started theirs."""
+    sc.parallelize(range(2 * cores), 2 * cores).map(_worker_pid).collect()
 
 
 def _await_executors(sc: Any, want: int, timeout: float, address: str | None) -> int:
@@ -404,7 +461,7 @@ def _await_executors(sc: Any, want: int, timeout: float, address: str | None) ->
         if time.monotonic() > deadline:
             raise ConnectionError(
                 f"no Spark executor registered with the master at {address or sc.master} "
-                f"within {timeout:g} s ({count} of {want})"
+                f"in time ({count} of {want}): is a Spark master with free cores there?"
             )
         time.sleep(0.1)
 
@@ -425,12 +482,14 @@ def _check_master(address: str, timeout: float) -> None:
         raise ConnectionError(f"cannot reach Spark master at {address}: {exc}") from exc
 
 
-def _stop_gateway(gateway: Any) -> None:
+def _stop_gateway(gateway: Any, graceful: bool = True) -> None:
     proc = getattr(gateway, "proc", None)
     with contextlib.suppress(Exception):
         gateway.shutdown()
     if proc is None:
         return
+    if not graceful:
+        proc.kill()
     # The JVM exits when its stdin closes (PySpark's own lifeline); then make sure.
     try:
         if proc.stdin is not None:

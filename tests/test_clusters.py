@@ -1,4 +1,4 @@
-"""Dask and Ray beyond the protocol: loopback, addresses, teardown and killed workers."""
+"""Dask, Ray and Spark beyond the protocol: loopback, addresses, teardown, killed workers."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import time
 
 import psutil
 import pytest
-from conftest import dask_cluster, ray_cluster
+from conftest import dask_cluster, ray_cluster, spark_cluster
 
 from backends import available, get_backend
 from workloads import probes
 
 needs_dask = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 needs_ray = pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
+needs_spark = pytest.mark.skipif(
+    "spark" not in available(), reason="pip install 'smallbig[spark]'"
+)
 pytestmark = pytest.mark.slow
 
 
@@ -59,6 +62,7 @@ def test_dask_local_cluster_listens_on_loopback_only(dashboard):
     [
         pytest.param("dask@tcp://127.0.0.1:1", marks=needs_dask),
         pytest.param("ray@127.0.0.1:1", marks=needs_ray),
+        pytest.param("spark@spark://127.0.0.1:1", marks=needs_spark),
     ],
 )
 def test_unreachable_address_fails_fast_naming_it(spec):
@@ -105,10 +109,17 @@ def _fake_server(kind: str):
 
 @pytest.mark.parametrize("kind", ["silent", "garbage", "http"])
 @pytest.mark.parametrize(
-    "engine", [pytest.param("dask", marks=needs_dask), pytest.param("ray", marks=needs_ray)]
+    "engine",
+    [
+        pytest.param("dask", marks=needs_dask),
+        pytest.param("ray", marks=needs_ray),
+        pytest.param("spark", marks=needs_spark),
+    ],
 )
 def test_an_open_port_that_is_not_a_cluster_fails_within_15_s(engine, kind):
     with _fake_server(kind) as address:
+        if engine == "spark":
+            address = f"spark://{address}"
         start = time.monotonic()
         with pytest.raises(ConnectionError, match=re.escape(address)):
             get_backend(f"{engine}@{address}")
@@ -116,7 +127,12 @@ def test_an_open_port_that_is_not_a_cluster_fails_within_15_s(engine, kind):
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param("dask", marks=needs_dask), pytest.param("ray", marks=needs_ray)]
+    "name",
+    [
+        pytest.param("dask", marks=needs_dask),
+        pytest.param("ray", marks=needs_ray),
+        pytest.param("spark", marks=needs_spark),
+    ],
 )
 def test_error_in_with_block_tears_the_cluster_down(name):
     me = psutil.Process()
@@ -145,6 +161,10 @@ def test_error_in_with_block_tears_the_cluster_down(name):
         import ray
 
         assert not ray.is_initialized()
+    if name == "spark":
+        from pyspark import SparkContext
+
+        assert SparkContext._active_spark_context is None and SparkContext._gateway is None
 
 
 @needs_dask
@@ -175,6 +195,28 @@ def test_external_ray_cluster_survives_backend_shutdown():
             assert again.submit(pow, 3, 3).result(timeout=60) == 27
 
 
+@needs_spark
+def test_external_spark_cluster_survives_backend_shutdown():
+    with spark_cluster() as address:
+        with get_backend(f"spark@{address}") as ex:
+            assert ex.info()["owns_cluster"] and ex.workers == 2  # its application, not the master
+            assert ex.submit(pow, 2, 5).result(timeout=60) == 32
+            assert ex.footprint()["backend"] is None  # workers "on another machine"
+        with get_backend(f"spark@{address}") as again:
+            assert again.submit(pow, 3, 3).result(timeout=60) == 27
+
+
+@needs_spark
+def test_spark_without_java_names_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # a folder with no bin/java
+    with pytest.raises(RuntimeError, match=r"needs a Java runtime.*openjdk"):
+        get_backend("spark", workers=1)
+    monkeypatch.delenv("JAVA_HOME")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="no java on PATH"):
+        get_backend("spark", workers=1)
+
+
 @needs_ray
 def test_connecting_to_a_ray_cluster_counts_its_workers_coming_up_as_start_up():
     """Ray starts a job's workers as its first tasks arrive: connected but not waited for,
@@ -190,11 +232,16 @@ def test_connecting_to_a_ray_cluster_counts_its_workers_coming_up_as_start_up():
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param("dask", marks=needs_dask), pytest.param("ray", marks=needs_ray)]
+    "name",
+    [
+        pytest.param("dask", marks=needs_dask),
+        pytest.param("ray", marks=needs_ray),
+        pytest.param("spark", marks=needs_spark),
+    ],
 )
 def test_worker_killed_mid_map_is_retried(name, tmp_path):
-    """A SIGKILLed worker: Dask (nanny restart, allowed-failures=3) and Ray (max_retries=3)
-    rerun its task, so the map completes with every result."""
+    """A SIGKILLed worker: Dask (nanny restart, allowed-failures=3), Ray (max_retries=3) and
+    Spark (spark.task.maxFailures=4) rerun its task, so the map completes with every result."""
     marker = str(tmp_path / "died")
     with get_backend(name, workers=2) as ex:
         values = list(range(8))

@@ -23,6 +23,7 @@ GROUPS = {
     "local": ["serial", "threads", "processes", *(["loky"] if "loky" in available() else [])],
     "dask": ["serial", "dask"],
     "ray": ["serial", "ray"],
+    "spark": ["serial", "spark"],
 }
 KEY = ["workload", "backend", "size", "repeat", "phase"]
 # Enough points that the signal lands mid-run (it is sent once the last backend has measured
@@ -128,7 +129,7 @@ def fragile(x):
 """
 
 
-@pytest.mark.parametrize("backend", ["processes", "loky", "dask", "ray"])
+@pytest.mark.parametrize("backend", ["processes", "loky", "dask", "ray", "spark"])
 def test_a_dead_worker_is_recorded_and_the_run_goes_on(backend, tmp_path):
     if backend not in available():
         pytest.skip(f"{backend} is not installed")
@@ -153,7 +154,7 @@ def test_a_dead_worker_is_recorded_and_the_run_goes_on(backend, tmp_path):
         after = records[(records["backend"] == backend) & (records.index > failed.index[0])]
         assert len(after) and after["correct"].all()  # the restarted backend measured on
     else:  # the engine retried the task on another worker
-        assert backend in ("dask", "ray"), "a dead process-pool worker breaks the pool"
+        assert backend in ("dask", "ray", "spark"), "a dead process-pool worker breaks the pool"
 
 
 ABANDONED = """
@@ -167,7 +168,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("backend", ["processes", "loky", "dask", "ray"])
+@pytest.mark.parametrize("backend", ["processes", "loky", "dask", "ray", "spark"])
 def test_a_backend_never_shut_down_is_stopped_at_exit(backend, tmp_path):
     if backend not in available():
         pytest.skip(f"{backend} is not installed")
