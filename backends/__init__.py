@@ -1,4 +1,4 @@
-"""One executor protocol over serial code, threads, processes, asyncio, Dask and Ray.
+"""One executor protocol over serial code, threads, processes, asyncio, Dask, Ray and Spark.
 
 >>> from backends import get_backend
 >>> with get_backend("threads", workers=4) as ex:
@@ -17,6 +17,7 @@ from backends.registry import (
     available,
     backend_class,
     capabilities,
+    default_backends,
     is_cluster,
     parse_spec,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "available",
     "backend_class",
     "capabilities",
+    "default_backends",
     "get_backend",
     "is_cluster",
     "parse_spec",

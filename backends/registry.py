@@ -26,12 +26,20 @@ class Entry:
         is the one ``info()`` reports.
     extra : str, optional
         The pip extra that installs ``engine``.
+    default : bool
+        Measured by a run or calibration that names no backends (:func:`default_backends`);
+        otherwise only when named.
+    requires : str, optional
+        ``module:function`` that says, in one line, what else the engine needs and is
+        missing (``None`` when nothing is): Spark's Java runtime, which pip cannot install.
     """
 
     module: str
     cls: str
     engine: str | None = None
     extra: str | None = None
+    default: bool = True
+    requires: str | None = None
 
 
 #: name -> :class:`Entry`. Register your own backend by adding an entry: nothing in compare/
@@ -44,7 +52,16 @@ BACKENDS: dict[str, Entry] = {
     "loky": Entry("backends.loky_backend", "LokyBackend", "joblib", "joblib"),
     "dask": Entry("backends.dask_backend", "DaskBackend", "distributed", "dask"),
     "ray": Entry("backends.ray_backend", "RayBackend", "ray", "ray"),
-    "spark": Entry("backends.spark_backend", "SparkBackend", "pyspark", "spark"),
+    # Named, not by default: its 20 cold starts of ~5.5 s each (driver and executor JVMs)
+    # would take the default run on 2 cores from ~150 s to over four minutes.
+    "spark": Entry(
+        "backends.spark_backend",
+        "SparkBackend",
+        "pyspark",
+        "spark",
+        default=False,
+        requires="backends.spark_backend:java_missing",
+    ),
 }
 
 #: The capability flags a backend class declares (see :class:`backends.base.Backend`).
@@ -61,7 +78,24 @@ CAPABILITIES = (
 
 def available() -> list[str]:
     """Names of the backends whose engine is installed, in registry order."""
-    return [name for name, entry in BACKENDS.items() if _installed(entry.engine)]
+    return [
+        name for name, entry in BACKENDS.items() if _installed(entry.engine) and not missing(name)
+    ]
+
+
+def missing(name: str) -> str | None:
+    """What the backend ``name`` needs beyond its pip extra and lacks, in one line; ``None``
+    when nothing is missing."""
+    entry = BACKENDS[name]
+    if entry.requires is None:
+        return None
+    module, _, function = entry.requires.partition(":")
+    return getattr(importlib.import_module(module), function)()
+
+
+def default_backends() -> list[str]:
+    """The installed backends a run or calibration measures when none are named."""
+    return [name for name in available() if BACKENDS[name].default]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -83,6 +117,9 @@ def backend_class(name: str) -> type[Backend]:
             f"backend {name!r} needs the {entry.engine!r} package: "
             f"pip install 'smallbig[{entry.extra}]'"
         )
+    lacking = missing(name)
+    if lacking:
+        raise ImportError(lacking)
     return getattr(importlib.import_module(entry.module), entry.cls)
 
 

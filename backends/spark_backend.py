@@ -287,6 +287,15 @@ class SparkBackend(Backend):
 WORKERS_UP_S = 120.0
 
 
+def java_missing() -> str | None:
+    """One line naming the Java runtime Spark needs, when there is none; else ``None``."""
+    try:
+        java_runtime()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def java_runtime() -> str:
     """The ``java`` Spark will run: ``$JAVA_HOME/bin/java``, else the one on ``PATH``.
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from backends import available, get_backend, parse_spec
+from backends import default_backends, get_backend, parse_spec
 from compare.fits import fit_line
 from compare.records import read_json, write_json
 from compare.timing import median_time
@@ -338,7 +338,7 @@ def overhead(
 ) -> dict[str, Any]:
     """Measure every backend and save the profile (JSON) to ``path``; return it."""
 
-    rows = [calibrate_backend(s, workers, items, repeats) for s in (backends or available())]
+    rows = [calibrate_backend(s, workers, items, repeats) for s in (backends or default_backends())]
     return write_profile(rows, path or default_profile_path())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import argparse
 import faulthandler
+import importlib.util
 import signal
 import sys
 import threading
@@ -15,8 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from backends import BACKENDS, available, backend_class
+from backends import BACKENDS, available, backend_class, default_backends
 from backends.base import engine_version
+from backends.registry import missing
 from compare.checks import (
     Parser,
     add_backend_options,
@@ -40,10 +42,14 @@ def cmd_backends(args: argparse.Namespace, console: Console) -> int:
         try:
             cls = backend_class(name)
         except ImportError:
-            install = escape(f"pip install 'smallbig[{entry.extra}]'")
+            installed = entry.engine is None or importlib.util.find_spec(entry.engine)
+            lacking = missing(name) if installed else None
+            install = escape(lacking or f"pip install 'smallbig[{entry.extra}]'")
             table.add_row(name, "no", engine, "-", install, "")
             continue
         kind = "cluster" if cls.distributed else "in-process" if cls.in_process else "local"
+        if not entry.default:
+            kind += " (when named)"
         install = escape(f"smallbig[{entry.extra}]") if entry.extra else "(core)"
         table.add_row(name, "yes", engine, engine_version(engine), install, kind)
     console.print(table)
@@ -446,7 +452,7 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
     profile = load_profile(args.profile)
     if profile is None:
         # What a cluster extrapolation scales is a cluster backend's measured overheads.
-        names = [b for b in available() if extrapolated or not backend_class(b).distributed]
+        names = [b for b in default_backends() if extrapolated or not backend_class(b).distributed]
         console.print(f"no calibration yet: running a quick one ({', '.join(names)})")
         profile = overhead(names, items=5000, repeats=1, path=args.profile)
     clusters = [b for b, row in profile["backends"].items() if row.get("distributed")]

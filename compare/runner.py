@@ -16,7 +16,7 @@ import pandas as pd
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backends import available, backend_class, get_backend, parse_spec
+from backends import backend_class, default_backends, get_backend, parse_spec
 from backends.memory import INTERVAL_S, PeakMemory, ProcessTree
 from compare.calibrate import (
     RUN_PROFILE,
@@ -170,7 +170,7 @@ def run(
     RunResult
         ``.records`` (a DataFrame, one row per measurement), ``.metadata``, ``.calibration``.
     """
-    backends = list(backends or available())
+    backends = list(backends or default_backends())
     out = Path(out_dir)
     given: list[Workload] = []
     if task is not None:

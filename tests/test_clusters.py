@@ -7,6 +7,8 @@ import ipaddress
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -209,12 +211,16 @@ def test_external_spark_cluster_survives_backend_shutdown():
 @needs_spark
 def test_spark_without_java_names_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # a folder with no bin/java
-    with pytest.raises(RuntimeError, match=r"needs a Java runtime.*openjdk"):
+    with pytest.raises(ImportError, match=r"needs a Java runtime.*openjdk"):
         get_backend("spark", workers=1)
     monkeypatch.delenv("JAVA_HOME")
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(RuntimeError, match="no java on PATH"):
+    with pytest.raises(ImportError, match="no java on PATH"):
         get_backend("spark", workers=1)
+    assert "spark" not in available()  # listed as unavailable, with the line above
+    out = subprocess.run([sys.executable, "-m", "compare.cli", "backends"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert re.search(r"spark +│ no ", out.stdout) and "needs a Java" in out.stdout, out.stdout
 
 
 @needs_ray

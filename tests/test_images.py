@@ -75,11 +75,14 @@ def test_process_image_returns_a_small_summary(image_dir, tmp_path):
     assert len(repr(result)) < 400  # never the array
 
 
-SPECS = ["serial", "threads", "processes"] + [n for n in ("dask", "ray") if n in available()]
+SPECS = ["serial", "threads", "processes"] + [
+    n for n in ("dask", "ray", "spark") if n in available()
+]
 
 
-def test_checksums_equal_on_every_backend(image_dir):
-    workload = images_workload(image_dir)
+@pytest.mark.parametrize("ship_bytes", [False, True], ids=["paths", "shipped bytes"])
+def test_checksums_equal_on_every_backend(image_dir, ship_bytes):
+    workload = images_workload(image_dir, ship_bytes=ship_bytes)
     items = workload.prepare(20, seed=1)
     sums = {}
     for spec in SPECS:
