@@ -181,12 +181,12 @@ class Backend(cf.Executor):
         # The cap goes around a whole chunk, not each item: one check per batch.
         runner = self._capped(self._chunk_runner(fn))
         if chunksize == "auto":
-            return _iter_batches(_AutoDispatch(self, runner, fn, items), end)
+            return iter_batches(_AutoDispatch(self, runner, fn, items), end)
         batches = [
             self._submit(runner, (fn, self._pack(items[i : i + chunksize])), {})
             for i in range(0, len(items), chunksize)
         ]
-        return _iter_batches(_FixedBatches(batches), end)
+        return iter_batches(_FixedBatches(batches), end)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release the engine's resources; idempotent. Clusters it did not start stay up.
@@ -438,7 +438,10 @@ class _AutoDispatch:
                 item.cancel()
 
 
-def _iter_batches(batches: _FixedBatches | _AutoDispatch, end: float | None) -> Iterator[Any]:
+def iter_batches(batches: Any, end: float | None) -> Iterator[Any]:
+    """Yield the results of ``batches`` (its ``next(end)`` gives each batch's future, of a
+    chunk runner's ``(values, error, seconds)``, or ``None`` at the end), in order; an item's
+    error is raised at its position, and ``batches.close()`` runs however it ends."""
     def results() -> Iterator[Any]:
         try:
             while (future := batches.next(end)) is not None:

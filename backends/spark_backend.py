@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from backends.base import Backend, MapCall, _iter_batches
+from backends.base import Backend, MapCall, iter_batches
 from backends.chunks import call, run_chunk
 from backends.inner import InnerThreads, thread_env
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
@@ -202,7 +202,7 @@ class SparkBackend(Backend):
         tag = f"{self._tag}-{next(self._counter)}"
         job = self._jobs.submit(self._run_job, _ChunkCall(fn, _broadcasts(chunks)), chunks,
                                 len(chunks), tag)  # fmt: skip
-        return _iter_batches(_JobBatches(job, self, tag), end)
+        return iter_batches(_JobBatches(job, self, tag), end)
 
     def _run_job(
         self, fn: Callable[[Any], Any], data: list[Any], partitions: int, tag: str | None = None
@@ -586,7 +586,7 @@ def _chunk_length(n: int, chunksize: int | str, workers: int) -> int:
 
 
 class _JobBatches:
-    """The chunks of one job, handed to ``_iter_batches`` one by one once the job is back."""
+    """The chunks of one job, handed to ``iter_batches`` one by one once the job is back."""
 
     def __init__(self, job: cf.Future, backend: SparkBackend, tag: str) -> None:
         self._job, self._backend, self._tag = job, backend, tag
