@@ -89,6 +89,11 @@ class Backend(cf.Executor):
     #: (Dask: the single items that time the task, then the first round of batches; Ray's
     #: driver submits to its workers' raylets directly: none).
     serial_dispatch_rounds: ClassVar[int] = 0
+    #: Partitions per worker of a ``chunksize="auto"`` map that is one job of fixed
+    #: partitions (Spark); ``None``: batches sized from measured durations
+    #: (:class:`backends.chunks.BatchSizer`), each its own task. A map that is one job pays
+    #: the job's fixed cost whatever its items, and no round trip per batch.
+    auto_partitions_per_worker: ClassVar[int | None] = None
     #: Whether the workers start with this process's ``sys.path`` (pools spawned from it), so
     #: that what the driver imports from its own path travels by reference (shipping).
     workers_share_driver_path: bool = False

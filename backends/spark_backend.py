@@ -51,9 +51,6 @@ warnings.filterwarnings(
 
 #: Memory of each worker JVM of a local cluster (MB): Spark's own default is 1 GB.
 WORKER_MEMORY_MB = 1024
-#: Partitions per worker of a ``chunksize="auto"`` map: Spark's guide advises 2–3 tasks per
-#: core, so that a slow task's worker is not the whole job's tail.
-AUTO_PARTITIONS_PER_WORKER = 2
 
 
 class SparkBackend(Backend):
@@ -84,6 +81,7 @@ class SparkBackend(Backend):
     # A broadcast is fetched once by each executor (BitTorrent-like, from the driver or from
     # another executor that has it).
     put_copies = "node"
+    auto_partitions_per_worker = 2  # Spark's guide: 2–3 tasks per core
     #: The engine's own path (``sc.parallelize(items, n).map(fn).collect()``) is held against
     #: the adapter's ``map`` at "auto", the same partitions.
     engine_chunksize: int | str = "auto"
@@ -581,7 +579,7 @@ class _ChunkCall:
 def _chunk_length(n: int, chunksize: int | str, workers: int) -> int:
     if chunksize != "auto":
         return int(chunksize)
-    partitions = AUTO_PARTITIONS_PER_WORKER * workers
+    partitions = SparkBackend.auto_partitions_per_worker * workers
     return max(1, -(-n // partitions))
 
 

@@ -259,11 +259,20 @@ def predict(
             # as many at once as there are cores for them.
             startup += cost.first_call_s * max(1.0, slots / max(cpus, 1))
         overhead = grown["auto_overhead_s"]
-        # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
-        batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
+        one_job = cal.get("auto_partitions_per_worker")
+        if one_job:
+            # One job of fixed partitions (Spark): as many as it cuts, whatever the work.
+            batches = min(items, one_job * slots)
+        else:
+            # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
+            batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
         first_round = 0.0  # the α of the first round of batches, one a slot
         if cal.get("in_process", False):
             transfer = 0.0
+        elif one_job and not (latency_s is not None and cluster):
+            # A map's batches are one job's tasks: no batch pays a submit's round trip (α,
+            # itself a job of one task); the job's own cost is map_fixed_s, below.
+            transfer = _bytes_s(cal, cost, bandwidth_Bps, cluster)
         else:
             alpha = latency_s if (latency_s is not None and cluster) else cal["alpha_value_s"]
             # Latency is paid once per round of batches in flight together. A network's
@@ -289,9 +298,10 @@ def predict(
                 # GIL's part of one thread with the rest of another perfectly; the measured
                 # pool did not (6.3% optimistic on threads over 13 tasks, serial unbiased).
                 bounds["pool"] = cost.pool_s
-        if cluster:
+        if cluster and not one_job:
             # One central scheduler dispatches every batch, whatever the workers: its time
             # per task (the chunksize=1 no-op cost) caps the tasks per second of any cluster.
+            # (A job's fixed partitions are dispatched within its own cost, map_fixed_s.)
             bounds["scheduler"] = batches * grown["task_overhead_s"] / items
         binding = max(bounds, key=bounds.get)
         compute = items * bounds[binding]
@@ -311,12 +321,14 @@ def predict(
             # last slot starts (slots − 1) dispatches late (scheduler-bound, it is in the bound).
             ramp = (cal.get("serial_dispatch_rounds", 0) * (min(slots, batches) - 1)
                     * grown["task_overhead_s"])  # fmt: skip
-        if cluster and wall > grown["task_overhead_s"]:
+        if cluster and (one_job or wall > grown["task_overhead_s"]):
             # What a warm map of waits was measured to cost whatever its items
             # (calibrate.map_fixed_s): the ramp and the α of a first round of batches are
             # part of it, the rest is what the terms above leave out. Not for items shorter
             # than their own dispatch, whose first results are back before the rest are sent:
             # 1,000 tiny tasks on 4 Dask workers took 23 ms in all, a map of waits 32 ms more.
+            # A map that is one job (Spark) pays it whatever its items: results come back
+            # when the job ends.
             ramp += max(0.0, grown["map_fixed_s"] - ramp - first_round)
         total = startup + items * (overhead + transfer) + put_s + compute + ramp
         # Slot-bound time of a task that mostly waits is waiting, not compute.

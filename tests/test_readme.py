@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dask_cluster, ray_cluster
+from conftest import dask_cluster, ray_cluster, spark_cluster
 
 from backends import available
 
@@ -147,10 +147,10 @@ def test_readme_serve_api_command(tmp_path):
         proc.stdout.close()
 
 
-@pytest.mark.parametrize("engine", [e for e in ("dask", "ray") if e in available()])
+@pytest.mark.parametrize("engine", [e for e in ("dask", "ray", "spark") if e in available()])
 def test_readme_cluster_commands(engine, tmp_path):
     [command] = [c for c in readme_commands() if f"{engine}@" in c]
-    start = dask_cluster if engine == "dask" else ray_cluster
+    start = {"dask": dask_cluster, "ray": ray_cluster, "spark": spark_cluster}[engine]
     with start() as address:
         argv = shlex.split(re.sub(rf"{engine}@\S+", f"{engine}@{address}", command))
         run = [
