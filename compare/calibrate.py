@@ -88,10 +88,14 @@ def note_startup(row: dict[str, Any], history: str | Path | None = None) -> dict
 SCALING_TASKS = 200
 
 
-def measure_scaling(spec: str, workers: int) -> dict[str, float]:
+def measure_scaling(spec: str, workers: int) -> dict[str, float] | None:
     """Start-up and per-task cost (``chunksize=1`` no-ops) of ``spec`` at ``workers``; kept in
-    this machine's cache (``scaling.json``) for :func:`add_scaling` to reuse."""
+    this machine's cache (``scaling.json``) for :func:`add_scaling` to reuse. ``None`` when
+    the backend could not start that many: a Ray runtime already running in this process
+    is joined as it is (a test session's kept 2 workers, and its "8 workers" were cached)."""
     with get_backend(spec, workers=workers) as ex:
+        if ex.workers != workers:
+            return None
         n = max(SCALING_TASKS, 10 * ex.workers)
         per_task = median_time(
             lambda: list(ex.map(probes.noop, range(n), chunksize=1)), repeats=2
@@ -113,7 +117,7 @@ def _kept_scaling(spec: str, workers: int, within_s: float) -> dict[str, Any] | 
     kept = _cached(_scaling_path()).get(f"{spec}|{workers}")
     if not kept or time.time() - kept.get("measured_at", 0) > within_s:
         return None
-    return kept
+    return kept if kept.get("workers") == workers else None
 
 
 #: The second worker count a cluster's growth is measured at, as a multiple of its own. Start-up
@@ -144,7 +148,8 @@ def add_scaling(row: dict[str, Any], spec: str, reuse_within_s: float = 0.0) -> 
     own = row["workers"]
     more = min(SCALING_FACTOR * own, max(2 * own, SCALING_MAX_WORKERS))
     there = _kept_scaling(spec, more, reuse_within_s) if reuse_within_s > 0 else None
-    return {**row, "by_workers": [here, there or measure_scaling(spec, more)]}
+    there = there or measure_scaling(spec, more)
+    return row if there is None else {**row, "by_workers": [here, there]}
 
 
 def measure_overheads(

@@ -288,3 +288,17 @@ def test_crossovers_agree_within_2x_or_when_both_say_the_cluster_never_wins():
     assert "1 of 2 within 2× where both find one; 1 where both say never; 1 where only one" in (
         console.export_text()
     )
+
+
+@pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
+def test_a_joined_runtime_of_other_workers_is_not_taken_for_the_second_count(
+    tmp_path, monkeypatch
+):
+    """A Ray runtime already running in the process is joined as it is: asked for 8 workers,
+    the backend had 2, and those figures were cached as "ray|8" (a flat growth after)."""
+    monkeypatch.setenv("SMALLBIG_CACHE", str(tmp_path))
+    with get_backend("ray", workers=2):
+        assert measure_scaling("ray", 8) is None
+        row = {"distributed": True, "workers": 2, "startup_s": 5.0, "task_overhead_s": 0.001}
+        assert "by_workers" not in add_scaling(row, "ray")
+    assert not (tmp_path / "scaling.json").exists()
