@@ -191,9 +191,10 @@ def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(
         f"auto: {args.items:,} items; adapter (submit_us) vs the engine's own API (native_us: "
-        f"Dask's and Ray's submit + gather; joblib.Parallel with batch_size='auto', against "
-        f"the adapter's map at 'auto'): {args.tasks:,} no-op tasks, and "
-        f"{max(10, args.tasks // 20):,} tasks of a 1 MB argument (mb_*), run alternately; "
+        f"Dask's and Ray's submit + gather; joblib.Parallel with batch_size='auto', and "
+        f"Spark's sc.parallelize(items, n).map(fn).collect(), against the adapter's map at "
+        f"'auto'): {args.tasks:,} no-op tasks, and {max(10, args.tasks // 20):,} tasks of a "
+        f"1 MB argument (mb_*, at least {MB_PAIRS} pairs), run alternately; "
         "the *_overhead_pct are medians of the paired ratios"
     )
     return 0
