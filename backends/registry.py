@@ -60,7 +60,7 @@ BACKENDS: dict[str, Entry] = {
         "pyspark",
         "spark",
         default=False,
-        requires="backends.spark_backend:java_missing",
+        requires="backends.spark_launch:java_missing",
     ),
 }
 

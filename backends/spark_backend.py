@@ -15,20 +15,17 @@ How the executor protocol maps onto Spark's jobs::
     put(obj)           ──> sc.broadcast(obj): each executor fetches it once
     cancel / shutdown  ──> every job carries a tag of this backend's; cancelled by tag
 
-A PySpark driver holds one SparkContext per process: a second backend opened while one is up
+How the JVMs are started and stopped is :mod:`backends.spark_launch`. A PySpark driver holds
+one SparkContext per process: a second backend opened while one is up
 uses the running context and, not having started it, leaves it running (as Ray's does).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import itertools
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,9 +35,22 @@ from typing import Any
 
 from backends.base import Backend, MapCall, iter_batches
 from backends.chunks import call, run_chunk
-from backends.inner import InnerThreads, thread_env
+from backends.inner import InnerThreads
 from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
 from backends.memory import descendants
+from backends.spark_launch import (
+    WORKERS_UP_S,
+    await_executors,
+    check_master,
+    context_within,
+    java_runtime,
+    launch_driver,
+    own_sigint,
+    spark_conf,
+    spark_env,
+    stop_gateway,
+    warm_workers,
+)
 from backends.streaming import stream_map
 
 # PySpark checks pandas' version where it pickles (a broadcast of a NumPy array here) and
@@ -110,7 +120,7 @@ class SparkBackend(Backend):
         before = descendants()
         start = time.perf_counter()
         if address is not None:
-            _check_master(address, connect_timeout)
+            check_master(address, connect_timeout)
         with SparkContext._lock:
             running = SparkContext._active_spark_context
         if running is None:
@@ -123,30 +133,30 @@ class SparkBackend(Backend):
             # a reaper removes, with every process holding a file there, if we are killed.
             self._temp_dir = owned_temp_dir("smallbig-spark-")
             self._reaper = start_reaper(self._temp_dir)
-            conf = _conf(SparkConf(), master, self.inner_threads, self._temp_dir)
+            conf = spark_conf(SparkConf(), master, self.inner_threads, self._temp_dir)
             try:
-                with _spark_env(java, self._temp_dir, loopback=address is None), _own_sigint():
-                    self._gateway = _gateway(conf, self._temp_dir)
+                with spark_env(java, self._temp_dir, loopback=address is None), own_sigint():
+                    self._gateway = launch_driver(conf, self._temp_dir)
                     if address is None:
                         self._sc = SparkContext(conf=conf, gateway=self._gateway)
                     else:
-                        self._sc = _context_within(conf, self._gateway, connect_timeout, address)
+                        self._sc = context_within(conf, self._gateway, connect_timeout, address)
             except BaseException:
                 gateway, self._gateway = self._gateway, None
                 if gateway is not None:
-                    _stop_gateway(gateway, graceful=False)
+                    stop_gateway(gateway, graceful=False)
                 self._remove_temp()
                 raise
             self._owns = True
             try:
                 wait = connect_timeout if address is not None else WORKERS_UP_S
-                cores = _await_executors(
+                cores = await_executors(
                     self._sc,
                     self.workers if address is None else 1,
                     wait - (time.perf_counter() - start),
                     address,
                 )
-                _warm_workers(self._sc, cores)
+                warm_workers(self._sc, cores)
             except BaseException:
                 # No cluster to say goodbye to: a graceful stop would wait ~50 s on RPCs to a
                 # master that never answered.
@@ -270,7 +280,7 @@ class SparkBackend(Backend):
                     SparkContext._gateway = None
                     SparkContext._jvm = None
             if gateway is not None:
-                _stop_gateway(gateway, graceful)
+                stop_gateway(gateway, graceful)
             self._remove_temp()
 
     def _remove_temp(self) -> None:
@@ -279,232 +289,6 @@ class SparkBackend(Backend):
         if self._reaper is not None:
             stop_reaper(self._reaper)
         self._temp_dir = self._reaper = None
-
-
-#: Seconds a local cluster's workers get to register.
-WORKERS_UP_S = 120.0
-
-
-def java_missing() -> str | None:
-    """One line naming the Java runtime Spark needs, when there is none; else ``None``."""
-    try:
-        java_runtime()
-    except RuntimeError as exc:
-        return str(exc)
-    return None
-
-
-def java_runtime() -> str:
-    """The ``java`` Spark will run: ``$JAVA_HOME/bin/java``, else the one on ``PATH``.
-
-    Raises
-    ------
-    RuntimeError
-        When there is none, naming what to install.
-    """
-    home = os.environ.get("JAVA_HOME")
-    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
-    if not java or not os.access(java, os.X_OK):
-        where = f"JAVA_HOME={home} has no bin/java" if home else "no java on PATH"
-        raise RuntimeError(
-            f"backend 'spark' needs a Java runtime (17 or 21) and found none ({where}): "
-            "install one (apt-get install openjdk-17-jre-headless; conda install openjdk=17) "
-            "or set JAVA_HOME"
-        )
-    return java
-
-
-class _spark_env:
-    """The environment Spark's JVMs start with: ours, with every listener on loopback (a
-    local cluster) and the local cluster's workers' folders under ``temp``."""
-
-    def __init__(self, java: str, temp: str, loopback: bool) -> None:
-        self._set = {
-            "JAVA_HOME": os.path.dirname(os.path.dirname(os.path.realpath(java))),
-            "SPARK_WORKER_DIR": os.path.join(temp, "work"),
-            "SPARK_LOG_DIR": os.path.join(temp, "logs"),
-        }
-        if loopback:
-            self._set["SPARK_LOCAL_IP"] = "127.0.0.1"
-        self._saved: dict[str, str | None] = {}
-
-    def __enter__(self) -> None:
-        for key, value in self._set.items():
-            self._saved[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def __exit__(self, *exc: Any) -> None:
-        for key, value in self._saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
-def _own_sigint() -> Iterator[None]:
-    """Give back the application's SIGINT handler, which ``SparkContext`` replaces with one
-    of its own (it cancels the jobs, then raises ``KeyboardInterrupt``, as ours does)."""
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
-
-
-#: Spark's JVMs log errors only: its default profile prints INFO lines and warnings of its
-#: own (native Hadoop library, local hostname) at every start.
-_LOG4J2 = """\
-rootLogger.level = error
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
-"""
-
-
-def _conf(conf: Any, master: str, inner_threads: int | None, temp: str) -> Any:
-    log4j = os.path.join(temp, "log4j2.properties")
-    with open(log4j, "w") as f:
-        f.write(_LOG4J2)
-    # The JIT's first tier and the serial collector: the JVMs move Python's bytes, not data
-    # of their own, and on 2 cores the full JIT's compile threads took the CPU that start-up
-    # and the first jobs needed (start-up 8.2 s → 5.4 s, a job of 10 items 0.23 s → 0.17 s).
-    java_options = (
-        f"-Dlog4j.configurationFile=file:{log4j} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-    )
-    conf = (
-        conf.setMaster(master)
-        .setAppName("smallbig")
-        .set("spark.ui.enabled", "false")
-        .set("spark.ui.showConsoleProgress", "false")
-        .set("spark.driver.host", "127.0.0.1")
-        .set("spark.driver.bindAddress", "127.0.0.1")
-        .set("spark.local.dir", os.path.join(temp, "local"))
-        .set("spark.driver.extraJavaOptions", java_options)
-        .set("spark.executor.extraJavaOptions", java_options)
-        # Python workers are kept between tasks: caps and imports are paid once per worker.
-        .set("spark.python.worker.reuse", "true")
-        # The workers run this interpreter, not whatever ``python3`` PATH finds first.
-        .set("spark.pyspark.python", sys.executable)
-        .set("spark.pyspark.driver.python", sys.executable)
-    )
-    if inner_threads is not None:
-        for key, value in thread_env(inner_threads).items():
-            conf = conf.set(f"spark.executorEnv.{key}", value)
-    return conf
-
-
-def _context_within(conf: Any, gateway: Any, timeout: float, address: str) -> Any:
-    """A ``SparkContext`` on the master at ``address``, or ``ConnectionError`` naming it
-    after ``timeout`` seconds: Spark's own client waits 3 × 20 s for a master that does not
-    answer, inside the constructor. It is built on a thread of its own, and the driver's JVM
-    killed if it is not done in time."""
-    from pyspark import SparkContext
-
-    made: dict[str, Any] = {}
-
-    def make() -> None:
-        try:
-            made["context"] = SparkContext(conf=conf, gateway=gateway)
-        except BaseException as exc:
-            made["error"] = exc
-
-    thread = threading.Thread(target=make, name="smallbig-spark-connect", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        _stop_gateway(gateway, graceful=False)
-        thread.join(10)
-        with SparkContext._lock:
-            SparkContext._active_spark_context = None
-            SparkContext._gateway = SparkContext._jvm = None
-        raise ConnectionError(
-            f"no Spark master answered at {address} within {timeout:g} s "
-            "(something listens there, but not a master that registered this application)"
-        )
-    if "error" in made:
-        raise made["error"]
-    return made["context"]
-
-
-def _gateway(conf: Any, temp: str) -> Any:
-    """The driver's JVM, its output to ``temp/driver.log``: Spark 4 prints its log level and
-    the JDK's incubator modules on every start, and a local cluster's workers their
-    shutdown, where a run's terminal shows only its progress and answer."""
-    from pyspark.java_gateway import launch_gateway
-
-    with open(os.path.join(temp, "driver.log"), "ab") as log:  # the JVM keeps its own copy
-        return launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
-
-
-def _worker_pid(_: Any) -> int:
-    time.sleep(0.1)  # long enough that the tasks of one job overlap, one per core
-    return os.getpid()
-
-
-def _warm_workers(sc: Any, cores: int) -> None:
-    """Have every executor start its Python workers: Spark forks them as the first tasks
-    arrive, and a first job paid ~1 s for it while start-up looked done (as Ray's did). Two
-    tasks per core, each long enough that no core runs both of its own before the others
-    have started theirs."""
-    sc.parallelize(range(2 * cores), 2 * cores).map(_worker_pid).collect()
-
-
-def _await_executors(sc: Any, want: int, timeout: float, address: str | None) -> int:
-    """The cores of the cluster's executors once ``want`` of them have registered (Spark
-    reports them as its default parallelism, at least 2); none within ``timeout`` is an
-    error naming the master."""
-    deadline = time.monotonic() + timeout
-    tracker = sc._jsc.sc().statusTracker()
-    while True:
-        # The driver is listed among the executors: the others are the workers'.
-        count = max(0, len(tracker.getExecutorInfos()) - 1)
-        if count >= want:
-            return want if address is None else max(count, sc.defaultParallelism)
-        if time.monotonic() > deadline:
-            raise ConnectionError(
-                f"no Spark executor registered with the master at {address or sc.master} "
-                f"in time ({count} of {want}): is a Spark master with free cores there?"
-            )
-        time.sleep(0.1)
-
-
-def _check_master(address: str, timeout: float) -> None:
-    """``ValueError`` for an address that is not ``spark://HOST:PORT``, ``ConnectionError``
-    naming it when nothing listens there."""
-    import socket
-
-    from backends.addresses import split_address
-
-    if not address.startswith("spark://"):
-        raise ValueError(f"a Spark master's address looks like spark://HOST:PORT, got {address!r}")
-    host, port = split_address(address.removeprefix("spark://"))
-    try:
-        socket.create_connection((host, port), timeout=min(timeout, 5.0)).close()
-    except OSError as exc:
-        raise ConnectionError(f"cannot reach Spark master at {address}: {exc}") from exc
-
-
-def _stop_gateway(gateway: Any, graceful: bool = True) -> None:
-    proc = getattr(gateway, "proc", None)
-    with contextlib.suppress(Exception):
-        gateway.shutdown()
-    if proc is None:
-        return
-    if not graceful:
-        proc.kill()
-    # The JVM exits when its stdin closes (PySpark's own lifeline); then make sure.
-    try:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 # -- what travels to the workers --------------------------------------------------------------
@@ -609,5 +393,3 @@ class _JobBatches:
             # Running: Spark's job is cancelled by its tag, and its thread freed.
             self._backend._cancelled.add(self._tag)
             self._backend._sc.cancelJobsWithTag(self._tag)
-
-
