@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -352,6 +353,7 @@ def test_a_tiny_task_in_a_process_with_a_history_is_advised_within_10pct(tmp_pat
             capture_output=True,
             text=True,
             timeout=280,
+            env={**os.environ, "SMALLBIG_CACHE": str(tmp_path / "cache")},
         )
         assert run.returncode == 0, run.stderr[-3000:]
         got = json.loads(run.stdout.strip().splitlines()[-1])
