@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from backends import available, get_backend
+from backends import default_backends, get_backend
 from compare import validation
 from compare.checks import (
     add_backend_options,
@@ -163,7 +163,7 @@ def adapter_overhead(
 
 
 def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
-    specs = args.backends or available()
+    specs = args.backends or default_backends()
     rows = adapter_overhead(
         specs, args.items, args.single_items, args.tasks, args.repeats, args.workers, args.sweep
     )

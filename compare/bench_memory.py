@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
-from backends import available, get_backend
+from backends import default_backends, get_backend
 from backends.memory import PeakMemory
 from compare.checks import add_backend_options, add_counts, answers, arg_number
 from compare.fmt import print_rows, size
@@ -80,7 +80,7 @@ def cmd_memory(args: argparse.Namespace, console: Console) -> int:
     """Print each backend's footprint and its streaming figures, then the sampling's cost."""
     item_bytes = int(args.item_mb * 1e6)
     rows = []
-    for spec in args.backends or available():
+    for spec in args.backends or default_backends():
         with get_backend(spec, workers=args.workers) as ex:
             at_rest = ex.footprint()
             per_worker = None

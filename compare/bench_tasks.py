@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from backends import available, get_backend
+from backends import default_backends, get_backend
 from compare.calibrate import overhead
 from compare.checks import add_backend_options, add_counts, answers, arg_number
 from compare.costmodel import predict
@@ -226,7 +226,7 @@ def summary_line(s: dict[str, float]) -> str:
 
 
 def cmd_tasks(args: argparse.Namespace, console: Console) -> int:
-    specs = args.backends or available()
+    specs = args.backends or default_backends()
     kinds = [k for k in SUITE if not args.tasks or k.name in args.tasks]
     unknown = set(args.tasks or ()) - {k.name for k in SUITE}
     if unknown:
