@@ -62,3 +62,12 @@ def test_every_commands_help_says_what_it_answers_and_which_page_explains_it():
         assert (ROOT / "docs" / found.group(1)).exists(), path
         seen += 1
     assert seen >= 15
+
+
+def test_the_committed_results_are_described_with_their_command():
+    results = ROOT / "docs" / "results"
+    index = (results / "README.md").read_text()
+    files = sorted(p.name for p in results.glob("*.json"))
+    assert files, "no benchmark results committed"
+    for name in files:
+        assert name in index, name
