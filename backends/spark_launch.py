@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from backends.inner import thread_env
+from backends.inner import kept_env, thread_env
 
 #: Seconds a local cluster's workers get to register.
 WORKERS_UP_S = 120.0
@@ -50,31 +50,20 @@ def java_runtime() -> str:
     return java
 
 
-class spark_env:
+@contextlib.contextmanager
+def spark_env(java: str, temp: str, loopback: bool) -> Iterator[None]:
     """The environment Spark's JVMs start with: ours, with every listener on loopback (a
-    local cluster) and the local cluster's workers' folders under ``temp``."""
-
-    def __init__(self, java: str, temp: str, loopback: bool) -> None:
-        self._set = {
-            "JAVA_HOME": os.path.dirname(os.path.dirname(os.path.realpath(java))),
-            "SPARK_WORKER_DIR": os.path.join(temp, "work"),
-            "SPARK_LOG_DIR": os.path.join(temp, "logs"),
-        }
-        if loopback:
-            self._set["SPARK_LOCAL_IP"] = "127.0.0.1"
-        self._saved: dict[str, str | None] = {}
-
-    def __enter__(self) -> None:
-        for key, value in self._set.items():
-            self._saved[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def __exit__(self, *exc: Any) -> None:
-        for key, value in self._saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    local cluster) and the local cluster's workers' folders under ``temp``; ours again after."""
+    values = {
+        "JAVA_HOME": os.path.dirname(os.path.dirname(os.path.realpath(java))),
+        "SPARK_WORKER_DIR": os.path.join(temp, "work"),
+        "SPARK_LOG_DIR": os.path.join(temp, "logs"),
+    }
+    if loopback:
+        values["SPARK_LOCAL_IP"] = "127.0.0.1"
+    with kept_env(values):
+        os.environ.update(values)
+        yield
 
 
 @contextlib.contextmanager
