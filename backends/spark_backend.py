@@ -231,6 +231,7 @@ class SparkBackend(Backend):
         finally:
             for t in tags:
                 self._sc.removeJobTag(t)
+            self._cancelled.discard(tag)  # a cancelled map's tag is not needed past its job
 
     def engine_map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         """``sc.parallelize(items, n).map(fn).collect()``, ``n`` as ``map(...,
