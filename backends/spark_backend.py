@@ -254,6 +254,9 @@ class SparkBackend(Backend):
 
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
         if cancel_futures:
+            # Queued jobs first: once running jobs are cancelled, their threads would otherwise
+            # take the queued ones and end them as failures instead of cancellations.
+            self._jobs.shutdown(wait=False, cancel_futures=True)
             self._closed_event.set()
             self._sc.cancelJobsWithTag(self._tag)
         self._jobs.shutdown(wait=wait, cancel_futures=cancel_futures)
