@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backends.cpugroups import CpuGroup, Usage, check_quotas
 from backends.lifeline import alive, owned_temp_dir, start_reaper, stop_holders, stop_reaper
 from backends.netns import Network
 
@@ -95,6 +96,10 @@ class EmulatedCluster:
         Seconds for the scheduler and every worker to come up.
     worker_ttl_s : float
         The scheduler's ``worker-ttl``: how long a silent worker is waited for.
+    cpus_per_node : float, optional
+        Hold every node (the scheduler's or head's included) to this many cores, each in a CPU
+        group of its own (:mod:`backends.cpugroups`): a scale model's nodes. ``None``: every
+        node shares all of this machine's cores.
     """
 
     def __init__(
@@ -105,11 +110,17 @@ class EmulatedCluster:
         bandwidth_mbps: float | None = None,
         start_timeout: float = 120.0,
         worker_ttl_s: float = WORKER_TTL_S,
+        cpus_per_node: float | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
         if nodes < 1 or workers_per_node < 1:
             raise ValueError("nodes and workers_per_node must be at least 1")
+        if cpus_per_node is not None:
+            check_quotas([cpus_per_node] * (1 + nodes))  # refused before anything starts
+        self.cpus_per_node = cpus_per_node
+        #: Each node's CPU group (0: the scheduler's or head's), with quotas only.
+        self.groups: list[CpuGroup] = []
         self.engine, self.nodes, self.workers_per_node = engine, nodes, workers_per_node
         self.bandwidth_mbps = bandwidth_mbps
         self._timeout = start_timeout
@@ -140,7 +151,9 @@ class EmulatedCluster:
             "nodes": self.nodes,
             "workers_per_node": self.workers_per_node,
             "bandwidth_mbps": self.bandwidth_mbps,
-            "shares_this_machine": True,
+            "shares_this_machine": self.cpus_per_node is None,
+            "cpus_per_node": self.cpus_per_node,
+            "time_dilation": self.dilation,
             "added_latency": "none (a veth's)",
             "worker_ttl_s": self.worker_ttl_s,
             "faults": self.faults,
@@ -185,9 +198,25 @@ class EmulatedCluster:
             facts = {**self.info(), "owner": os.getpid(), "connect": self._connect}
             self._note.write_text(json.dumps(facts))
 
+    def usage(self) -> list[Usage]:
+        """Each node's CPU use so far (0: the scheduler's or head's); empty without quotas."""
+        return [group.usage() for group in self.groups]
+
+    def _popen(self, node: int, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        """Start ``argv`` on ``node``, inside its CPU group where it has one."""
+        command = self.network.command(node, argv)
+        if self.groups:
+            # Joined before `ip netns exec`, which mounts a sysfs of the namespace's own (the
+            # CPU groups' folder is not in it): what it runs inherits the group.
+            command = self.groups[node].wrap(command)
+        return subprocess.Popen(command, **kwargs)
+
     def __enter__(self) -> EmulatedCluster:
-        self.network.__enter__()
         try:
+            if self.cpus_per_node is not None:
+                for node in range(1 + self.nodes):
+                    self.groups.append(CpuGroup(f"n{node}", self.cpus_per_node).__enter__())
+            self.network.__enter__()
             self._start_dask() if self.engine == "dask" else self._start_ray()
             self._note = _registry() / f"{self.network.hosts[0][1]}_{self.port}.json"
             self._note.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +234,7 @@ class EmulatedCluster:
         host = self.network.hosts[0][1]
         ttl = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": f"{self.worker_ttl_s:g}s"}
         self._procs.append(
-            self.network.popen(
+            self._popen(
                 0,
                 [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host,
                  "--port", str(self.port), "--no-dashboard", "--no-show"],
@@ -216,12 +245,13 @@ class EmulatedCluster:
         self._wait_for_port(host, self.port)
         for node in range(1, 1 + self.nodes):
             self._procs.append(
-                self.network.popen(
+                self._popen(
                     node,
                     [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
                      "--host", self.network.hosts[node][1], "--nthreads", "1",
                      "--nworkers", str(self.workers_per_node), "--no-dashboard",
                      "--death-timeout", "60"],
+                    env=self._dilated_env(),
                     **quiet,
                 )
             )  # fmt: skip
@@ -229,6 +259,28 @@ class EmulatedCluster:
 
         with Client(self.address, timeout=self._timeout, set_as_default=False) as client:
             client.wait_for_workers(self.workers, timeout=self._timeout)
+
+    @property
+    def dilation(self) -> float:
+        """How many times slower than a core each worker of a node runs (1: no quota)."""
+        if self.cpus_per_node is None:
+            return 1.0
+        return max(1.0, self.workers_per_node / self.cpus_per_node)
+
+    def _dilated_env(self) -> dict[str, str]:
+        """A worker's environment, with what it does by the wall clock slowed as its CPU is.
+
+        A node held to C cores runs everything 1/C times slower, but an engine's periodic
+        work keeps its wall-clock rhythm: Dask's profiler samples every 10 ms whatever the
+        quota, and on a node of 0.35 core it took 13% of the node when idle (0.046 core),
+        against 5% of a real core. Its interval and cycle are stretched by the same factor,
+        so that it costs the share it would on a full core.
+        """
+        env = dict(os.environ)
+        if self.dilation > 1:
+            env["DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL"] = f"{10 * self.dilation:.0f}ms"
+            env["DASK_DISTRIBUTED__WORKER__PROFILE__CYCLE"] = f"{1000 * self.dilation:.0f}ms"
+        return env
 
     def _start_ray(self) -> None:
         # A folder of ours for every node's temp dir (nodes that share one collide on its
@@ -278,9 +330,12 @@ class EmulatedCluster:
         with log.open("w") as out:
             kwargs: dict[str, Any] = {"env": env, "stdout": out, "stderr": subprocess.STDOUT}
             if node is None:
+                # Cluster machinery on the driver's link: in the head's CPU group, not the
+                # laptop's.
+                argv = self.groups[0].wrap(argv) if self.groups else argv
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
             else:
-                proc = self.network.popen(node, argv, stdin=subprocess.DEVNULL, **kwargs)
+                proc = self._popen(node, argv, stdin=subprocess.DEVNULL, **kwargs)
         self._procs.append(proc)
         return log
 
@@ -303,7 +358,7 @@ class EmulatedCluster:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[4:7]} exited with {proc.returncode}")
+                    raise RuntimeError(f"{_program(proc.args)} exited with {proc.returncode}")
             with contextlib.suppress(OSError), socket.create_connection((host, port), 1):
                 return
             time.sleep(0.2)
@@ -330,6 +385,14 @@ class EmulatedCluster:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+        for group in self.groups:
+            group.close()
+        self.groups = []
+
+
+def _program(argv: list[str]) -> str:
+    """What a node's command runs (its module), for an error message."""
+    return " ".join(argv[argv.index("-m") + 1 :][:1]) if "-m" in argv else " ".join(argv[:3])
 
 
 def _tail(logs: list[Path], lines: int = 5) -> str:

@@ -173,10 +173,13 @@ class Network:
         """
         _ip("link", "set", f"{self.id}n{host}p", "up" if up else "down", netns=self.switch)
 
+    def command(self, host: int, argv: Sequence[str]) -> list[str]:
+        """``argv`` as a command that runs inside host ``host``'s namespace."""
+        return ["ip", "netns", "exec", self.hosts[host][0], *argv]
+
     def popen(self, host: int, argv: Sequence[str], **kwargs: object) -> subprocess.Popen:
         """Start ``argv`` inside host ``host``'s namespace."""
-        name, _ = self.hosts[host]
-        return subprocess.Popen(["ip", "netns", "exec", name, *argv], **kwargs)  # type: ignore[arg-type]
+        return subprocess.Popen(self.command(host, argv), **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Stop every process in the namespaces, then remove them (their links go with them)."""

@@ -18,6 +18,7 @@ from compare import validation
 from compare.checks import (
     add_backend_options,
     add_counts,
+    add_cpus,
     add_run_folder,
     answers,
     arg_count,
@@ -425,3 +426,6 @@ def add_parser(sub: Any) -> None:
     )
     add_run_folder(p, "records")
     p.set_defaults(func=cmd_advice)
+    for p in kinds.choices.values():
+        if p.get_default("func") is not cmd_advice:  # advice reads records: it starts nothing
+            add_cpus(p)

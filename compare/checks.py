@@ -98,6 +98,17 @@ def add_counts(parser: argparse.ArgumentParser, *options: tuple[str, int, str]) 
         )
 
 
+def add_cpus(parser: argparse.ArgumentParser) -> None:
+    """``--cpus C``: the command, and every pool or local cluster it starts, held to C cores."""
+    parser.add_argument(
+        "--cpus",
+        type=arg_number(above=True),
+        metavar="C",
+        help="run as a laptop of C cores: this command and every local pool or cluster it "
+        "starts under one CPU quota (root; a scale model, see docs/clusters.md; default: none)",
+    )
+
+
 def add_run_folder(parser: argparse.ArgumentParser, name: str) -> None:
     """The optional positional ``name``: a run's output folder, by default the last run's."""
     parser.add_argument(

@@ -23,6 +23,7 @@ from compare.checks import (
     Parser,
     add_backend_options,
     add_counts,
+    add_cpus,
     add_run_folder,
     answers,
     arg_count,
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answer, not only in report.html",
     )
     _task_options(p)
+    add_cpus(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser(
         "overhead",
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=".",
         help="folder for overhead.png and phase_diagram.png (default: the current one)",
     )
+    add_cpus(p)
     p.set_defaults(func=cmd_overhead)
     p = sub.add_parser(
         "advise",
@@ -196,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         help="calibration file (default: calibration.json in the cache folder; made if absent)",
     )
+    add_cpus(p)
     p.set_defaults(func=cmd_advise)
     p = sub.add_parser(
         "cluster",
@@ -217,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--bandwidth-mbps",
         type=arg_number(),
         help="every link's rate in each direction, the driver's included (default: unshaped)",
+    )
+    p.add_argument(
+        "--cpus-per-node",
+        type=arg_number(above=True),
+        metavar="C",
+        help="hold every node, the scheduler's or head's included, to C cores, each in a CPU "
+        "group of its own (a scale model's nodes; default: every node shares every core)",
     )
     p.add_argument(
         "--cut",
@@ -599,7 +610,13 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
 
     from backends.emulated import EmulatedCluster
 
-    cluster = EmulatedCluster(args.engine, args.nodes, args.workers_per_node, args.bandwidth_mbps)
+    cluster = EmulatedCluster(
+        args.engine,
+        args.nodes,
+        args.workers_per_node,
+        args.bandwidth_mbps,
+        cpus_per_node=args.cpus_per_node,
+    )
     with cluster:
         for node, after, length in args.cut:
             if node != int(node):
@@ -608,9 +625,14 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
             span = f"for {length:g} s" if length else "for good"
             console.print(f"node {int(node)} will be cut off after {after:g} s, {span}")
         link = f"{args.bandwidth_mbps:g} Mbit/s" if args.bandwidth_mbps else "unshaped"
+        cores = (
+            f"each node held to {args.cpus_per_node:g} cores"
+            if args.cpus_per_node
+            else "on this machine's cores"
+        )
         console.print(
             f"emulated {args.engine} cluster: {args.nodes} nodes × {args.workers_per_node} "
-            f"workers, every link {link}, on this machine's cores (no added latency)"
+            f"workers, every link {link}, {cores} (no added latency)"
         )
         console.print(f"--backends {cluster.spec}", soft_wrap=True)
         console.print("holding it until Ctrl-C", highlight=False)
@@ -652,7 +674,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _redeliver_interrupts
     try:
-        return args.func(args, console)
+        from backends.cpugroups import laptop
+
+        # The laptop's quota is taken before the command starts anything: every pool and
+        # local cluster it starts is this process's child, and inherits it.
+        with laptop(getattr(args, "cpus", None)):
+            return args.func(args, console)
     except Terminated:
         console.print("[red]terminated (SIGTERM)[/red]: stopped what it had started")
         return 128 + signal.SIGTERM

@@ -172,17 +172,21 @@ def metadata(
     import psutil
 
     from backends.base import engine_version
+    from backends.cpugroups import current
 
     return {
         "schema_version": SCHEMA_VERSION,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpu_count": os.cpu_count(),
+        # A scale model's laptop: the CPU quota this run was held to (None: every core).
+        "cpu_quota": current(),
         "memory_bytes": psutil.virtual_memory().total,
         "machine": platform.machine(),
         "python": platform.python_version(),
         "versions": {
             m: engine_version(m)
-            for m in ("numpy", "pandas", "pillow", "numba", "distributed", "ray", "joblib")
+            for m in ("numpy", "pandas", "pillow", "numba", "distributed", "ray", "joblib",
+                      "pyspark")
         },
         "git_revision": _git_revision(),
         "backends": backend_info or {},

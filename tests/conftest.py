@@ -105,6 +105,20 @@ class SubmitCounter:
         return self._submit(*args)
 
 
+def namespaces_refused() -> str | None:
+    """Why network namespaces cannot be made here (``None``: they can)."""
+    if sys.platform != "linux":
+        return "Linux namespaces only"
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN) for network namespaces"
+    probe = f"sbprobe{os.getpid()}"
+    out = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if out.returncode != 0:
+        return f"network namespaces refused here: {out.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    return None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from conftest import namespaces_refused
 
 from backends import available, get_backend
+from backends.cpugroups import CpuGroupError, hierarchy
 from backends.netns import NetworkError, check_privileges
 from compare.calibrate import pipelined_rates
 from workloads import probes
@@ -31,31 +33,22 @@ IDEAL_100 = MIB10 * 8 / 100e6  # 0.84 s for 10 MiB over one 100 Mbit/s link
 SLOW_MBPS = 25  # a link slow enough that a calibration's maps must be kept short
 
 
-def _namespaces_work() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (CAP_NET_ADMIN) for network namespaces"
-    probe = f"sbprobe{os.getpid()}"
-    out = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if out.returncode != 0:
-        return f"network namespaces refused here: {out.stderr.strip()}"
-    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
-    return None
-
-
-REFUSED = _namespaces_work() if sys.platform == "linux" else "Linux namespaces only"
+REFUSED = namespaces_refused()
 needs_netns = pytest.mark.skipif(REFUSED is not None, reason=REFUSED or "")
 needs_dask = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 needs_ray = pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
 
 
 def _left(prefix: str, owner: int | None = None) -> list[str]:
-    """Namespaces and links whose names start with ``prefix``; with ``owner``, also the
-    folders of its Ray nodes and every process that holds one of their files open."""
+    """Namespaces and links whose names start with ``prefix``; with ``owner``, also its CPU
+    groups, the folders of its Ray nodes and every process that holds one of their files
+    open."""
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     found = [line.split()[0] for line in names.splitlines() if line.startswith(prefix)]
     found += re.findall(rf"\d+: ({re.escape(prefix)}\S*?)[@:]", links)
     if owner is not None:
+        found += _groups(owner)
         folders = [str(p) for p in Path(tempfile.gettempdir()).glob(f"smallbig-emu-{owner}-*")]
         found += folders
         for proc in psutil.process_iter():
@@ -65,6 +58,15 @@ def _left(prefix: str, owner: int | None = None) -> list[str]:
             except psutil.Error:
                 continue
     return found
+
+
+def _groups(owner: int) -> list[str]:
+    """The CPU groups of smallbig's that ``owner`` made."""
+    try:
+        root = hierarchy().root
+    except CpuGroupError:
+        return []
+    return [p.name for p in root.glob(f"smallbig-{owner}-*")]
 
 
 def _timed(fn) -> float:
@@ -181,11 +183,16 @@ def _spec(proc: subprocess.Popen) -> str:
     ],
 )
 def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
-    proc = _cluster("--engine", engine, "--bandwidth-mbps", "1000")
+    # Dask's nodes as a scale model's, each in a CPU group of its own: those go too. (Ray's
+    # nodes, held to half a core each, would not register within `ray start`'s 30 s here.)
+    quota = ["--cpus-per-node", "0.5"] if engine == "dask" else []
+    proc = _cluster("--engine", engine, "--bandwidth-mbps", "1000", *quota)
     try:
         spec = _spec(proc)
         prefix = f"sb{proc.pid}x"
         assert _left(prefix), "the cluster made its namespaces"
+        groups = _groups(proc.pid)
+        assert len(groups) == (3 if quota else 0), groups
         if run_first:  # a run against it first: it says it was emulated
             out = subprocess.run(
                 [sys.executable, "-m", "compare.cli", "run", "--workloads", "noop",
@@ -197,7 +204,8 @@ def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
             meta = json.loads((tmp_path / "res" / "run.json").read_text())
             emulated = meta["backends"][spec]["emulated"]
             assert emulated["nodes"] == 2 and emulated["bandwidth_mbps"] == 1000
-            assert emulated["shares_this_machine"] is True
+            assert emulated["shares_this_machine"] is not quota
+            assert emulated["cpus_per_node"] == (0.5 if quota else None)
         os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
         try:
             proc.wait(timeout=30)

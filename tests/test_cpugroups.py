@@ -1,0 +1,194 @@
+"""CPU quotas of a scale model: held to what they promise, measured, refused over the limit,
+and gone however their owner ends (issue 41)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import namespaces_refused, ratio_on_some_try
+
+from backends import available, get_backend
+from backends.cpugroups import CpuGroup, CpuGroupError, check_quotas, hierarchy, laptop
+from workloads.tasks import python_cpu
+
+
+def _refused() -> str | None:
+    try:
+        check_quotas([0.1])
+    except (CpuGroupError, OSError) as exc:
+        return f"CPU groups refused here: {exc}"
+    return None
+
+
+REFUSED = _refused() if sys.platform == "linux" else "Linux CPU groups only"
+needs_groups = pytest.mark.skipif(REFUSED is not None, reason=REFUSED or "")
+
+
+def _groups(owner: int) -> list[str]:
+    return [p.name for p in hierarchy().root.glob(f"smallbig-{owner}-*")]
+
+
+def _script(body: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(body)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@needs_groups
+def test_a_laptops_quota_holds_a_cpu_bound_pool_to_it():
+    # In a process of its own: the quota takes in the process that joins, pytest's here.
+    proc = _script(
+        """
+        import json, threading, time
+        from backends import get_backend
+        from backends.cpugroups import laptop
+        from workloads.tasks import python_cpu
+
+        with laptop(0.5) as group, get_backend("processes", workers=2) as ex:
+            list(ex.map(python_cpu, range(40), chunksize=4))  # workers up and warm
+            before = group.usage()
+            list(ex.map(python_cpu, range(600), chunksize=10))
+            used = group.usage() - before
+        print(json.dumps({"cores": used.cores(), "wall": used.wall_s}))
+        """
+    )
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    used = json.loads(out.splitlines()[-1])
+    # Two workers that could use two cores, held to half of one: 0.5 ± 15%.
+    assert 0.425 <= used["cores"] <= 0.575, used
+    assert not _groups(proc.pid)
+
+
+@needs_groups
+def test_quotas_over_the_limit_are_refused_before_anything_starts(tmp_path):
+    from backends.emulated import EmulatedCluster
+
+    before = set(os.listdir(hierarchy().root))
+    cores = os.cpu_count() or 1
+    with pytest.raises(CpuGroupError, match=r"exceed 80% of this machine's"):
+        EmulatedCluster("dask", nodes=cores * 2, cpus_per_node=0.5)
+    with pytest.raises(ValueError, match="positive"):
+        check_quotas([0.0])
+    out = subprocess.run(
+        [sys.executable, "-m", "compare.cli", "run", "--cpus", str(cores * 0.9),
+         "--workloads", "noop", "--backends", "serial", "--sizes", "2", "--repeats", "1",
+         "--out", str(tmp_path / "res")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "exceed 80%" in out.stdout and not (tmp_path / "res" / "records.csv").exists()
+    assert set(os.listdir(hierarchy().root)) == before
+
+
+def test_without_root_quotas_say_so_in_one_line(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(CpuGroupError, match="need root") as info:
+        check_quotas([0.5])
+    assert "\n" not in str(info.value)
+
+
+@needs_groups
+@pytest.mark.parametrize("sig", [None, signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_no_cpu_group_outlives_its_owner(sig, tmp_path):
+    # A run of the command line as a laptop of 0.3 core, a process pool under it, long
+    # enough to be stopped mid-way; `sig=None`: a run that ends by itself.
+    items = 8 if sig is None else 200_000
+    cmd = [sys.executable, "-m", "compare.cli", "run", "--cpus", "0.3",
+           "--task", "workloads.tasks:python_cpu", "--items-from", f"range:{items}",
+           "--backends", "processes", "--sizes", str(items), "--repeats", "1",
+           "--out", str(tmp_path / "res")]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        if sig is not None:
+            deadline = time.monotonic() + 60
+            while not _busy_pool(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            groups = _groups(proc.pid)
+            assert len(groups) == 1 and groups[0].endswith("-laptop"), groups
+            os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while _groups(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _groups(proc.pid), _groups(proc.pid)
+        if sig is None:
+            assert proc.returncode == 0, proc.stdout.read()
+            meta = json.loads((tmp_path / "res" / "run.json").read_text())
+            assert meta["cpu_quota"]["cpus"] == pytest.approx(0.3), meta["cpu_quota"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _busy_pool(pid: int) -> bool:
+    """Whether the command ``pid`` runs its process pool (two workers up)."""
+    import psutil
+
+    try:
+        return len(psutil.Process(pid).children(recursive=True)) >= 2
+    except psutil.Error:
+        return False
+
+
+def heavy(seed: int) -> int:
+    """~50 ms of pure-Python CPU at full speed: a task the scale model is held to."""
+    return sum(python_cpu(seed + k) for k in range(30))
+
+
+@needs_groups
+@pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
+def test_a_two_node_scale_model_beats_the_laptops_serial_and_each_node_keeps_its_quota():
+    from backends.emulated import EmulatedCluster
+    from compare.records import metadata
+
+    if (refused := namespaces_refused()) is not None:
+        pytest.skip(refused)
+    quota = 0.35  # the laptop's and each node's: 4 × 0.35 = 1.4 of 2 cores
+    items = list(range(24))  # ~3.5 s on the laptop's serial
+    used = []
+    with EmulatedCluster("dask", nodes=2, cpus_per_node=quota) as cluster:
+        assert cluster.info()["cpus_per_node"] == quota
+        with laptop(quota) as group, get_backend(cluster.spec) as ex:
+            assert metadata()["cpu_quota"]["cpus"] == pytest.approx(quota)
+            assert group.info()["cpus"] == quota
+            list(ex.map(heavy, items[:2]))  # warm: its workers have the function
+
+            def speedup() -> float:
+                with get_backend("serial") as serial:
+                    start = time.perf_counter()
+                    expected = list(serial.map(heavy, items))
+                    serial_s = time.perf_counter() - start
+                before = cluster.usage()
+                start = time.perf_counter()
+                assert list(ex.map(heavy, items, chunksize=2)) == expected
+                cluster_s = time.perf_counter() - start
+                used[:] = [a - b for a, b in zip(cluster.usage(), before, strict=True)]
+                return serial_s / cluster_s
+
+            # Two nodes of the laptop's compute: ideally 2x. Measured here 1.58-1.63x: the
+            # workers' own threads (event loop, heartbeats, the nanny) spend ~20% more CPU
+            # than the task on a node this small; two tries, as the machine is shared.
+            ratio_on_some_try("scale-model speedup", speedup, 1.5, 2.2, tries=2)
+    # Each worker node (1, 2) busy through the map: its quota ± 15%.
+    for node in used[1:]:
+        assert 0.85 * quota <= node.cores() <= 1.15 * quota, used
+
+
+def test_a_group_label_is_checked():
+    with pytest.raises(ValueError, match="label"):
+        CpuGroup("../etc", 0.5)
