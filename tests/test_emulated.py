@@ -184,7 +184,7 @@ def _spec(proc: subprocess.Popen) -> str:
 )
 def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
     # Dask's nodes as a scale model's, each in a CPU group of its own: those go too. (Ray's
-    # nodes, held to half a core each, would not register within `ray start`'s 30 s here.)
+    # nodes held to 0.35 core each took 85 s to start here, against ~20 s: left out.)
     quota = ["--cpus-per-node", "0.5"] if engine == "dask" else []
     proc = _cluster("--engine", engine, "--bandwidth-mbps", "1000", *quota)
     try:
