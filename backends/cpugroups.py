@@ -94,13 +94,17 @@ def hierarchy() -> Hierarchy:
     if os.geteuid() != 0:
         raise CpuGroupError("CPU quotas need root: the cpu controller's groups belong to root")
     v2 = None
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            _, point, fstype, options, *_ = line.split()
-            if fstype == "cgroup" and "cpu" in options.split(","):
-                return Hierarchy(Path(point), 1)
-            if fstype == "cgroup2" and v2 is None:
-                v2 = Path(point)
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = f.read().splitlines()
+    except OSError:
+        raise CpuGroupError("CPU quotas need Linux's cgroups (no /proc/self/mounts)") from None
+    for line in mounts:
+        _, point, fstype, options, *_ = line.split()
+        if fstype == "cgroup" and "cpu" in options.split(","):
+            return Hierarchy(Path(point), 1)
+        if fstype == "cgroup2" and v2 is None:
+            v2 = Path(point)
     if v2 is not None and "cpu" in (v2 / "cgroup.controllers").read_text().split():
         return Hierarchy(v2, 2)
     raise CpuGroupError("no cpu controller here (cgroup v1 'cpu' or v2 with 'cpu' enabled)")
@@ -119,6 +123,11 @@ def _quota_of(path: Path, version: int) -> float:
             quota, period = int(text[0]), int(text[1])
         return max(0, quota) / period
     return 0.0
+
+
+def quota_of(path: Path) -> float:
+    """Cores the group at ``path`` may use (0: no quota)."""
+    return _quota_of(path, 1 if _v1(path) else 2)
 
 
 def _owner(name: str) -> int | None:
@@ -301,6 +310,13 @@ def current() -> dict[str, object] | None:
         if path is not None and _owner(path.name) is not None:
             return {"group": path.name, "cpus": _quota_of(path, h.version)}
     return None
+
+
+def effective_cores() -> float:
+    """The cores this process and its pools may use: its quota under a laptop of smallbig's,
+    else every core of the machine."""
+    quota = current()
+    return float(quota["cpus"]) if quota else float(os.cpu_count() or 1)
 
 
 def _group_of(pid: int, root: Path) -> Path | None:

@@ -33,6 +33,16 @@ RAY_STARTED = "Ray runtime started"
 #: Seconds without a worker's heartbeat after which the scheduler drops it and runs its tasks
 #: elsewhere. Dask's default is 5 minutes: a node cut off for good would stall a run that long.
 WORKER_TTL_S = 10.0
+#: What a Dask worker does by the wall clock (its defaults, ms), stretched on a scale model's
+#: nodes: the profiler's samples and cycle, the event loop's tick check, the system and memory
+#: monitors.
+DASK_CLOCKS_MS = {
+    "WORKER__PROFILE__INTERVAL": 10,
+    "WORKER__PROFILE__CYCLE": 1000,
+    "ADMIN__TICK__INTERVAL": 20,
+    "ADMIN__SYSTEM_MONITOR__INTERVAL": 500,
+    "WORKER__MEMORY__MONITOR_INTERVAL": 100,
+}
 
 
 def _registry() -> Path:
@@ -154,6 +164,9 @@ class EmulatedCluster:
             "shares_this_machine": self.cpus_per_node is None,
             "cpus_per_node": self.cpus_per_node,
             "time_dilation": self.dilation,
+            # Each node's CPU group (0: the scheduler's or head's): what a run's fidelity
+            # monitor reads.
+            "cpu_groups": [g.name for g in self.groups],
             "added_latency": "none (a veth's)",
             "worker_ttl_s": self.worker_ttl_s,
             "faults": self.faults,
@@ -278,8 +291,8 @@ class EmulatedCluster:
         """
         env = dict(os.environ)
         if self.dilation > 1:
-            env["DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL"] = f"{10 * self.dilation:.0f}ms"
-            env["DASK_DISTRIBUTED__WORKER__PROFILE__CYCLE"] = f"{1000 * self.dilation:.0f}ms"
+            for key, ms in DASK_CLOCKS_MS.items():
+                env[f"DASK_DISTRIBUTED__{key}"] = f"{ms * self.dilation:.0f}ms"
         return env
 
     def _start_ray(self) -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from backends import available
 from compare.bench_cluster import cluster_bench, print_cluster
-from compare.bench_links import BANDWIDTHS_MBPS, NODES, links_bench, print_links
+from compare.bench_links import BANDWIDTHS_MBPS, NODES, links_bench, max_nodes, print_links
 from compare.calibrate import load_profile
 from compare.checks import add_counts, answers, arg_count, arg_number
 from compare.records import write_json
@@ -29,10 +29,17 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     if args.profile and calibration is None:
         raise FileNotFoundError(f"{args.profile}: no calibration there (make one: "
                                 f"`smallbig overhead --profile {args.profile}`)")  # fmt: skip
+    cpus = None
+    if args.scale_model:
+        if args.cpus is None:
+            raise ValueError("--scale-model holds every node to the laptop's cores: give them "
+                             "with --cpus C, e.g. --cpus 0.25")  # fmt: skip
+        cpus, args.links = args.cpus, True
     if args.links:
         rates = [b or None for b in args.bandwidths_mbps or BANDWIDTHS_MBPS]
-        rows, crossings = links_bench(rates, args.nodes or NODES, args.repeats, console, engines,
-                                      calibration, args.cases)  # fmt: skip
+        nodes = args.nodes or (sorted({2, max_nodes(cpus)}) if cpus else NODES)
+        rows, crossings = links_bench(rates, nodes, args.repeats, console, engines,
+                                      calibration, args.cases, cpus)  # fmt: skip
     else:
         rows, crossings = cluster_bench(engines, args.workers, args.repeats, console, inputs,
                                         calibration, args.cases)  # fmt: skip
@@ -59,8 +66,12 @@ def add_parser(kinds: Any) -> None:
     p.add_argument("--links", action="store_true",
                    help="instead: emulated multi-node clusters behind links of 100 Mbit/s, "
                    "1 Gbit/s and unshaped, 2 and 4 nodes (root: `smallbig cluster`)")  # fmt: skip
+    p.add_argument("--scale-model", action="store_true",
+                   help="--links as a scale model (with --cpus C): every node held to C cores "
+                   "as the laptop is, links scaled by C, CPU-bound cases too")  # fmt: skip
     p.add_argument("--nodes", nargs="+", type=arg_count(),
-                   help="with --links: worker nodes (default: 2 4)")  # fmt: skip
+                   help="with --links: worker nodes (default: 2 4; --scale-model: 2 and the "
+                   "most the machine allows)")  # fmt: skip
     p.add_argument("--bandwidths-mbps", nargs="+", type=arg_number(),
                    help="with --links: link rates, 0: unshaped (default: 100 1000 0)")  # fmt: skip
     p.add_argument("--profile",

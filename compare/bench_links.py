@@ -11,6 +11,14 @@ calibration to the cluster's workers and link rate (``advise --workers N --bandw
 B``), warm only (its start-up is a LocalCluster's, not a connection's), and (b) from a
 calibration of the emulated cluster itself (``smallbig overhead --backends dask@…``). Then
 the crossover with the best local backend, where the measured straight lines cross.
+
+With ``cpus`` (``--scale-model``, under ``--cpus C``): a scale model. This process is the
+laptop, held to C cores; every node of every cluster is held to the same C
+(``cpus_per_node``), and every link's rate is scaled by C as the CPU is (a real link of
+1 Gbit/s between nodes of one core becomes C Gbit/s between nodes of C cores). CPU-bound
+cases join the others, since there a cluster of M nodes has M times the laptop's compute, and
+each cluster map's fidelity (:mod:`backends.fidelity`) is kept with its row: a row measured
+where the quotas did not hold is left out of the scores.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from compare.taskprofile import profile_task
 
 BANDWIDTHS_MBPS = (100.0, 1000.0, None)  # None: unshaped veth links
 NODES = (2, 4)
+#: With --scale-model: the cases where a cluster can out-compute the laptop.
+CPU_CASES = ("pure-Python CPU", "numba kernel")
 PER_WORKER = 8  # items per worker in each timed map
 PUT_ONCE = "1 MB put once"
 
@@ -67,6 +77,30 @@ def link_cases(api_url: str) -> list[Case]:
     ]
 
 
+def scale_cases(api_url: str) -> list[Case]:
+    """A scale model's cases: the CPU-bound ones, then those that move bytes."""
+    from workloads.tasks import numba_blur, python_long
+
+    def seeds(n: int) -> list[int]:
+        return list(range(n))
+
+    return [
+        Case(CPU_CASES[0], python_long, seeds, PER_WORKER),
+        Case(CPU_CASES[1], numba_blur, seeds, 4 * PER_WORKER),
+        *link_cases(api_url),
+    ]
+
+
+def max_nodes(cpus: float) -> int:
+    """The most worker nodes of ``cpus`` cores this machine's CPU groups allow beside a
+    laptop and a scheduler's node of the same."""
+    import os
+
+    from backends.cpugroups import MAX_SHARE
+
+    return max(1, int(MAX_SHARE * (os.cpu_count() or 1) / cpus + 1e-9) - 2)
+
+
 def _fresh_megabyte() -> Any:
     import numpy as np
 
@@ -81,11 +115,21 @@ def links_bench(
     engines: Sequence[str] = ("dask",),
     calibration: dict[str, Any] | None = None,
     wanted: Sequence[str] | None = None,
+    cpus: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of the model check (per engine, link rate, nodes, case, phase) and of the
     crossovers; ``calibration``: the ordinary one to predict from (default: measured first);
-    ``wanted``: only the cases named like these (:func:`~compare.bench_cluster.select`)."""
-    select(link_cases(""), wanted)  # a misspelt case fails now, not after the first cluster
+    ``wanted``: only the cases named like these (:func:`~compare.bench_cluster.select`);
+    ``cpus``: a scale model of nodes of ``cpus`` cores against this process's laptop quota
+    of as many."""
+    if cpus is not None:
+        from backends.cpugroups import current
+
+        held = current()
+        if held is None or abs(float(held["cpus"]) - cpus) > 1e-9:
+            raise ValueError(f"a scale model of {cpus:g}-core nodes compares them with a laptop "
+                             f"of as many: run it under --cpus {cpus:g}")  # fmt: skip
+    select((scale_cases if cpus else link_cases)(""), wanted)  # a misspelt case fails now
     rows: list[dict[str, Any]] = []
     crossings: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +138,7 @@ def links_bench(
             for rate in bandwidths:
                 for n_nodes in nodes:
                     one = _one_cluster(engine, rate, n_nodes, calibration, locals_, repeats,
-                                       console, wanted)  # fmt: skip
+                                       console, wanted, cpus)  # fmt: skip
                     rows += one[0]
                     crossings += one[1]
     return rows, crossings
@@ -109,26 +153,33 @@ def _one_cluster(
     repeats: int,
     console: Console,
     wanted: Sequence[str] | None,
+    cpus: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from backends.emulated import EmulatedCluster
     from workloads.weather_server import Faults, serve_api_process
 
     rows, crossings = [], []
-    cluster = EmulatedCluster(engine, n_nodes, 1, rate)
+    # A scale model's links are slowed as its CPUs are: the real rate times the quota.
+    shaped = rate * cpus if rate and cpus else rate
+    cluster = EmulatedCluster(engine, n_nodes, 1, shaped, cpus_per_node=cpus)
     api_faults = Faults(latency_s=0.02)
     with cluster, serve_api_process(api_faults, host=cluster.network.driver_address) as api:
         # The local lines too, while the API serves: its cases call it from every backend.
-        todo = select(link_cases(api.url), wanted)
+        todo = select((scale_cases if cpus else link_cases)(api.url), wanted)
         profiles = {c.name: _profile(c) for c in todo}
         measured, cal_n = _measure(engine, cluster.spec, todo, repeats)
         link = f"{rate:g} Mbit/s" if rate else "unshaped"
+        if cpus and rate:
+            link += f" (shaped {shaped:g})"
         console.print(f"{engine}, {n_nodes} nodes, {link}: connected in "
                       f"{measured[0]['startup_s']:.2f} s")  # fmt: skip
         own = {**calibration, "backends": {**calibration["backends"], engine: cal_n}}
         where = {"engine": engine, "link": link, "nodes": n_nodes}
+        if cpus:
+            where["scale"] = f"{n_nodes} × {cpus:g} cores"
         for m in measured:
             task = profiles[m["case"]]
-            rows += _model_rows(where, m, task, calibration, own, rate)
+            rows += _model_rows(where, m, task, calibration, own, shaped)
             if m["case"] == PUT_ONCE:
                 continue  # locally, a put object is this process's own: no crossover to find
             sizes = [m["items"] // 4, m["items"]]
@@ -153,16 +204,21 @@ def _case(todo: Sequence[Case], name: str) -> Case:
 
 
 def _measure(engine: str, spec: str, todo: Sequence[Case], repeats: int) -> tuple[list[dict], dict]:
+    from backends.fidelity import Monitor, watched
+
     rows = []
     with get_backend(spec) as ex, warnings.catch_warnings():
         # Dask's note on a large graph, once per map: shipping arguments is what is timed.
         warnings.filterwarnings("ignore", message="Sending large graph")
+        held = watched(ex.info())  # a scale model's CPU groups (none: nothing to watch)
         for case in todo:
             n = case.per_worker * ex.workers
-            first = timed_map(ex, case, case.make(n))
-            line, warm = warm_line(ex, case, [n // 4, n], repeats)
+            with Monitor(held) as fidelity:
+                first = timed_map(ex, case, case.make(n))
+                line, warm = warm_line(ex, case, [n // 4, n], repeats)
             rows.append({"case": case.name, "items": n, "startup_s": ex.startup_s,
-                         "cold_s": ex.startup_s + first, "warm_s": warm, "line": line})  # fmt: skip
+                         "cold_s": ex.startup_s + first, "warm_s": warm, "line": line,
+                         "fidelity": str(fidelity.verdict)})  # fmt: skip
         cal = measure_overheads(ex, spec, items=2000, repeats=2)
     cal["backend"] = engine
     return rows, cal
@@ -179,6 +235,8 @@ def _model_rows(
         b = seconds_of(own, engine, m["items"], **kw)
         row = {**where, "case": m["case"], "items": m["items"], "phase": phase,
                "measured_s": got, "own calibration %": 100 * (b / got - 1)}  # fmt: skip
+        if m["fidelity"]:
+            row["fidelity"] = m["fidelity"]
         if phase == "warm":  # the ordinary calibration's start-up is a local cluster's
             a = seconds_of(ordinary, engine, m["items"], workers=nodes, cold=False, task=task,
                            bandwidth_Bps=rate * 1e6 / 8 if rate else None)  # fmt: skip
@@ -191,8 +249,12 @@ def print_links(rows: list[dict], crossings: list[dict], console: Console) -> No
     """The two tables and the summary of each prediction's errors."""
     print_rows(console, "Predicted − measured (error %), EMULATED clusters (nodes share this "
                "machine's cores; links shaped, no added latency)", rows)  # fmt: skip
+    unfaithful = [r for r in rows if r.get("fidelity", "").startswith("unfaithful")]
+    if unfaithful:
+        console.print(f"{len(unfaithful)} row(s) where the scale model's quotas did not hold: "
+                      "left out of the errors below")  # fmt: skip
     for key in ("own calibration", "extrapolated"):
-        errors = [abs(r[f"{key} %"]) for r in rows if f"{key} %" in r]
+        errors = [abs(r[f"{key} %"]) for r in rows if f"{key} %" in r and r not in unfaithful]
         if errors:
             console.print(f"{key}: median |error| {statistics.median(errors):.0f}%, "
                           f"worst {max(errors):.0f}%")  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from backends import default_backends, get_backend, parse_spec
+from backends.cpugroups import current, effective_cores
 from compare.fits import fit_line
 from compare.records import read_json, write_json
 from compare.timing import median_time
@@ -31,20 +32,24 @@ RUN_PROFILE = "calibration.json"  # the overheads a run measured, beside its rec
 
 
 def default_profile_path() -> Path:
-    """Where this machine's calibration profile is kept."""
-    return cache_dir() / "calibration.json"
+    """Where this machine's calibration profile is kept (its start-up history and growth with
+    workers beside it): a folder of its own for each laptop quota of a scale model, since a
+    laptop of 0.35 core is another machine."""
+    quota = current()
+    folder = cache_dir() if quota is None else cache_dir() / f"laptop-{quota['cpus']:g}-cores"
+    return folder / "calibration.json"
 
 
 def remember_run(out_dir: str | Path) -> None:
     """Note ``out_dir`` as the last run's, for commands that read a run by default."""
-    marker = default_profile_path().parent / "last-run"
+    marker = cache_dir() / "last-run"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(Path(out_dir).resolve()))
 
 
 def last_run() -> Path:
     """The output directory of the last ``smallbig run`` (``smallbig-results`` if none)."""
-    marker = default_profile_path().parent / "last-run"
+    marker = cache_dir() / "last-run"
     return Path(marker.read_text().strip()) if marker.exists() else Path("smallbig-results")
 
 
@@ -189,9 +194,7 @@ def measure_overheads(
         # share: this machine's, or for an existing cluster one per worker thread.
         "threads": info.get("threads", ex.workers),
         "coroutines": ex.supports_coroutines,
-        "cores": ex.workers
-        if parse_spec(spec)[1] and not info.get("emulated")  # emulated nodes share ours
-        else os.cpu_count(),
+        "cores": _cores(ex, spec, info),
         "startup_s": ex.startup_s,
         # A pool that a second backend (a session's next call) gets back running: what
         # that reuse costs, apart from the first start (compare.costmodel: warm).
@@ -374,12 +377,26 @@ def overhead(
     return write_profile(rows, path or default_profile_path())
 
 
+def _cores(ex: Any, spec: str, info: dict[str, Any]) -> float:
+    """The cores a backend's workers share: a cluster's, one per worker thread; an emulated
+    one's, its nodes' quotas (or this machine's, which unquoted nodes share); a local
+    backend's, this machine's, or the laptop's quota under a scale model."""
+    emulated = info.get("emulated") or {}
+    if emulated.get("cpus_per_node"):
+        return float(emulated["nodes"] * emulated["cpus_per_node"])
+    if parse_spec(spec)[1] and not emulated:
+        return ex.workers
+    return os.cpu_count() if emulated else effective_cores()
+
+
 def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> dict[str, Any]:
     """Save profile ``rows`` (one per backend) with this machine's facts as JSON; return it."""
     import psutil
 
     profile = {
-        "cpu_count": os.cpu_count(),
+        # The laptop's cores: a scale model's quota, if it runs under one (the model's cores
+        # bound divides CPU seconds by them).
+        "cpu_count": effective_cores(),
         "memory_bytes": psutil.virtual_memory().total,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backends": {r["backend"]: r for r in rows},

@@ -59,6 +59,8 @@ def medians(records: pd.DataFrame, phase: str = "warm") -> pd.DataFrame:
     """
     keys = ["workload", "backend", "size"]
     sel = records[(records["phase"] == phase) & records["wall_s"].notna()]  # not failed ones
+    if "fidelity" in sel.columns:  # nor ones where a scale model's quotas did not hold
+        sel = sel[~sel["fidelity"].astype(str).str.startswith("unfaithful")]
     plain = sel.groupby(keys, as_index=False)["wall_s"].median()
     if "paired" not in sel.columns or not sel["paired"].astype(bool).any():
         return plain

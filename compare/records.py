@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 5  # 2: cpu_s, paired; 3: failure; 4: bytes_out, peak_rss_bytes; 5: base_rss_bytes
+# 2: cpu_s, paired; 3: failure; 4: bytes_out, peak_rss_bytes; 5: base_rss_bytes; 6: fidelity
+SCHEMA_VERSION = 6
 RECORDS = "records.csv"
 METADATA = "run.json"
 
@@ -59,6 +60,10 @@ class Record:
     # This process's resident bytes just before the run: what the backend adds is the peak
     # above it (the driver holds every engine imported so far, whichever backend runs).
     base_rss_bytes: float = float("nan")
+    # Under a scale model's CPU quotas (backends.fidelity): "faithful", or "unfaithful: why"
+    # (a busy group got less than its quota, or the machine was saturated), and then the
+    # point is left out of the model's scores; "" when nothing was scaled.
+    fidelity: str = ""
 
     @property
     def key(self) -> tuple:
@@ -66,8 +71,9 @@ class Record:
 
 
 FIELDS = [f.name for f in dataclasses.fields(Record)]
-# Columns added since schema 4: records written before them read as unknown (NaN).
-_ADDED = ("base_rss_bytes",)
+# Columns added since schema 4: records written before them read as unknown (NaN; fidelity
+# as "": nothing was scaled before it existed).
+_ADDED = ("base_rss_bytes", "fidelity")
 
 
 class RecordWriter:
@@ -160,7 +166,8 @@ def load_records(out_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path} is not a records file smallbig can read: no {missing}")
     # CSV keeps no difference between "" and missing: a point that did not fail reads "".
-    frame["failure"] = frame["failure"].astype(object).where(frame["failure"].notna(), "")
+    for name in ("failure", "fidelity"):
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), "")
     return frame
 
 

@@ -147,7 +147,8 @@ def print_report(
 
 
 def print_failures(records: pd.DataFrame, console: Console) -> None:
-    """Say which measurements were wrong (a checksum unlike serial's) or could not be made."""
+    """Say which measurements were wrong (a checksum unlike serial's), could not be made, or
+    were made where a scale model's quotas did not hold."""
     wrong = records[records["correct"] == False]  # noqa: E712 - NaN-aware on purpose
     if len(wrong):
         console.print(
@@ -162,6 +163,22 @@ def print_failures(records: pd.DataFrame, console: Console) -> None:
             "was restarted; these have no time and are left out of every figure):"
         )
         for (backend, reason), group in failed.groupby(["backend", "failure"]):
+            where = group[["workload", "size", "repeat"]].itertuples(index=False)
+            points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
+            console.print(f"  {backend}: {escape(reason)} ({points})")
+
+
+    unfaithful = (
+        records[records["fidelity"].astype(str).str.startswith("unfaithful")]
+        if "fidelity" in records
+        else records[:0]
+    )
+    if len(unfaithful):
+        console.print(
+            f"[bold red]{len(unfaithful)} point(s) where the scale model's CPU quotas did not "
+            "hold[/bold red] (left out of every figure; see docs/clusters.md):"
+        )
+        for (backend, reason), group in unfaithful.groupby(["backend", "fidelity"]):
             where = group[["workload", "size", "repeat"]].itertuples(index=False)
             points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
             console.print(f"  {backend}: {escape(reason)} ({points})")

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backends import backend_class, default_backends, get_backend, parse_spec
+from backends.fidelity import Group, Monitor, watched
 from backends.memory import INTERVAL_S, PeakMemory, ProcessTree
 from compare.calibrate import (
     RUN_PROFILE,
@@ -280,12 +281,13 @@ class _Session:
         self, active: list[str], points: list[Point], loaded: dict[str, Workload], task: Any
     ) -> None:
         with contextlib.ExitStack() as stack:
-            opened, readers, idle = {}, {}, {}
+            opened, readers, idle, held = {}, {}, {}, {}
 
             def start(spec: str) -> None:
                 opened[spec] = stack.enter_context(get_backend(spec, workers=self.workers))
                 self.infos[spec] = opened[spec].info()
                 readers[spec] = opened[spec].memory_reader()
+                held[spec] = watched(self.infos[spec])  # a scale model's CPU groups
 
             for spec in active:
                 start(spec)
@@ -313,6 +315,7 @@ class _Session:
                         self.reference,
                         paired,
                         readers[spec],
+                        held[spec],
                     )
                 except Exception as exc:  # items' own errors are outcomes: the engine failed
                     record = _failed(ex, point, paired, exc)
@@ -413,15 +416,18 @@ def _measure(
     reference: dict[tuple[str, int], str],
     paired: bool,
     memory: Callable[[], int | None],
+    groups: list[Group],
 ) -> Record:
-    """Measure ``point`` on ``ex``: time, CPU, memory, and the checksum against serial's."""
+    """Measure ``point`` on ``ex``: time, CPU, memory, the checksum against serial's, and,
+    under a scale model's quotas, whether they held (``groups``)."""
     n, spec = len(items), point.backend
     # Start every measurement with an empty collector: otherwise a full collection of this
     # process's heap (~0.1 s, mostly the harness's own objects) lands in whichever measurement
     # crosses the threshold, e.g. one of three serial repeats of 10,000 no-ops.
     gc.collect()
     base = ProcessTree(set()).rss()
-    with PeakMemory(memory, INTERVAL_S if ex.memory_is_local else REMOTE_INTERVAL_S) as peak:
+    interval = INTERVAL_S if ex.memory_is_local else REMOTE_INTERVAL_S
+    with Monitor(groups) as fidelity, PeakMemory(memory, interval) as peak:
         cpu_start, start = time.process_time(), time.perf_counter()
         outcomes = workload.run(ex, items, chunksize="auto")
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -449,4 +455,5 @@ def _measure(
         bytes_out=workload.item_bytes(outcomes) * n,
         peak_rss_bytes=float("nan") if peak.bytes is None else peak.bytes,
         base_rss_bytes=base,
+        fidelity=str(fidelity.verdict),
     )

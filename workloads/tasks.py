@@ -24,6 +24,20 @@ def python_cpu(seed: int) -> int:
     return sum(v * v % 7 for v in values)
 
 
+def python_long(seed: int) -> int:
+    """Pure-Python CPU, holding the GIL: :func:`python_cpu` 30 times (~50 ms here), an item
+    long enough that a scale model's nodes are held to their quota through it."""
+    return sum(python_cpu(seed + k) for k in range(30))
+
+
+def numba_blur(seed: int) -> float:
+    """The numba 3×3 blur (one thread) on a 1000×1000 image made from ``seed``."""
+    from workloads.kernels import kernel_numba
+
+    image = np.random.default_rng(seed).integers(0, 256, (1000, 1000), dtype=np.uint8)
+    return float(kernel_numba(image).mean())
+
+
 def linalg(seed: int) -> float:
     """NumPy/BLAS: a QR decomposition and a matrix product on 160×160 (multi-threaded BLAS)."""
     a = np.random.default_rng(seed).standard_normal((160, 160))
