@@ -235,7 +235,7 @@ def _model_rows(
         b = seconds_of(own, engine, m["items"], **kw)
         row = {**where, "case": m["case"], "items": m["items"], "phase": phase,
                "measured_s": got, "own calibration %": 100 * (b / got - 1)}  # fmt: skip
-        if m["fidelity"]:
+        if m["fidelity"]:  # the table's cell short; the --out row keeps why
             row["fidelity"] = m["fidelity"]
         if phase == "warm":  # the ordinary calibration's start-up is a local cluster's
             a = seconds_of(ordinary, engine, m["items"], workers=nodes, cold=False, task=task,
@@ -247,12 +247,19 @@ def _model_rows(
 
 def print_links(rows: list[dict], crossings: list[dict], console: Console) -> None:
     """The two tables and the summary of each prediction's errors."""
-    print_rows(console, "Predicted − measured (error %), EMULATED clusters (nodes share this "
-               "machine's cores; links shaped, no added latency)", rows)  # fmt: skip
+    scaled = any("scale" in r for r in rows)
+    shown = [{**r, "fidelity": "yes" if r["fidelity"] == "faithful" else "NO"}
+             if "fidelity" in r else r for r in rows]  # fmt: skip
+    print_rows(console, "Predicted − measured (error %), EMULATED clusters ("
+               + ("a scale model: nodes and laptop under CPU quotas" if scaled
+                  else "nodes share this machine's cores")
+               + "; links shaped, no added latency)", shown)  # fmt: skip
     unfaithful = [r for r in rows if r.get("fidelity", "").startswith("unfaithful")]
     if unfaithful:
-        console.print(f"{len(unfaithful)} row(s) where the scale model's quotas did not hold: "
-                      "left out of the errors below")  # fmt: skip
+        console.print(f"{len(unfaithful)} row(s) where the scale model's quotas did not hold, "
+                      "left out of the errors below:")  # fmt: skip
+        for r in unfaithful:
+            console.print(f"  {r['nodes']} nodes, {r['case']}, {r['phase']}: {r['fidelity']}")
     for key in ("own calibration", "extrapolated"):
         errors = [abs(r[f"{key} %"]) for r in rows if f"{key} %" in r and r not in unfaithful]
         if errors:

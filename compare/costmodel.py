@@ -562,8 +562,8 @@ def _cost(
 
 
 def _capacity(
-    cal: dict[str, Any], cores: int | None, workers: int | None, cost: _Cost, cap: int | None
-) -> tuple[int, int, str]:
+    cal: dict[str, Any], cores: float | None, workers: int | None, cost: _Cost, cap: int | None
+) -> tuple[int, float, str]:
     """``(slots, cpus, what limits the cpus)`` of one calibrated backend for this task.
 
     Each of ``slots`` items at once uses up to ``cap`` cores (uncapped: what it uses alone),
@@ -576,9 +576,12 @@ def _capacity(
         return w, 1, "one event loop runs every coroutine's CPU part"
     slots = cal.get("threads", w) if cal.get("in_process", False) else w
     per_item = cap if cap is not None else math.ceil(cost.inner - 1e-9)
-    cpus = max(1, min(have, slots * per_item))
+    # Fewer than one core where a scale model's quota gives a laptop or a node less: at
+    # least one core here, two processes on a laptop of 0.25 core were predicted twice as
+    # fast as serial.
+    cpus = min(have, max(1, slots * per_item))
     unit = "threads" if cal.get("in_process", False) else "workers"
-    return slots, cpus, f"{cpus} cores for {slots} {unit}"
+    return slots, cpus, f"{cpus:g} cores for {slots} {unit}"
 
 
 def _why(binding: str, note: str, cost: _Cost, cap: int | None, work: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import cloudpickle
 
+from backends.cpugroups import effective_cores
 from backends.inner import Capped
 from compare.firstcall import first_call_s
 
@@ -307,8 +308,13 @@ def profile_task(
     # An uncapped pass counts only if it ran on one thread: a task that waits 3 ms and then
     # multiplies matrices on two BLAS threads read 1.3 CPU seconds per second there, and was
     # taken for one that computes all along (then for one holding the GIL: 3× regret).
-    single = [(w, c) for w, c in free if w > 0 and c / w <= ONE_THREAD]
-    computes = max(cpu / wall for wall, cpu in [*single, *one] if wall > 0) >= 0.9
+    # Under a scale model's quota of C < 1 core, one thread computing all along reads C CPU
+    # seconds a second, not 1: every threshold is in cores a thread can get here (at 0.25
+    # core a pure-Python loop read 0.25, was taken for a task that waits, and "released the
+    # GIL": processes were predicted twice as fast as serial on a laptop of a quarter core).
+    core = min(1.0, effective_cores())
+    single = [(w, c) for w, c in free if w > 0 and c / w <= ONE_THREAD * core]
+    computes = max(cpu / wall for wall, cpu in [*single, *one] if wall > 0) >= 0.9 * core
     gil_s = many_s if computes else min(many_s, cpu_s_1)
     # Threads that never ran on more than one core at once held the GIL, whatever the clocks
     # say: a neighbour's burst during a one-thread pass (a Python loop at 3.2 ms per item
@@ -320,7 +326,7 @@ def profile_task(
     # through the wait), passed for one that computes all along, and its six threads, mostly
     # waiting, used under one core while they ran the items 6× faster than one thread.
     overlapped = max(cpu / wall for wall, cpu in many if wall > 0)
-    if computes and overlapped < SERIAL_CORES and many_s > OVERLAPPED_WALL * item_s_1:
+    if computes and overlapped < SERIAL_CORES * core and many_s > OVERLAPPED_WALL * item_s_1:
         gil_s = max(gil_s, item_s_1)
 
     profile = TaskProfile(

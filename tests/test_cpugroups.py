@@ -249,3 +249,52 @@ def test_a_scale_model_benchmark_needs_the_laptops_quota_and_fits_the_machine(tm
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "--cpus C" in out.stdout, out.stdout + out.stderr
+
+
+@needs_groups
+def test_on_a_laptop_of_a_fraction_of_a_core_a_loop_holds_the_gil_and_no_pool_beats_serial(
+    tmp_path,
+):
+    # Under 0.3 core a thread computing all along reads 0.3 CPU seconds a second: the profile
+    # took such a loop for a task that waits (it "released the GIL"), and the model gave
+    # every backend at least one core, so two processes were predicted twice as fast as
+    # serial on a laptop that has a third of one.
+    proc = _script(
+        f"""
+        import json, time
+        from backends import get_backend
+        from backends.cpugroups import laptop
+        from compare import overhead
+        from compare.costmodel import predict
+        from compare.taskprofile import profile_task
+        from workloads.tasks import python_cpu
+
+        if __name__ == "__main__":
+            with laptop(0.3):
+                cal = overhead(["serial", "processes"], 2, items=500, repeats=1,
+                               path={str(tmp_path / "cal.json")!r})
+                task = profile_task(python_cpu, list(range(17)))
+                items = list(range(200))
+                predicted = {{p.backend: p.seconds for p in predict(cal, len(items), task=task,
+                                                                    cold=False)}}
+                measured = {{}}
+                for name in ("serial", "processes"):
+                    with get_backend(name, workers=2) as ex:
+                        list(ex.map(python_cpu, items[:8]))
+                        start = time.perf_counter()
+                        list(ex.map(python_cpu, items, chunksize="auto"))
+                        measured[name] = time.perf_counter() - start
+            print(json.dumps({{"gil": task.releases_gil, "cpu_count": cal["cpu_count"],
+                              "predicted": predicted, "measured": measured}}))
+        """
+    )
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    got = json.loads(out.splitlines()[-1])
+    assert got["gil"] is False and got["cpu_count"] == pytest.approx(0.3), got
+    predicted, measured = got["predicted"], got["measured"]
+    # Two processes share the laptop's 0.3 core: no faster than serial, as measured.
+    assert predicted["processes"] >= 0.95 * predicted["serial"], got
+    assert measured["processes"] >= 0.8 * measured["serial"], got
+    for name in ("serial", "processes"):  # within the run's own check (~10-20% here)
+        assert 0.6 <= predicted[name] / measured[name] <= 1.5, got
