@@ -355,11 +355,20 @@ def _cluster(
         emulated = info.get("emulated")
         if emulated:
             rate = emulated.get("bandwidth_mbps")
-            where = (
-                f"an EMULATED cluster: {emulated['nodes']} nodes × "
-                f"{emulated['workers_per_node']} workers behind "
-                f"{f'{rate:g} Mbit/s' if rate else 'unshaped'} links, on this machine's cores"
-            )
+            links = f"{f'{rate:g} Mbit/s' if rate else 'unshaped'} links"
+            cpus = emulated.get("cpus_per_node")
+            if cpus:
+                # What the verdict rests on: a scale model's quotas, not a cluster's cores.
+                where = (
+                    f"measured on a SCALE MODEL of {emulated['nodes']} × {cpus:g} cores: "
+                    f"{emulated['workers_per_node']} workers a node behind {links}"
+                )
+            else:
+                where = (
+                    f"an EMULATED cluster: {emulated['nodes']} nodes × "
+                    f"{emulated['workers_per_node']} workers behind {links}, on this "
+                    "machine's cores"
+                )
         elif "@" not in backend:
             where = f"{info.get('workers', '?')} local workers on this machine's cores"
         else:

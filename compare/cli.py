@@ -505,10 +505,14 @@ def cmd_advise(args: argparse.Namespace, console: Console) -> int:
         }
     if args.data_gb is not None:
         task["item_bytes"] = args.data_gb * 1e9 / args.items
+    from backends.cpugroups import current
+
+    quota = current()  # under --cpus: what every figure here rests on
     title = (
         f"{args.items:,} items of {seconds(task['item_s'])} "
         f"({seconds(task['cpu_s'])} CPU), {size(task['item_bytes'])} each: "
         f"PREDICTED{' (extrapolated to a cluster)' if extrapolated else ''}"
+        + (f" on a laptop of {quota['cpus']:g} cores (a scale model's quota)" if quota else "")
     )
     table = Table(title=title)
     for col in ("rank", "backend", "workers", "predicted s", "memory: how, peak", "why"):

@@ -173,6 +173,11 @@ def test_an_emulated_cluster_is_called_so():
     }  # fmt: skip
     text = _text(lines, meta)
     assert "EMULATED cluster: 2 nodes × 2 workers behind 100 Mbit/s links" in text
+    # Its nodes under CPU quotas: the verdict says it rests on a scale model.
+    meta["backends"]["dask@tcp://198.18.5.10:8786"]["emulated"]["cpus_per_node"] = 0.25
+    text = _text(lines, meta)
+    assert "measured on a SCALE MODEL of 2 × 0.25 cores: 2 workers a node" in text, text
+    assert "EMULATED" not in text
 
 
 def _plain(x):
