@@ -87,6 +87,12 @@ class Usage:
         """Cores it used on average over the interval."""
         return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
+    def active_cores(self, period_us: int = PERIOD_US) -> float:
+        """Cores it used on average over the quota periods in which it ran (a node that ran
+        out of work before the others is not counted idle for the rest)."""
+        active = self.periods * period_us / 1e6
+        return self.cpu_s / active if active > 0 else 0.0
+
 
 def hierarchy() -> Hierarchy:
     """The machine's ``cpu`` controller; ``CpuGroupError`` in one line where it has none, or
