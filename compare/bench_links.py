@@ -23,6 +23,7 @@ where the quotas did not hold is left out of the scores.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import warnings
@@ -94,8 +95,6 @@ def scale_cases(api_url: str) -> list[Case]:
 def max_nodes(cpus: float) -> int:
     """The most worker nodes of ``cpus`` cores this machine's CPU groups allow beside a
     laptop and a scheduler's node of the same."""
-    import os
-
     from backends.cpugroups import MAX_SHARE
 
     return max(1, int(MAX_SHARE * (os.cpu_count() or 1) / cpus + 1e-9) - 2)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from backends import is_cluster
 from compare.fmt import seconds
+from compare.records import is_unfaithful
 
 #: The backend every speedup, break-even and checksum is measured against.
 BASELINE = "serial"
@@ -59,8 +60,7 @@ def medians(records: pd.DataFrame, phase: str = "warm") -> pd.DataFrame:
     """
     keys = ["workload", "backend", "size"]
     sel = records[(records["phase"] == phase) & records["wall_s"].notna()]  # not failed ones
-    if "fidelity" in sel.columns:  # nor ones where a scale model's quotas did not hold
-        sel = sel[~sel["fidelity"].astype(str).str.startswith("unfaithful")]
+    sel = sel[~is_unfaithful(sel)]  # nor ones where a scale model's quotas did not hold
     plain = sel.groupby(keys, as_index=False)["wall_s"].median()
     if "paired" not in sel.columns or not sel["paired"].astype(bool).any():
         return plain

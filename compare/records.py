@@ -171,6 +171,13 @@ def load_records(out_dir: str | Path) -> pd.DataFrame:
     return frame
 
 
+def is_unfaithful(records: pd.DataFrame) -> pd.Series:
+    """Which rows were measured where a scale model's CPU quotas did not hold."""
+    if "fidelity" not in records:
+        return pd.Series(False, index=records.index)
+    return records["fidelity"].astype(str).str.startswith("unfaithful")
+
+
 def metadata(
     backend_info: dict[str, Any] | None = None, workloads: dict[str, Any] | None = None
 ) -> dict[str, Any]:

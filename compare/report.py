@@ -12,6 +12,7 @@ from rich.table import Table
 
 from compare.fits import BASELINE, CLOSE, baseline_item_s, fastest, fit_all, medians, thresholds
 from compare.fmt import cell, number, seconds, size
+from compare.records import is_unfaithful
 
 
 def speedup_table(records: pd.DataFrame) -> pd.DataFrame:
@@ -162,26 +163,22 @@ def print_failures(records: pd.DataFrame, console: Console) -> None:
             f"[bold red]{len(failed)} point(s) could not be measured[/bold red] (the backend "
             "was restarted; these have no time and are left out of every figure):"
         )
-        for (backend, reason), group in failed.groupby(["backend", "failure"]):
-            where = group[["workload", "size", "repeat"]].itertuples(index=False)
-            points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
-            console.print(f"  {backend}: {escape(reason)} ({points})")
-
-
-    unfaithful = (
-        records[records["fidelity"].astype(str).str.startswith("unfaithful")]
-        if "fidelity" in records
-        else records[:0]
-    )
+        _print_points(failed, "failure", console)
+    unfaithful = records[is_unfaithful(records)]
     if len(unfaithful):
         console.print(
             f"[bold red]{len(unfaithful)} point(s) where the scale model's CPU quotas did not "
             "hold[/bold red] (left out of every figure; see docs/clusters.md):"
         )
-        for (backend, reason), group in unfaithful.groupby(["backend", "fidelity"]):
-            where = group[["workload", "size", "repeat"]].itertuples(index=False)
-            points = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
-            console.print(f"  {backend}: {escape(reason)} ({points})")
+        _print_points(unfaithful, "fidelity", console)
+
+
+def _print_points(points: pd.DataFrame, column: str, console: Console) -> None:
+    """One line per backend and reason (``column``), naming its points."""
+    for (backend, reason), group in points.groupby(["backend", column]):
+        where = group[["workload", "size", "repeat"]].itertuples(index=False)
+        named = ", ".join(f"{w} n={n} #{r}" for w, n, r in where)
+        console.print(f"  {backend}: {escape(reason)} ({named})")
 
 
 def print_answer(answer: Any, console: Console) -> None:
