@@ -1,6 +1,6 @@
 """One executor protocol over serial code, threads, processes, asyncio, Dask, Ray and Spark.
 
->>> from backends import get_backend
+>>> from smallbig.backends import get_backend
 >>> with get_backend("threads", workers=4) as ex:
 ...     list(ex.map(abs, [-1, -2], chunksize="auto"))
 [1, 2]
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Backend
-from backends.registry import (
+from smallbig.backends.base import Backend
+from smallbig.backends.registry import (
     BACKENDS,
     Entry,
     available,

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from backends.base import Backend
-from backends.chunks import run_chunk, run_chunk_async
-from backends.futures import PendingSet
-from backends.inner import InnerThreads
+from smallbig.backends.base import Backend
+from smallbig.backends.chunks import run_chunk, run_chunk_async
+from smallbig.backends.futures import PendingSet
+from smallbig.backends.inner import InnerThreads
 
 
 class AsyncioBackend(Backend):

@@ -18,12 +18,12 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
-from backends.chunks import BatchSizer, check_chunksize, handed_over, run_chunk
-from backends.inner import InnerThreads, capped, check_inner_threads, resolve
-from backends.memory import ProcessTree, descendants
-from backends.registry import engine_of
-from backends.shipping import portable
-from backends.streaming import check_buffersize, stream_map
+from smallbig.backends.chunks import BatchSizer, check_chunksize, handed_over, run_chunk
+from smallbig.backends.inner import InnerThreads, capped, check_inner_threads, resolve
+from smallbig.backends.memory import ProcessTree, descendants
+from smallbig.backends.registry import engine_of
+from smallbig.backends.shipping import portable
+from smallbig.backends.streaming import check_buffersize, stream_map
 
 _LIVE: weakref.WeakSet[Backend] = weakref.WeakSet()
 _BY_REFERENCE = object()  # Backend._portable's value for a callable that travels as itself
@@ -60,7 +60,8 @@ class Backend(cf.Executor):
         Number of parallel workers; must be > 0. ``None`` picks the backend's default.
     inner_threads : int, "auto" or None
         Threads each task may use in the native pools it calls (BLAS, OpenMP, numba; see
-        :mod:`backends.inner`). ``"auto"``: the cores divided by the tasks that run at once,
+        :mod:`smallbig.backends.inner`). ``"auto"``: the cores divided by the tasks that run at
+        once,
         so that they never oversubscribe the cores; ``None``: leave the libraries alone.
     """
 
@@ -79,7 +80,7 @@ class Backend(cf.Executor):
     #: task through the scheduler: two); a result comes back over one.
     argument_links: ClassVar[int] = 1
     #: Where an object given to :meth:`put` is kept, so what a map of tasks sharing it pays
-    #: (compare.costmodel): ``"machine"``, once (a file every worker reads, or this process's
+    #: (smallbig.model.costmodel): ``"machine"``, once (a file every worker reads, or this process's
     #: own memory); ``"worker"``, a copy in each worker that runs one of the tasks, copied
     #: from worker to worker (Dask); ``"node"``, a copy in each node's object store, each
     #: pulled from the driver's (Ray).
@@ -91,7 +92,7 @@ class Backend(cf.Executor):
     serial_dispatch_rounds: ClassVar[int] = 0
     #: Partitions per worker of a ``chunksize="auto"`` map that is one job of fixed
     #: partitions (Spark); ``None``: batches sized from measured durations
-    #: (:class:`backends.chunks.BatchSizer`), each its own task. A map that is one job pays
+    #: (:class:`smallbig.backends.chunks.BatchSizer`), each its own task. A map that is one job pays
     #: the job's fixed cost whatever its items, and no round trip per batch.
     auto_partitions_per_worker: ClassVar[int | None] = None
     #: Whether the workers start with this process's ``sys.path`` (pools spawned from it), so
@@ -156,11 +157,11 @@ class Backend(cf.Executor):
             Seconds from this call; reaching an item later raises ``TimeoutError``.
         chunksize : int or "auto"
             Items per task. ``"auto"`` sizes batches from measured task durations so that
-            per-task overhead is hidden (see :class:`backends.chunks.BatchSizer`).
+            per-task overhead is hidden (see :class:`smallbig.backends.chunks.BatchSizer`).
         buffersize : int, optional
             As in Python 3.14: read the inputs lazily and keep at most this many tasks
             (chunks) submitted and not yet yielded, so that an endless or larger-than-memory
-            input flows through in bounded memory (:mod:`backends.streaming`).
+            input flows through in bounded memory (:mod:`smallbig.backends.streaming`).
 
         Returns
         -------
@@ -230,7 +231,7 @@ class Backend(cf.Executor):
 
     def memory_reader(self) -> Callable[[], int | None]:
         """A cheap callable returning the resident bytes of this process plus every process
-        this backend started on this machine, now (:mod:`backends.memory`); for a cluster
+        this backend started on this machine, now (:mod:`smallbig.backends.memory`); for a cluster
         reached by address, what its engine reports, or ``None`` when it reports nothing."""
         if self._own_roots is None:
             return self._engine_memory
@@ -279,7 +280,7 @@ class Backend(cf.Executor):
 
     def _claim_processes(self, before: set[int]) -> None:
         """Count as this backend's every process below this one that was not there
-        ``before`` it started (:func:`backends.memory.descendants`)."""
+        ``before`` it started (:func:`smallbig.backends.memory.descendants`)."""
         self._own_roots = descendants() - before
 
     def _engine_memory(self) -> int | None:
@@ -288,7 +289,7 @@ class Backend(cf.Executor):
 
     def _prepare(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Make ``fn`` reach this backend's workers: by reference where they can import it,
-        else by value (:mod:`backends.shipping`); in-process backends run ``fn`` itself."""
+        else by value (:mod:`smallbig.backends.shipping`); in-process backends run ``fn`` itself."""
         if self.in_process:
             return fn
         try:

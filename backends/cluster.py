@@ -6,9 +6,9 @@ import concurrent.futures as cf
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from backends.base import Backend
-from backends.futures import PendingSet, SettlerThread
-from backends.inner import InnerThreads
+from smallbig.backends.base import Backend
+from smallbig.backends.futures import PendingSet, SettlerThread
+from smallbig.backends.inner import InnerThreads
 
 
 class ClusterBackend(Backend):

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from backends.addresses import check_dask_scheduler
-from backends.chunks import Batch, call
-from backends.cluster import ClusterBackend
-from backends.futures import (
+from smallbig.backends.addresses import check_dask_scheduler
+from smallbig.backends.chunks import Batch, call
+from smallbig.backends.cluster import ClusterBackend
+from smallbig.backends.futures import (
     SettlerThread,
     linked_future,
     notify_cancelled,
@@ -26,8 +26,8 @@ from backends.futures import (
     resolve,
     settle,
 )
-from backends.inner import InnerThreads, own_thread_env, thread_env
-from backends.memory import descendants
+from smallbig.backends.inner import InnerThreads, own_thread_env, thread_env
+from smallbig.backends.memory import descendants
 
 
 class DaskBackend(ClusterBackend):
@@ -48,7 +48,7 @@ class DaskBackend(ClusterBackend):
         Let ``put`` (``scatter``) hash the data to deduplicate it; off by default because
         hashing costs more than it saves for the one-off arrays a benchmark ships.
     inner_threads : int, "auto" or None
-        Native pool threads per task (:mod:`backends.inner`). Dask's nanny already sets
+        Native pool threads per task (:mod:`smallbig.backends.inner`). Dask's nanny already sets
         ``OMP``/``MKL``/``OPENBLAS_NUM_THREADS`` to 1 in its workers
         (``distributed.nanny.pre-spawn-environ``). On a LocalCluster, ``"auto"`` caps every
         pool at ``cores // workers`` (the nanny's 1 when workers = cores); on a cluster given
@@ -117,11 +117,11 @@ class DaskBackend(ClusterBackend):
                     scheduler_kwargs={} if dashboard else {"dashboard_address": "127.0.0.1:0"},
                     worker_dashboard_address=None,
                     # Each worker runs this module's dask_setup: quiet on Ctrl-C.
-                    preload=["backends.dask_backend"],
+                    preload=["smallbig.backends.dask_backend"],
                     # Task errors are results here (a corrupt image is data), not log noise.
                     silence_logs=logging.CRITICAL,
                     # Set before each worker starts, for the libraries it loads; the ones loaded
-                    # already are capped around the tasks (backends.inner).
+                    # already are capped around the tasks (smallbig.backends.inner).
                     env={} if self.inner_threads is None else thread_env(self.inner_threads),
                 )
             try:
@@ -178,7 +178,7 @@ class DaskBackend(ClusterBackend):
         info["owns_cluster"] = self._cluster is not None
         info["dashboard"] = self.dashboard_link
         if self._cluster is None:
-            from backends.emulated import describe
+            from smallbig.backends.emulation.emulated import describe
 
             # An emulated cluster of ours (nodes behind shaped links on this machine): say so.
             info["emulated"] = describe(self.address)

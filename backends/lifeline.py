@@ -101,7 +101,7 @@ def start_reaper(folder: str) -> subprocess.Popen:
     SIGKILL) all keep their logs there. Stop it with :func:`stop_reaper` on a normal shutdown.
     """
     return subprocess.Popen(
-        [sys.executable, "-m", "backends.lifeline", str(os.getpid()), folder],
+        [sys.executable, "-m", "smallbig.backends.lifeline", str(os.getpid()), folder],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

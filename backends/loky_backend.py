@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from backends.base import Backend
-from backends.chunks import call
-from backends.futures import PendingSet
-from backends.inner import InnerThreads, thread_env
-from backends.lifeline import owned_temp_dir, start_pool_worker
-from backends.memory import descendants
+from smallbig.backends.base import Backend
+from smallbig.backends.chunks import call
+from smallbig.backends.futures import PendingSet
+from smallbig.backends.inner import InnerThreads, thread_env
+from smallbig.backends.lifeline import owned_temp_dir, start_pool_worker
+from smallbig.backends.memory import descendants
 
 #: NumPy arrays larger than this are memory-mapped by ``put`` (joblib's ``max_nbytes="1M"``).
 MEMMAP_BYTES = 2**20

@@ -7,7 +7,7 @@ single-threaded process started once, from which workers fork quickly and safely
 
 Functions the workers cannot import (defined in ``__main__``, a notebook, a lambda, or a module
 found only through the driver's own ``sys.path``) travel by value, as on every backend
-(:mod:`backends.shipping`).
+(:mod:`smallbig.backends.shipping`).
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from backends.base import Backend
-from backends.inner import InnerThreads, thread_env
-from backends.lifeline import owned_temp_dir, start_pool_worker
-from backends.memory import descendants
+from smallbig.backends.base import Backend
+from smallbig.backends.inner import InnerThreads, thread_env
+from smallbig.backends.lifeline import owned_temp_dir, start_pool_worker
+from smallbig.backends.memory import descendants
 
 
 class ProcessesBackend(Backend):
     """A ``ProcessPoolExecutor`` (forkserver); ``workers`` defaults to the CPU count.
 
     Each worker's native pools (BLAS, OpenMP, numba) run ``cores // workers`` threads (at least
-    1) by default; see :mod:`backends.inner`.
+    1) by default; see :mod:`smallbig.backends.inner`.
     """
 
     name = "processes"

@@ -22,15 +22,14 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from backends.addresses import check_ray_head
-from backends.chunks import call
-from backends.cluster import ClusterBackend
-from backends.emulated import describe, ray_connection
-from backends.futures import SettlerThread, linked_future, resolve, settle
-from backends.inner import Capped, InnerThreads, kept_env, own_thread_env
-from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
-from backends.memory import descendants
-from backends.shipping import ByValue
+from smallbig.backends.addresses import check_ray_head
+from smallbig.backends.chunks import call
+from smallbig.backends.cluster import ClusterBackend
+from smallbig.backends.futures import SettlerThread, linked_future, resolve, settle
+from smallbig.backends.inner import Capped, InnerThreads, kept_env, own_thread_env
+from smallbig.backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
+from smallbig.backends.memory import descendants
+from smallbig.backends.shipping import ByValue
 
 
 class RayBackend(ClusterBackend):
@@ -48,7 +47,8 @@ class RayBackend(ClusterBackend):
     object_store_mb : int
         Object store size of a local runtime (Ray's default takes 30% of memory).
     inner_threads : int, "auto" or None
-        Native pool threads per task (:mod:`backends.inner`). Ray sets ``OMP_NUM_THREADS`` to
+        Native pool threads per task (:mod:`smallbig.backends.inner`). Ray sets ``OMP_NUM_THREADS``
+        to
         a task's ``num_cpus`` (1) in its workers. In a runtime this backend starts,
         ``"auto"`` caps every pool at ``cores // workers``; on a cluster given by address,
         ``"auto"`` leaves the cluster's own settings, and a number caps them.
@@ -107,7 +107,7 @@ class RayBackend(ClusterBackend):
                         object_store_memory=object_store_mb * 2**20,
                         logging_level=logging.ERROR,
                         # No runtime_env for the caps: it cost ~2 s more start-up. The first
-                        # capped task sets them in each worker (backends.inner).
+                        # capped task sets them in each worker (smallbig.backends.inner).
                         log_to_driver=False,
                     )
                     _await_workers(ray, self.workers)
@@ -198,6 +198,8 @@ class RayBackend(ClusterBackend):
             1 for n in self._ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0
         )
         if not self._temp_dir:  # a cluster by address: an emulated one of ours says so
+            from smallbig.backends.emulation.emulated import describe
+
             info["emulated"] = describe(self.address)
         return info
 
@@ -386,6 +388,8 @@ def _emulated_connection(address: str) -> dict[str, str]:
     machine, the head's first: the driver's own node is named instead, as ``ray start``
     tells a user of a machine with several nodes to (``ray.init(_node_ip_address=...)``).
     """
+    from smallbig.backends.emulation.emulated import ray_connection
+
     connection = ray_connection(address)
     if connection is None:
         return {}

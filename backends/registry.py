@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from backends.base import Backend
+    from smallbig.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -45,26 +45,26 @@ class Entry:
 #: name -> :class:`Entry`. Register your own backend by adding an entry: nothing in compare/
 #: names backends, it reads their capabilities (:func:`capabilities`).
 BACKENDS: dict[str, Entry] = {
-    "serial": Entry("backends.serial", "SerialBackend"),
-    "threads": Entry("backends.threads", "ThreadsBackend"),
-    "processes": Entry("backends.processes", "ProcessesBackend"),
-    "asyncio": Entry("backends.asyncio_backend", "AsyncioBackend"),
-    "loky": Entry("backends.loky_backend", "LokyBackend", "joblib", "joblib"),
-    "dask": Entry("backends.dask_backend", "DaskBackend", "distributed", "dask"),
-    "ray": Entry("backends.ray_backend", "RayBackend", "ray", "ray"),
+    "serial": Entry("smallbig.backends.serial", "SerialBackend"),
+    "threads": Entry("smallbig.backends.threads", "ThreadsBackend"),
+    "processes": Entry("smallbig.backends.processes", "ProcessesBackend"),
+    "asyncio": Entry("smallbig.backends.asyncio_backend", "AsyncioBackend"),
+    "loky": Entry("smallbig.backends.loky_backend", "LokyBackend", "joblib", "joblib"),
+    "dask": Entry("smallbig.backends.dask_backend", "DaskBackend", "distributed", "dask"),
+    "ray": Entry("smallbig.backends.ray_backend", "RayBackend", "ray", "ray"),
     # Named, not by default: its 20 cold starts of ~5.5 s each (driver and executor JVMs)
     # would take the default run on 2 cores from ~150 s to over four minutes.
     "spark": Entry(
-        "backends.spark_backend",
+        "smallbig.backends.spark_backend",
         "SparkBackend",
         "pyspark",
         "spark",
         default=False,
-        requires="backends.spark_launch:java_missing",
+        requires="smallbig.backends.spark_launch:java_missing",
     ),
 }
 
-#: The capability flags a backend class declares (see :class:`backends.base.Backend`).
+#: The capability flags a backend class declares (see :class:`smallbig.backends.base.Backend`).
 CAPABILITIES = (
     "in_process",
     "distributed",

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from backends.base import Backend, MapCall
-from backends.chunks import BatchSizer, handed_over, run_chunk
-from backends.inner import InnerThreads
+from smallbig.backends.base import Backend, MapCall
+from smallbig.backends.chunks import BatchSizer, handed_over, run_chunk
+from smallbig.backends.inner import InnerThreads
 
 
 class SerialBackend(Backend):

@@ -15,7 +15,8 @@ How the executor protocol maps onto Spark's jobs::
     put(obj)           ──> sc.broadcast(obj): each executor fetches it once
     cancel / shutdown  ──> every job carries a tag of this backend's; cancelled by tag
 
-How the JVMs are started and stopped is :mod:`backends.spark_launch`. A PySpark driver holds
+How the JVMs are started and stopped is :mod:`smallbig.backends.spark_launch`. A PySpark driver
+holds
 one SparkContext per process: a second backend opened while one is up
 uses the running context and, not having started it, leaves it running (as Ray's does).
 """
@@ -33,12 +34,12 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from backends.base import Backend, MapCall, iter_batches
-from backends.chunks import call, run_chunk
-from backends.inner import InnerThreads
-from backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
-from backends.memory import descendants
-from backends.spark_launch import (
+from smallbig.backends.base import Backend, MapCall, iter_batches
+from smallbig.backends.chunks import call, run_chunk
+from smallbig.backends.inner import InnerThreads
+from smallbig.backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
+from smallbig.backends.memory import descendants
+from smallbig.backends.spark_launch import (
     WORKERS_UP_S,
     await_executors,
     check_master,
@@ -51,7 +52,7 @@ from backends.spark_launch import (
     stop_gateway,
     warm_workers,
 )
-from backends.streaming import stream_map
+from smallbig.backends.streaming import stream_map
 
 # PySpark checks pandas' version where it pickles (a broadcast of a NumPy array here) and
 # warns once per process that pandas 3 is not yet supported: smallbig hands it no DataFrame.
@@ -81,7 +82,8 @@ class SparkBackend(Backend):
     worker_memory_mb : int
         Memory of each worker JVM of a local cluster.
     inner_threads : int, "auto" or None
-        Native pool threads per task (:mod:`backends.inner`): on a local cluster, ``"auto"``
+        Native pool threads per task (:mod:`smallbig.backends.inner`): on a local cluster,
+        ``"auto"``
         caps them at ``cores // workers`` in every Python worker.
     """
 
@@ -355,7 +357,7 @@ class _OneCall:
 
 
 class _ChunkCall:
-    """A chunk of a map, run as :func:`backends.chunks.run_chunk` runs it."""
+    """A chunk of a map, run as :func:`smallbig.backends.chunks.run_chunk` runs it."""
 
     def __init__(self, fn: Callable[..., Any], refs: tuple) -> None:
         self.fn, self.refs = fn, refs

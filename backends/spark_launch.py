@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from backends.inner import kept_env, thread_env
+from smallbig.backends.inner import kept_env, thread_env
 
 #: Seconds a local cluster's workers get to register.
 WORKERS_UP_S = 120.0
@@ -203,7 +203,7 @@ def check_master(address: str, timeout: float) -> None:
     naming it when nothing listens there."""
     import socket
 
-    from backends.addresses import split_address
+    from smallbig.backends.addresses import split_address
 
     if not address.startswith("spark://"):
         raise ValueError(f"a Spark master's address looks like spark://HOST:PORT, got {address!r}")

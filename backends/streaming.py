@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from backends.chunks import BatchSizer, handed_over
+from smallbig.backends.chunks import BatchSizer, handed_over
 
 
 def check_buffersize(buffersize: int | None) -> int | None:

@@ -7,15 +7,15 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from backends.base import Backend
-from backends.inner import InnerThreads
+from smallbig.backends.base import Backend
+from smallbig.backends.inner import InnerThreads
 
 
 class ThreadsBackend(Backend):
     """A ``concurrent.futures.ThreadPoolExecutor``; ``workers`` defaults to min(32, CPUs + 4).
 
     By default the native pools (BLAS, OpenMP, numba) run ``cores // workers`` threads (at
-    least 1) per task while the pool's tasks run; see :mod:`backends.inner`.
+    least 1) per task while the pool's tasks run; see :mod:`smallbig.backends.inner`.
     """
 
     name = "threads"

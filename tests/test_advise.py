@@ -10,13 +10,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ratio_on_some_try, warm_map_s
+from helpers import ratio_on_some_try, warm_map_s
 from PIL import Image
-
-from backends import available, get_backend
-from compare import plots
-from compare.calibrate import load_profile, overhead
-from compare.costmodel import predict
+from smallbig.backends import available, get_backend
+from smallbig.model.calibrate import load_profile, overhead
+from smallbig.model.costmodel import predict
+from smallbig.present import plots
 
 
 def _cal(workers, startup, auto, in_process, distributed=False, alpha=0.0, beta=1e9):
@@ -101,7 +100,7 @@ def test_asyncio_runs_coroutines_on_its_loop_and_plain_functions_on_its_threads(
 def test_bad_task_description_is_rejected():
     with pytest.raises(ValueError, match="items must be"):
         predict(PROFILE, items=0, item_s=0.1)
-    cmd = [sys.executable, "-m", "compare.cli", "advise", "--items", "10", "--item-ms", "1"]
+    cmd = [sys.executable, "-m", "smallbig", "advise", "--items", "10", "--item-ms", "1"]
     out = subprocess.run([*cmd, "--wait-ms", "2"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--wait-ms must be between 0 and --item-ms" in out.stdout
 
@@ -119,7 +118,7 @@ def test_calibration_measures_real_backends(tmp_path):
         [
             sys.executable,
             "-m",
-            "compare.cli",
+            "smallbig",
             "advise",
             "--items",
             "50",
@@ -198,9 +197,9 @@ def megabyte(i):
 def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp_path):
     # One payload at a time, 300 arguments of 1 MB were predicted 3.4× slower than they ran:
     # a map pipelines them. Both directions, on a real process pool, warm.
-    from backends import get_backend
-    from compare import profile_task
-    from workloads import probes
+    from smallbig import profile_task
+    from smallbig.backends import get_backend
+    from smallbig.workloads import probes
 
     profile = overhead(["processes"], 2, items=2000, repeats=2, path=tmp_path / "cal.json")
     array = probes.make_payload(2**20)
@@ -222,7 +221,7 @@ def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp
 
 
 def test_the_advice_says_when_the_pick_depends_on_start_up(tmp_path):
-    from compare.calibrate import note_startup
+    from smallbig.model.calibrate import note_startup
 
     history = tmp_path / "startups.json"
     rows = {}
@@ -268,7 +267,7 @@ def test_an_object_put_once_is_paid_per_copy_not_per_task():
     # 40 tasks share one 10 MB object, put once: per machine (a process pool's file), per node
     # each from the driver's link (Ray), per worker each from another (Dask), or Dask's tasks
     # left where it is when copying costs more than the work it spreads.
-    from compare.taskprofile import profile_task
+    from smallbig.model.taskprofile import profile_task
 
     shared = np.ones(10**6 // 8 * 10)
     profile = profile_task(probes_sum, [(shared, i) for i in range(6)], put=shared)
@@ -313,9 +312,9 @@ import json, sys, time
 
 import numpy as np
 
-import compare
-from backends import available, get_backend
-from workloads import tasks
+import smallbig
+from smallbig.backends import available, get_backend
+from smallbig.workloads import tasks
 
 def cold_s(spec, items):
     start = time.perf_counter()
@@ -325,15 +324,15 @@ def cold_s(spec, items):
 
 if __name__ == "__main__":
     local = ["serial", "threads", "asyncio"]
-    profile = compare.overhead(local, path=sys.argv[1])
+    profile = smallbig.overhead(local, path=sys.argv[1])
     # A notebook's past: other work on every backend there is, data kept in memory.
     kept = [{"row": i, "values": [i, str(i)]} for i in range(200_000)]
     for spec in available():
         with get_backend(spec) as ex:
             list(ex.map(np.sqrt, [np.ones(1_000)] * 500, chunksize="auto"))
     items = list(range(20_000))
-    task = compare.profile_task(tasks.tiny, items[:17])
-    advised = compare.advise(profile, items=len(items), task=task)[0].backend
+    task = smallbig.profile_task(tasks.tiny, items[:17])
+    advised = smallbig.advise(profile, items=len(items), task=task)[0].backend
     measured = {spec: min(cold_s(spec, items) for _ in range(2)) for spec in local}
     print(json.dumps({"advised": advised, "measured": measured}))
 """
@@ -371,7 +370,7 @@ def test_a_spark_map_is_predicted_as_one_job_on_sizes_the_calibration_did_not_us
     """A Spark map is one job: its fixed cost (~0.2 s here) is paid whatever the items, and
     no item pays a submit's round trip. Spread over the calibration's 2,000 no-ops as a cost
     per item, 10,000 no-ops were predicted at 1.1 s where they took 0.23 s."""
-    from workloads import probes
+    from smallbig.workloads import probes
 
     profile = overhead(["spark"], items=2000, repeats=3, path=str(tmp_path / "cal.json"))
     cases = [(probes.noop, list(range(9000)), 0.0), (probes.sleep, [0.004] * 300, 0.004)]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from compare.answer import answer
+from smallbig.present.answer import answer
 
 SIZES = (1, 10, 100, 1000)
 
@@ -151,7 +150,7 @@ def test_data_past_the_memory_boundary_says_stream_it():
 
 
 def test_run_result_answer_is_the_same_block(tmp_path):
-    from compare.runner import RunResult
+    from smallbig.running.runner import RunResult
 
     records = _records({"serial": (0.0, 1e-2), "threads": (0.0, 5e-3)})
     result = RunResult(records, _meta(["serial", "threads"]), None, tmp_path)
@@ -186,7 +185,7 @@ def _plain(x):
 
 @pytest.mark.slow
 def test_real_runs_never_name_asyncio_for_a_plain_function(tmp_path):
-    from compare.runner import run
+    from smallbig.running.runner import run
 
     pools = ["serial", "threads", "asyncio"]
     built = run(["images", "noop"], pools, sizes=[2, 8], repeats=1, out_dir=tmp_path / "a",

@@ -12,11 +12,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import urllib3
-
-from backends import get_backend
-from workloads.api import ApiItem, api_workload, fetch_summary, fetch_summary_async
-from workloads.base import checksum
-from workloads.weather_server import (
+from smallbig.backends import get_backend
+from smallbig.workloads.api import ApiItem, api_workload, fetch_summary, fetch_summary_async
+from smallbig.workloads.base import checksum
+from smallbig.workloads.weather_server import (
     ENDPOINTS,
     SGT,
     Faults,

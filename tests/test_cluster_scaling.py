@@ -7,14 +7,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import ratio_on_some_try
-
-from backends import available, get_backend
-from backends.chunks import BatchSizer
-from compare.calibrate import SCALING_FACTOR, add_scaling, measure_overheads, measure_scaling
-from compare.costmodel import GROWTH_NOISE, at_workers, predict
-from compare.records import write_json
-from workloads import probes
+from helpers import ratio_on_some_try
+from smallbig.backends import available, get_backend
+from smallbig.backends.chunks import BatchSizer
+from smallbig.model.calibrate import SCALING_FACTOR, add_scaling, measure_overheads, measure_scaling
+from smallbig.model.costmodel import GROWTH_NOISE, at_workers, predict
+from smallbig.results.records import write_json
+from smallbig.workloads import probes
 
 DASK = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 
@@ -114,7 +113,7 @@ def test_the_second_worker_count_is_four_times_its_own_within_a_cap(
     own, second, tmp_path, monkeypatch
 ):
     # Kept figures at the expected count are reused; any other count would start a cluster.
-    import compare.calibrate as calibrate
+    import smallbig.model.calibrate as calibrate
 
     monkeypatch.setenv("SMALLBIG_CACHE", str(tmp_path))
     kept = {"workers": second, "startup_s": 2.0, "task_overhead_s": 0.001}
@@ -200,9 +199,9 @@ def test_a_central_scheduler_hands_each_round_out_one_task_after_another():
 
 
 def test_bench_cluster_runs_only_the_cases_named_and_lists_them_when_none_matches():
-    from compare import cli
-    from compare.bench_cluster import cases, select
-    from compare.bench_links import link_cases
+    from smallbig import cli
+    from smallbig.bench.cluster import cases, select
+    from smallbig.bench.links import link_cases
 
     assert [c.name for c in select(cases(""), ["TINY", "wait 1"])] == ["wait 10 ms", "tiny tasks"]
     assert [c.name for c in select(link_cases(""), None)] == [c.name for c in link_cases("")]
@@ -254,7 +253,7 @@ def test_a_warm_map_costs_at_least_its_measured_fixed_cost_grown_with_the_worker
 def test_a_short_warm_map_on_a_real_cluster_is_predicted_with_its_fixed_cost():
     # 3 waits of 8 ms per worker (the calibration timed 10 ms waits, 10 and 40 per worker):
     # 24 ms of work each, where the map's fixed cost is most of the time.
-    from compare.taskprofile import profile_task
+    from smallbig.model.taskprofile import profile_task
 
     items = [0.008] * 6
     task = profile_task(probes.sleep, items * 3)
@@ -277,8 +276,7 @@ def test_a_short_warm_map_on_a_real_cluster_is_predicted_with_its_fixed_cost():
 
 def test_crossovers_agree_within_2x_or_when_both_say_the_cluster_never_wins():
     from rich.console import Console
-
-    from compare.bench_cluster import print_crossovers
+    from smallbig.bench.cluster import print_crossovers
 
     rows = [{"case": c, "predicted": p, "measured": m} for c, p, m in
             [("a", 300, 100), ("b", 120, 100), ("c", None, None), ("d", 232, None)]]  # fmt: skip

@@ -14,10 +14,9 @@ import time
 
 import psutil
 import pytest
-from conftest import dask_cluster, ray_cluster, spark_cluster
-
-from backends import available, get_backend
-from workloads import probes
+from helpers import dask_cluster, ray_cluster, spark_cluster
+from smallbig.backends import available, get_backend
+from smallbig.workloads import probes
 
 needs_dask = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 needs_ray = pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
@@ -218,7 +217,7 @@ def test_spark_without_java_names_what_to_install(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match="no java on PATH"):
         get_backend("spark", workers=1)
     assert "spark" not in available()  # listed as unavailable, with the line above
-    out = subprocess.run([sys.executable, "-m", "compare.cli", "backends"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "smallbig", "backends"], capture_output=True,
                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
     assert re.search(r"spark +│ no ", out.stdout) and "needs a Java" in out.stdout, out.stdout
 

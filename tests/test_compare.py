@@ -9,10 +9,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
-from compare.calibrate import load_profile
-from compare.costmodel import predict
-from compare.fits import (
+from smallbig.model.calibrate import load_profile
+from smallbig.model.costmodel import predict
+from smallbig.model.fits import (
     Fit,
     break_even,
     fastest,
@@ -21,10 +20,10 @@ from compare.fits import (
     medians,
     thresholds,
 )
-from compare.records import load_records
-from compare.report import recommendations
-from compare.runner import run
-from compare.validation import model_advice, model_check
+from smallbig.model.validation import model_advice, model_check
+from smallbig.present.report import recommendations
+from smallbig.results.records import load_records
+from smallbig.running.runner import run
 
 
 def _records(lines: dict[str, tuple[float, float]], sizes=(1, 10, 100, 1000)) -> pd.DataFrame:
@@ -152,7 +151,7 @@ def test_paired_medians_take_each_round_against_serials():
 
 
 def test_local_backends_take_turns_clusters_run_alone():
-    from compare.plan import Plan
+    from smallbig.running.plan import Plan
 
     plan = Plan.make({"w": [5]}, ["threads", "dask", "processes", "ray@127.0.0.1:6379"], 2)
     groups = plan.groups()
@@ -244,7 +243,7 @@ def test_model_check_is_exact_on_records_the_model_made():
     ],
 )
 def test_bad_options_fail_before_anything_starts(args, message, tmp_path):
-    cmd = [sys.executable, "-m", "compare.cli", "run", "--out", str(tmp_path / "o"), *args]
+    cmd = [sys.executable, "-m", "smallbig", "run", "--out", str(tmp_path / "o"), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert message in out.stdout + out.stderr
@@ -252,7 +251,7 @@ def test_bad_options_fail_before_anything_starts(args, message, tmp_path):
 
 
 def test_advice_accuracy_is_perfect_on_exact_lines():
-    from compare.validation import advice_accuracy
+    from smallbig.model.validation import advice_accuracy
 
     records = _records(
         {"serial": (0.0, 0.010), "processes": (0.2, 0.004), "dask": (1.0, 0.002)},

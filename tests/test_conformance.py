@@ -13,10 +13,9 @@ import operator
 import time
 
 import pytest
-from conftest import SubmitCounter, dask_cluster, ray_cluster, spark_cluster
-
-from backends import available, get_backend
-from workloads import probes
+from helpers import SubmitCounter, dask_cluster, ray_cluster, spark_cluster
+from smallbig.backends import available, get_backend
+from smallbig.workloads import probes
 
 SPECS = available() + [
     f"{name}@cluster" for name in ("dask", "ray", "spark") if name in available()
@@ -208,7 +207,7 @@ class _Counted:
 
 @pytest.mark.parametrize("chunksize", [1, 3, "auto"])
 def test_map_buffersize_reads_an_endless_input_lazily(ex, chunksize):
-    from backends.chunks import MAX_BATCH_BYTES
+    from smallbig.backends.chunks import MAX_BATCH_BYTES
 
     source = _Counted()
     it = ex.map(operator.neg, source, chunksize=chunksize, buffersize=4)
@@ -300,7 +299,7 @@ def test_a_submitted_bound_methods_object_is_freed_once_its_task_ends(ex):
 def test_a_large_objects_memory_is_returned_once_its_task_ends(ex):
     import weakref
 
-    from backends.memory import ProcessTree
+    from smallbig.backends.memory import ProcessTree
 
     rss = ProcessTree(set()).rss  # this process alone: where the object lives
     size = 128 * 2**20

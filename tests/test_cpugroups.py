@@ -12,11 +12,16 @@ import textwrap
 import time
 
 import pytest
-from conftest import namespaces_refused, ratio_on_some_try
-
-from backends import available, get_backend
-from backends.cpugroups import CpuGroup, CpuGroupError, check_quotas, hierarchy, laptop
-from workloads.tasks import python_long
+from helpers import namespaces_refused, ratio_on_some_try
+from smallbig.backends import available, get_backend
+from smallbig.backends.emulation.cpugroups import (
+    CpuGroup,
+    CpuGroupError,
+    check_quotas,
+    hierarchy,
+    laptop,
+)
+from smallbig.workloads.tasks import python_long
 
 
 def _refused() -> str | None:
@@ -51,9 +56,9 @@ def test_a_laptops_quota_holds_a_cpu_bound_pool_to_it():
     proc = _script(
         """
         import json, threading, time
-        from backends import get_backend
-        from backends.cpugroups import laptop
-        from workloads.tasks import python_cpu
+        from smallbig.backends import get_backend
+        from smallbig.backends.emulation.cpugroups import laptop
+        from smallbig.workloads.tasks import python_cpu
 
         with laptop(0.5) as group, get_backend("processes", workers=2) as ex:
             list(ex.map(python_cpu, range(40), chunksize=4))  # workers up and warm
@@ -73,7 +78,7 @@ def test_a_laptops_quota_holds_a_cpu_bound_pool_to_it():
 
 @needs_groups
 def test_quotas_over_the_limit_are_refused_before_anything_starts(tmp_path):
-    from backends.emulated import EmulatedCluster
+    from smallbig.backends.emulation.emulated import EmulatedCluster
 
     before = set(os.listdir(hierarchy().root))
     cores = os.cpu_count() or 1
@@ -82,7 +87,7 @@ def test_quotas_over_the_limit_are_refused_before_anything_starts(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         check_quotas([0.0])
     out = subprocess.run(
-        [sys.executable, "-m", "compare.cli", "run", "--cpus", str(cores * 0.9),
+        [sys.executable, "-m", "smallbig", "run", "--cpus", str(cores * 0.9),
          "--workloads", "noop", "--backends", "serial", "--sizes", "2", "--repeats", "1",
          "--out", str(tmp_path / "res")],
         capture_output=True, text=True, timeout=120,
@@ -106,8 +111,8 @@ def test_no_cpu_group_outlives_its_owner(sig, tmp_path):
     # enough to be stopped mid-way; `sig=None`: a run that ends by itself (22 s at 0.3 core,
     # mostly its imports).
     items = 8 if sig is None else 200_000
-    cmd = [sys.executable, "-m", "compare.cli", "run", "--cpus", "0.6",
-           "--task", "workloads.tasks:python_cpu", "--items-from", f"range:{items}",
+    cmd = [sys.executable, "-m", "smallbig", "run", "--cpus", "0.6",
+           "--task", "smallbig.workloads.tasks:python_cpu", "--items-from", f"range:{items}",
            "--backends", "processes", "--sizes", str(items), "--repeats", "1",
            "--out", str(tmp_path / "res")]  # fmt: skip
     proc = subprocess.Popen(
@@ -151,8 +156,8 @@ def _busy_pool(pid: int) -> bool:
 @needs_groups
 @pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 def test_a_two_node_scale_model_beats_the_laptops_serial_and_each_node_keeps_its_quota():
-    from backends.emulated import EmulatedCluster
-    from compare.records import metadata
+    from smallbig.backends.emulation.emulated import EmulatedCluster
+    from smallbig.results.records import metadata
 
     if (refused := namespaces_refused()) is not None:
         pytest.skip(refused)
@@ -203,7 +208,7 @@ def _spinner(argv_prefix: list[str] | None = None) -> subprocess.Popen:
 
 @needs_groups
 def test_the_fidelity_monitor_tells_a_kept_quota_from_a_short_one_and_a_busy_machine():
-    from backends.fidelity import Group, Monitor
+    from smallbig.backends.emulation.fidelity import Group, Monitor
 
     with CpuGroup("watched", 0.3) as group:
         busy = _spinner(group.wrap([]))
@@ -240,14 +245,14 @@ def test_the_fidelity_monitor_tells_a_kept_quota_from_a_short_one_and_a_busy_mac
 
 
 def test_a_scale_model_benchmark_needs_the_laptops_quota_and_fits_the_machine(tmp_path):
-    from compare.bench_links import max_nodes
+    from smallbig.bench.links import max_nodes
 
     # 80% of the cores, less a laptop and a scheduler's node of the same quota.
     cores = os.cpu_count() or 1
     assert max_nodes(0.25) == int(0.8 * cores / 0.25) - 2
     assert max_nodes(10.0) == 1
     out = subprocess.run(
-        [sys.executable, "-m", "compare.cli", "bench", "cluster", "--scale-model"],
+        [sys.executable, "-m", "smallbig", "bench", "cluster", "--scale-model"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "--cpus C" in out.stdout, out.stdout + out.stderr
@@ -264,12 +269,12 @@ def test_on_a_laptop_of_a_fraction_of_a_core_a_loop_holds_the_gil_and_no_pool_be
     proc = _script(
         f"""
         import json, time
-        from backends import get_backend
-        from backends.cpugroups import laptop
-        from compare import overhead
-        from compare.costmodel import predict
-        from compare.taskprofile import profile_task
-        from workloads.tasks import python_cpu
+        from smallbig.backends import get_backend
+        from smallbig.backends.emulation.cpugroups import laptop
+        from smallbig import overhead
+        from smallbig.model.costmodel import predict
+        from smallbig.model.taskprofile import profile_task
+        from smallbig.workloads.tasks import python_cpu
 
         if __name__ == "__main__":
             with laptop(0.3):

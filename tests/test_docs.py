@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from compare.cli import build_parser
+from smallbig.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

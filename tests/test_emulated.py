@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import namespaces_refused
-
-from backends import available, get_backend
-from backends.cpugroups import CpuGroupError, hierarchy
-from backends.netns import NetworkError, check_privileges
-from compare.calibrate import pipelined_rates
-from workloads import probes
+from helpers import namespaces_refused
+from smallbig.backends import available, get_backend
+from smallbig.backends.emulation.cpugroups import CpuGroupError, hierarchy
+from smallbig.backends.emulation.netns import NetworkError, check_privileges
+from smallbig.model.calibrate import pipelined_rates
+from smallbig.workloads import probes
 
 pytestmark = pytest.mark.slow
 MIB10 = 10 * 2**20
@@ -92,7 +91,7 @@ def _transfers(ex, array: np.ndarray) -> dict[str, float]:
 @needs_netns
 @needs_dask
 def test_the_shaping_is_real_and_says_which_link_carries_which_bytes():
-    from backends.emulated import EmulatedCluster
+    from smallbig.backends.emulation.emulated import EmulatedCluster
 
     array = np.ones(MIB10 // 8)
     seconds = {}
@@ -118,7 +117,7 @@ def test_the_shaping_is_real_and_says_which_link_carries_which_bytes():
 @needs_netns
 @needs_ray
 def test_ray_over_shaped_links_moves_an_argument_at_the_links_rate():
-    from backends.emulated import EmulatedCluster
+    from smallbig.backends.emulation.emulated import EmulatedCluster
 
     array = np.ones(MIB10 // 8)
     seconds = {}
@@ -152,7 +151,7 @@ def test_ray_over_shaped_links_moves_an_argument_at_the_links_rate():
 
 
 def _cluster(*args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "compare.cli", "cluster", "--nodes", "2", *args]
+    cmd = [sys.executable, "-m", "smallbig", "cluster", "--nodes", "2", *args]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -195,7 +194,7 @@ def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
         assert len(groups) == (3 if quota else 0), groups
         if run_first:  # a run against it first: it says it was emulated
             out = subprocess.run(
-                [sys.executable, "-m", "compare.cli", "run", "--workloads", "noop",
+                [sys.executable, "-m", "smallbig", "run", "--workloads", "noop",
                  "--backends", "serial", spec, "--sizes", "2", "8", "--repeats", "1",
                  "--out", str(tmp_path / "res")],
                 capture_output=True, text=True, timeout=300,
@@ -240,7 +239,7 @@ def test_without_root_it_says_so_in_one_line(monkeypatch):
     ids=["dask-for a while", "dask-for good"],
 )  # fmt: skip
 def test_a_node_cut_off_mid_map_loses_no_item(engine, for_s):
-    from backends.emulated import EmulatedCluster
+    from smallbig.backends.emulation.emulated import EmulatedCluster
 
     items = list(range(120))
     with EmulatedCluster(engine, nodes=2, bandwidth_mbps=1000, worker_ttl_s=5) as cluster:
@@ -260,7 +259,7 @@ def test_a_node_cut_off_mid_map_loses_no_item(engine, for_s):
 
 
 def test_a_cut_names_the_nodes_it_can_cut():
-    from backends.emulated import EmulatedCluster
+    from smallbig.backends.emulation.emulated import EmulatedCluster
 
     cluster = EmulatedCluster(nodes=2)  # nothing is made before `with`
     for bad in ((0, 1.0), (3, 1.0), (1, -1.0), (1, 1.0, 0.0)):
@@ -275,9 +274,9 @@ PUT = 4 * 2**20  # bytes of the object put once, over a 100 Mbit/s link 0.34 s
 def _put_once_term(ex) -> tuple[float, float]:
     """What a map of 8 tasks per worker sharing one 4 MB object ``put`` for it costs over the
     same map without it: predicted from transfers timed one at a time here, and measured."""
-    from compare.calibrate import put_copies
-    from compare.costmodel import predict
-    from compare.taskprofile import TaskProfile
+    from smallbig.model.calibrate import put_copies
+    from smallbig.model.costmodel import predict
+    from smallbig.model.taskprofile import TaskProfile
 
     def fresh() -> np.ndarray:  # Dask's scatter names an object by its content: a new one
         return np.random.default_rng().random(PUT // 8)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-
-from backends import available, get_backend
-from workloads.base import checksum
-from workloads.imagegen import make_images
-from workloads.images import ImageItem, balanced_order, images_workload, process_image
-from workloads.kernels import KERNELS
+from smallbig.backends import available, get_backend
+from smallbig.workloads.base import checksum
+from smallbig.workloads.imagegen import make_images
+from smallbig.workloads.images import ImageItem, balanced_order, images_workload, process_image
+from smallbig.workloads.kernels import KERNELS
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +156,7 @@ def test_shipped_bytes_need_no_shared_files_and_give_the_same_results(image_dir,
 
 
 def test_bytes_are_shipped_by_default_only_to_workers_off_this_machine():
-    from compare.runner import remote_workers
+    from smallbig.running.runner import remote_workers
 
     assert not remote_workers(["serial", "processes", "dask", "dask@tcp://127.0.0.1:8786"])
     assert not remote_workers(["ray@localhost:6379"])

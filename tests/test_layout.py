@@ -10,20 +10,47 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backends import BACKENDS, Entry, available, capabilities
-from compare.cli import main
-from compare.records import load_records
+from smallbig.backends import BACKENDS, Entry, available, capabilities
+from smallbig.cli import main
+from smallbig.results.records import load_records
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("backends", "workloads", "compare")
+# Installed names: the repository's folders are smallbig's packages (pyproject's package-dir).
+FOLDERS = {"compare": "smallbig", "backends": "smallbig.backends", "workloads":
+"smallbig.workloads"}
+# What each package may import of smallbig, as README's layout states: a package builds only on
+# those before it. The names are prefixes: "smallbig.backends" covers its emulation harness.
+_BASE = {"smallbig.backends", "smallbig.workloads"}
+MAY_IMPORT = {
+    "smallbig.workloads": {"smallbig.workloads"},
+    "smallbig.backends": {"smallbig.backends"},
+    "smallbig.results": {"smallbig.results", *_BASE},
+    "smallbig.model": {"smallbig.results", "smallbig.model", *_BASE},
+    "smallbig.present": {"smallbig.results", "smallbig.model", "smallbig.present", *_BASE},
+    "smallbig.running": {"smallbig.results", "smallbig.model", "smallbig.present",
+                         "smallbig.running", *_BASE},
+    "smallbig.bench": {"smallbig.results", "smallbig.model", "smallbig.present",
+                       "smallbig.running", "smallbig.bench", *_BASE},
+}
 
 
 def _modules() -> dict[str, Path]:
+    """Every module of smallbig, by its installed name."""
     found = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    for folder, package in FOLDERS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[0] in ("backends", "workloads") and folder == "compare":
+                continue
+            name = ".".join((package, *parts)).removesuffix(".__init__")
+            found[name] = path
     return found
+
+
+def _package(name: str) -> str:
+    """The package of ``name`` that the layering rules speak of (the longest that has rules)."""
+    return max((p for p in MAY_IMPORT if name == p or name.startswith(p + ".")), key=len,
+               default="smallbig")
 
 
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
@@ -78,10 +105,35 @@ def test_no_import_cycle_and_one_direction_of_dependence():
     cycle = _cycle(graph)
     assert cycle is None, " -> ".join(cycle)
     for name, deps in graph.items():
-        if not name.startswith("compare"):  # backends/ and workloads/ know nothing of compare/
-            assert not {d for d in deps if d.startswith("compare")}, (name, deps)
-        if name.startswith("workloads"):  # workloads know nothing of backends
-            assert not {d for d in deps if d.startswith("backends")}, (name, deps)
+        allowed = MAY_IMPORT.get(_package(name))
+        if allowed is None:  # smallbig itself, its __main__ and the command line: anything
+            continue
+        wrong = {d for d in deps if not any(d == a or d.startswith(a + ".") for a in allowed)}
+        assert not wrong, f"{name} may import only {sorted(allowed)}, imports {sorted(wrong)}"
+
+
+def test_no_module_is_imported_by_a_name_of_the_repository_folder():
+    """``import backends`` would load a second copy of smallbig.backends (from the checkout,
+    where the folder is on the path): every import says smallbig."""
+    for path in [*ROOT.joinpath("tests").glob("*.py"), *_modules().values()]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     and not node.level else [])  # fmt: skip
+            bad = [n for n in names if n.split(".")[0] in FOLDERS]
+            assert not bad, f"{path.relative_to(ROOT)} imports {bad}: say smallbig.…"
+
+
+def test_the_emulation_harness_is_not_imported_by_an_adapter_at_import_time():
+    """An adapter that needs the harness (namespaces, CPU groups) imports it where it uses it:
+    starting a local Ray loads no netns code."""
+    for name, path in _modules().items():
+        if not name.startswith("smallbig.backends.") or ".emulation" in name:
+            continue
+        top = [n for n in ast.parse(path.read_text()).body
+               if isinstance(n, ast.ImportFrom) and (n.module or "").startswith(
+                   "smallbig.backends.emulation")]  # fmt: skip
+        assert not top, f"{name} imports the emulation harness at its top level"
 
 
 def _private_uses(path: Path, modules: dict[str, Path]) -> set[str]:
@@ -116,8 +168,8 @@ def test_no_private_name_is_used_across_modules(tmp_path):
         assert not _private_uses(path, modules), (name, _private_uses(path, modules))
     # The checker sees both spellings.
     probe = tmp_path / "probe.py"
-    probe.write_text("import compare.fits as f\nfrom compare.cli import _x\nf._y\n")
-    assert _private_uses(probe, modules) == {"compare.cli._x", "compare.fits._y"}
+    probe.write_text("import smallbig.model.fits as f\nfrom smallbig.cli import _x\nf._y\n")
+    assert _private_uses(probe, modules) == {"smallbig.cli._x", "smallbig.model.fits._y"}
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -137,7 +189,7 @@ def test_every_module_imports_in_any_order():
 
 def test_a_backend_registered_alone_is_measured_and_reported(monkeypatch, tmp_path):
     # A seventh backend: the thread pool under another name. Nothing in compare/ is edited.
-    monkeypatch.setitem(BACKENDS, "pool7", Entry("backends.threads", "ThreadsBackend"))
+    monkeypatch.setitem(BACKENDS, "pool7", Entry("smallbig.backends.threads", "ThreadsBackend"))
     assert "pool7" in available() and capabilities("pool7")["uses_threads"]
     out = tmp_path / "run"
     argv = ["run", "--workloads", "noop", "--backends", "pool7", "--sizes", "2", "8", "20",

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from backends import available, get_backend
-from backends.registry import BACKENDS
-from compare.calibrate import measure_overheads
-from compare.costmodel import predict
-from workloads import probes
+from smallbig.backends import available, get_backend
+from smallbig.backends.registry import BACKENDS
+from smallbig.model.calibrate import measure_overheads
+from smallbig.model.costmodel import predict
+from smallbig.workloads import probes
 
 pytestmark = pytest.mark.skipif("loky" not in available(), reason="pip install 'smallbig[joblib]'")
 

@@ -9,13 +9,12 @@ import sys
 import time
 
 import pytest
-
-from backends import available, get_backend
-from backends.memory import PeakMemory, ProcessTree
-from compare.calibrate import load_profile
-from compare.records import FIELDS
-from compare.runner import run
-from workloads import probes
+from smallbig.backends import available, get_backend
+from smallbig.backends.memory import PeakMemory, ProcessTree
+from smallbig.model.calibrate import load_profile
+from smallbig.results.records import FIELDS
+from smallbig.running.runner import run
+from smallbig.workloads import probes
 
 pytestmark = pytest.mark.slow
 

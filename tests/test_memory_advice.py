@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from smallbig.model.costmodel import predict
+from smallbig.model.footprint import AT_ONCE, NO_FIT, STREAMING
 from test_advise import _cal
-
-from compare.costmodel import predict
-from compare.memory import AT_ONCE, NO_FIT, STREAMING
 
 GB = 1e9
 
@@ -106,7 +105,7 @@ def _advise(*args: str, tmp_path) -> subprocess.CompletedProcess:
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(_profile()))
     return subprocess.run(
-        [sys.executable, "-m", "compare", "advise", "--profile", str(path), *args],
+        [sys.executable, "-m", "smallbig", "advise", "--profile", str(path), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -134,7 +133,7 @@ def test_the_cli_refuses_bad_sizes(option, value, tmp_path):
 
 
 def test_the_small_big_data_band_lies_between_memory_and_the_crossover():
-    from compare.band import small_big_band
+    from smallbig.model.band import small_big_band
 
     profile = _profile()  # 16 GB here
     cluster = {"workers": 16, "latency_s": 1e-3, "bandwidth_Bps": 1.25e9}

@@ -9,14 +9,13 @@ import sys
 
 import pytest
 from matplotlib.colors import to_hex
-
-from compare import plots
-from compare.cli import build_parser
-from compare.fmt import cell, number, seconds
+from smallbig.cli import build_parser
+from smallbig.present import plots
+from smallbig.results.fmt import cell, number, seconds
 
 
 def _smallbig(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "compare.cli", *args]
+    cmd = [sys.executable, "-m", "smallbig", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
@@ -48,7 +47,7 @@ def test_version_and_python_dash_m():
     out = _smallbig("--version")
     assert out.returncode == 0 and out.stdout.startswith("smallbig ")
     module = subprocess.run(
-        [sys.executable, "-m", "compare", "backends"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "smallbig", "backends"], capture_output=True, text=True, timeout=60
     )
     assert module.returncode == 0 and "serial" in module.stdout, module.stderr
 
@@ -145,7 +144,7 @@ def _advise(tmp_path, *args):
 
 def _profile(tmp_path):
     """A calibration of serial and threads only, measured for real."""
-    from compare.calibrate import overhead
+    from smallbig.model.calibrate import overhead
 
     path = tmp_path / "cal.json"
     overhead(["serial", "threads"], items=500, repeats=1, path=path)

@@ -43,7 +43,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch, machine_cache):
     assert {p.name for p in tmp_path.iterdir()} <= {"output"}
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    # Every cell that draws shows its figure: importing compare.plots once switched matplotlib
+    # Every cell that draws shows its figure: importing smallbig.present.plots once switched
+    # matplotlib
     # to Agg, and the notebook's own plt figures then showed nothing.
     drawing = [c for c in notebook.cells if c.cell_type == "code" and _draws(c.source)]
     assert drawing
@@ -55,7 +56,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch, machine_cache):
 
 
 def _check_a_cells_function_ran_on_process_backends(notebook) -> None:
-    from backends import available
+    from smallbig.backends import available
 
     cell = next(c for c in notebook.cells if "def score(" in c.source)
     text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
@@ -74,7 +75,7 @@ def _html(cell) -> str:
 
 def _check_your_own_function_is_shown_as_tables_and_a_figure(notebook) -> None:
     cells = {c.source.splitlines()[0]: c for c in notebook.cells if c.cell_type == "code"}
-    profile = cells["task = compare.profile_task(top_words, docs[:17])"]
+    profile = cells["task = smallbig.profile_task(top_words, docs[:17])"]
     assert "<table" in _html(profile) and "per item that threads cannot overlap" in _html(profile)
     advice = next(c for k, c in cells.items() if k.startswith("pools = "))
     assert "<table" in _html(advice) and "PREDICTED" in _html(advice)

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dask_cluster, ray_cluster, spark_cluster
-
-from backends import available
+from helpers import dask_cluster, ray_cluster, spark_cluster
+from smallbig.backends import available
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 pytestmark = pytest.mark.slow
@@ -114,7 +113,7 @@ def test_readme_commands_run(tmp_path, monkeypatch):
         assert argv[0] == "smallbig", command
         if argv[1] == "serve-api" or "@" in command:
             continue  # run by the tests below, which need a server or a cluster
-        run = [sys.executable, "-m", "compare.cli", *_small(argv)[1:]]
+        run = [sys.executable, "-m", "smallbig", *_small(argv)[1:]]
         out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
         ran += 1
@@ -127,7 +126,7 @@ def test_readme_commands_run(tmp_path, monkeypatch):
 
 def test_readme_serve_api_command(tmp_path):
     [command] = [c for c in readme_commands() if c.startswith("smallbig serve-api")]
-    argv = [sys.executable, "-m", "compare.cli", *shlex.split(command)[1:]]
+    argv = [sys.executable, "-m", "smallbig", *shlex.split(command)[1:]]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
@@ -154,7 +153,7 @@ def test_readme_cluster_commands(engine, tmp_path):
     with start() as address:
         argv = shlex.split(re.sub(rf"{engine}@\S+", f"{engine}@{address}", command))
         run = [
-            sys.executable, "-m", "compare.cli", *argv[1:], "--workloads", "noop", *SMALL["run"],
+            sys.executable, "-m", "smallbig", *argv[1:], "--workloads", "noop", *SMALL["run"],
             "--out", "results",
         ]  # fmt: skip
         out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)

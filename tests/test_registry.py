@@ -7,10 +7,9 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SubmitCounter
-
-import backends
-from backends import BACKENDS, Entry, available, backend_class, get_backend, parse_spec
+from helpers import SubmitCounter
+from smallbig import backends
+from smallbig.backends import BACKENDS, Entry, available, backend_class, get_backend, parse_spec
 
 LOCAL = ["serial", "threads", "processes", "asyncio"]
 
@@ -26,7 +25,8 @@ def test_unknown_backend_lists_known_names():
 
 def test_missing_engine_names_the_extra(monkeypatch):
     monkeypatch.setitem(
-        BACKENDS, "fancy", Entry("backends.serial", "SerialBackend", "no_such_engine_pkg", "fancy")
+        BACKENDS, "fancy", Entry("smallbig.backends.serial", "SerialBackend", "no_such_engine_pkg",
+        "fancy")
     )
     assert "fancy" not in available()
     with pytest.raises(ImportError, match=r"pip install 'smallbig\[fancy\]'"):
@@ -50,7 +50,7 @@ def test_bad_chunksize_is_rejected():
 
 def test_cli_lists_backends_with_versions():
     out = subprocess.run(
-        [sys.executable, "-m", "compare.cli", "backends"],
+        [sys.executable, "-m", "smallbig", "backends"],
         capture_output=True,
         text=True,
         check=True,
@@ -68,7 +68,7 @@ def test_processes_run_functions_defined_in_main():
     # ``python -c`` has no importable __main__: the workers can only get these by value.
     script = textwrap.dedent(
         """
-        from backends import get_backend
+        from smallbig.backends import get_backend
 
         def triple(x):
             return 3 * x

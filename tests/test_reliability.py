@@ -6,10 +6,9 @@ import json
 import warnings
 
 import pytest
-
-from compare.calibrate import load_profile
-from compare.records import FIELDS, RecordWriter, load_records, read_metadata
-from compare.runner import run
+from smallbig.model.calibrate import load_profile
+from smallbig.results.records import FIELDS, RecordWriter, load_records, read_metadata
+from smallbig.running.runner import run
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,7 @@ def test_an_empty_or_corrupt_file_is_named(name, content, tmp_path):
 
 
 def test_json_files_are_replaced_whole(tmp_path):
-    from compare.records import write_json
+    from smallbig.results.records import write_json
 
     write_json(tmp_path / "x.json", {"a": 1})
     write_json(tmp_path / "x.json", {"a": 2})
@@ -129,7 +128,7 @@ def test_a_folder_of_only_corrupt_images_says_so_and_fails(tmp_path):
     for i in range(3):
         (folder / f"scan{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(i + 10)))
     cmd = [
-        sys.executable, "-m", "compare.cli", "run", "--workloads", "images", "--images",
+        sys.executable, "-m", "smallbig", "run", "--workloads", "images", "--images",
         str(folder), "--backends", "serial", "threads", "--sizes", "2", "3", "--repeats", "1",
         "--out", str(tmp_path / "out"),
     ]  # fmt: skip
@@ -182,7 +181,7 @@ def test_a_bad_option_value_is_one_line_and_exit_2(command, args, message, tmp_p
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "compare.cli", *command.split(), *args]
+    cmd = [sys.executable, "-m", "smallbig", *command.split(), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     said = (out.stdout + out.stderr).strip()
     assert out.returncode == 2, said
@@ -191,7 +190,7 @@ def test_a_bad_option_value_is_one_line_and_exit_2(command, args, message, tmp_p
 
 
 def test_the_python_api_checks_the_same_values():
-    from compare.costmodel import predict
+    from smallbig.model.costmodel import predict
 
     profile = {"cpu_count": 2, "backends": {}}
     for kwargs, message in [
@@ -214,14 +213,13 @@ def test_the_api_server_rejects_bad_input_in_one_line(tmp_path):
     import sys
 
     import urllib3
-
-    from workloads.weather_server import Faults
+    from smallbig.workloads.weather_server import Faults
 
     with pytest.raises(ValueError, match="latency_s"):
         Faults(latency_s=float("nan"))
     with pytest.raises(ValueError, match="error_rate"):
         Faults(error_rate=2)
-    cmd = [sys.executable, "-m", "compare.cli", "serve-api"]
+    cmd = [sys.executable, "-m", "smallbig", "serve-api"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
@@ -247,7 +245,7 @@ def test_a_partial_request_is_closed_after_the_idle_timeout():
     import socket
     import time
 
-    from workloads.weather_server import serve_api
+    from smallbig.workloads.weather_server import serve_api
 
     with serve_api(idle_timeout_s=1.0) as server:
         port = int(server.url.rsplit(":", 1)[1])

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
-
-from compare import plots
+from smallbig.present import plots
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,7 @@ def chromium() -> str:
 def report(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("report")
     cmd = [
-        sys.executable, "-m", "compare.cli", "run", "--workloads", "noop", "sleep",
+        sys.executable, "-m", "smallbig", "run", "--workloads", "noop", "sleep",
         "--backends", "serial", "threads", "--sizes", "2", "20", "--repeats", "1", "--out", "res",
     ]  # fmt: skip
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)

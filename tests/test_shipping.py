@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import dask_cluster
-
-from backends import available, shipping
+from helpers import dask_cluster
+from smallbig.backends import available, shipping
 
 PACKAGE = {
     "__init__.py": "",
@@ -67,7 +66,7 @@ def test_the_decision_follows_the_file_not_the_name(tmp_path, monkeypatch):
         # standard library, site-packages, this project's editable install.
         import json as stdlib_json
 
-        from workloads import probes
+        from smallbig.workloads import probes
 
         assert shipping.importable_by_workers(stdlib_json.__name__)
         assert shipping.importable_by_workers("numpy") or "numpy" not in sys.modules
@@ -120,9 +119,9 @@ import sys
 
 sys.path.insert(0, {src!r})  # the driver's own path: the workers never see this folder
 
-import compare
-from backends import get_backend
-from compare import cli
+import smallbig
+from smallbig.backends import get_backend
+from smallbig import cli
 from extpkg.clean import clean, via_other_module
 
 
@@ -139,7 +138,7 @@ def main():
                     list(ex.map(via_other_module, range(8), chunksize="auto")),
                     list(ex.map(clean, range(8), chunksize=3)),
                 ]
-        profile = compare.profile_task(via_other_module, range(17))
+        profile = smallbig.profile_task(via_other_module, range(17))
         got["profile"] = [profile.item_s > 0, profile.errors]
         task = "extpkg.clean:via_other_module"
         got["run"] = cli.main([
@@ -203,7 +202,7 @@ def test_a_package_only_on_the_drivers_path_runs_on_every_backend():
 TEST_MODULE = """
     import pytest
 
-    import backends
+    from smallbig import backends
 
     SPECS = {specs!r}
 
@@ -253,6 +252,6 @@ def test_a_function_of_a_pytest_test_module_runs_on_every_worker_backend(tmp_pat
 
 
 def backends_in_process(name: str) -> bool:
-    from backends import backend_class
+    from smallbig.backends import backend_class
 
     return backend_class(name).in_process

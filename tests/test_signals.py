@@ -14,8 +14,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
-
-from backends import available
+from smallbig.backends import available
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ REPEATS = 8
 
 def _run(out, backends, *extra):
     cmd = [
-        sys.executable, "-m", "compare.cli", "run", "--workloads", "api", "sleep",
+        sys.executable, "-m", "smallbig", "run", "--workloads", "api", "sleep",
         "--backends", *backends, "--sizes", "4", "--repeats", str(REPEATS), "--out", str(out),
         *extra,
     ]  # fmt: skip
@@ -136,7 +135,7 @@ def test_a_dead_worker_is_recorded_and_the_run_goes_on(backend, tmp_path):
     (tmp_path / "fragile.py").write_text(FRAGILE)
     env = {**os.environ, "SAFE_PARENT": str(os.getpid()), "KILLED_MARKER": str(tmp_path / "k")}
     cmd = [
-        sys.executable, "-m", "compare.cli", "run", "--task", "fragile:fragile",
+        sys.executable, "-m", "smallbig", "run", "--task", "fragile:fragile",
         "--items-from", "range:8", "--backends", "serial", backend, "--sizes", "4", "8",
         "--repeats", "2", "--out", "out",
     ]  # fmt: skip
@@ -160,7 +159,7 @@ def test_a_dead_worker_is_recorded_and_the_run_goes_on(backend, tmp_path):
 ABANDONED = """
 import sys
 
-from backends import get_backend
+from smallbig.backends import get_backend
 
 if __name__ == "__main__":
     ex = get_backend(sys.argv[1], workers=2)  # never shut down, never used in a `with`
@@ -190,7 +189,7 @@ def test_a_backend_never_shut_down_is_stopped_at_exit(backend, tmp_path):
 
 
 def test_temp_folders_of_a_dead_owner_are_swept(tmp_path):
-    from backends.lifeline import owned_temp_dir
+    from smallbig.backends.lifeline import owned_temp_dir
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -209,7 +208,7 @@ def test_temp_folders_of_a_dead_owner_are_swept(tmp_path):
 def test_an_interrupt_a_finalizer_swallowed_is_delivered_again():
     # A SIGTERM that lands inside a `__del__` (Dask's Future.__del__ releasing its key, in a CI
     # run) is printed as "Exception ignored" and lost; the run then finished with exit code 0.
-    from compare import cli
+    from smallbig import cli
 
     class Releases:
         def __del__(self):

@@ -14,14 +14,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ratio_on_some_try, warm_map_s
+import smallbig
+from helpers import ratio_on_some_try, warm_map_s
+from smallbig import profile_task
+from smallbig.backends import available, get_backend
+from smallbig.workloads import probes, tasks
+from smallbig.workloads.user import fingerprint, read_items, takes_kwargs
 from threadpoolctl import threadpool_info
-
-import compare
-from backends import available, get_backend
-from compare import profile_task
-from workloads import probes, tasks
-from workloads.user import fingerprint, read_items, takes_kwargs
 
 CORES = os.cpu_count() or 1
 POOLS = [b for b in ("threads", "processes", "loky", "asyncio", "dask", "ray") if b in available()]
@@ -124,13 +123,13 @@ def test_a_gil_holding_loop_is_never_advised_to_threads(tmp_path):
     # Measured here: a pure-Python loop's profile, and a calibration of the local pools.
     task = profile_task(tasks.python_cpu, range(17))
     assert not task.releases_gil
-    profile = compare.overhead(
+    profile = smallbig.overhead(
         ["serial", "threads", "processes"], workers=2, items=500, repeats=1,
         path=tmp_path / "cal.json",
     )  # fmt: skip
     for items in (1, 10, 100, 1_000, 100_000):
         for cold in (True, False):
-            ranked = compare.advise(profile, items=items, task=task, cold=cold)
+            ranked = smallbig.advise(profile, items=items, task=task, cold=cold)
             assert ranked[0].backend in ("serial", "processes"), (items, cold, ranked)
             by = {p.backend: p.seconds for p in ranked}
             assert by["threads"] >= by["serial"], (items, cold, by)
@@ -147,9 +146,9 @@ def test_threads_are_predicted_no_faster_than_the_profiled_pool_ran(tmp_path):
     # a thread's wait hidden behind another's CPU) promise more than six threads do.
     task = profile_task(_wait_then_count, range(25))
     assert task.pool_threads and task.pool_s >= task.gil_s
-    profile = compare.overhead(["threads"], items=500, repeats=1, path=tmp_path / "cal.json")
+    profile = smallbig.overhead(["threads"], items=500, repeats=1, path=tmp_path / "cal.json")
     items = list(range(240))
-    by = {p.backend: p for p in compare.advise(profile, items=len(items), task=task, cold=False)}
+    by = {p.backend: p for p in smallbig.advise(profile, items=len(items), task=task, cold=False)}
     assert by["threads"].seconds >= len(items) * task.pool_s
     with get_backend("threads") as ex:
         measured = warm_map_s(ex, _wait_then_count, items, items[:30])
@@ -162,8 +161,8 @@ def test_threads_are_predicted_no_faster_than_the_profiled_pool_ran(tmp_path):
 _FRESH_MEMORY_TRY = """
 import sys, time
 import numpy as np
-from backends import get_backend
-from compare import profile_task
+from smallbig.backends import get_backend
+from smallbig import profile_task
 
 def filled(seed):
     return np.full(2**17, float(seed))  # 1 MiB of fresh memory filled: the result is the work
@@ -228,7 +227,7 @@ def test_profile_of_a_gil_releasing_wait():
 def test_the_profiles_pool_is_timed_per_item_when_the_items_do_not_divide_among_its_threads():
     # 8 waits of 7 ms (after a warm-up one), repeated to 32: on 6 threads, shares of 6 and 5.
     # Timed as one pass over the longest share, they read 12% over a wait per thread.
-    from compare.taskprofile import THREADS
+    from smallbig.model.taskprofile import THREADS
 
     def ratio() -> float:
         p = profile_task(probes.sleep, [0.007] * 9)
@@ -255,10 +254,10 @@ def test_a_coroutine_run_on_pool_threads_leaves_no_connection_open():
     # Each pool thread runs a coroutine on a loop of its own; the weather API's client session
     # lives on that loop. Loops left open when the threads ended left their sockets unclosed.
     script = textwrap.dedent("""
-        from backends import get_backend
-        from workloads.tasks import _api_items, weather_coroutine
-        from workloads.user import call_item
-        from workloads.weather_server import serve_api
+        from smallbig.backends import get_backend
+        from smallbig.workloads.tasks import _api_items, weather_coroutine
+        from smallbig.workloads.user import call_item
+        from smallbig.workloads.weather_server import serve_api
 
         with serve_api() as server:
             items = _api_items(8, server.url)
@@ -276,8 +275,8 @@ def test_bench_tasks_measures_every_backend_once_a_round():
     # in turn, so no backend's medians all come from one moment of a shared machine.
     import threading
 
-    from compare.bench_tasks import measure
-    from workloads.tasks import TaskKind
+    from smallbig.bench.tasks import measure
+    from smallbig.workloads.tasks import TaskKind
 
     on_main = []  # serial runs an item on the calling thread, the threads backend on its pool
 
@@ -304,7 +303,7 @@ def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
     )
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # workers can import it: by reference
     monkeypatch.syspath_prepend(str(tmp_path))
-    from backends import shipping
+    from smallbig.backends import shipping
 
     shipping.refresh()
     try:
@@ -323,7 +322,7 @@ def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
         "in_process": False, "distributed": False, "inner_threads": 1,
         "task_overhead_s": 1e-4, "auto_overhead_s": 1e-5, "alpha_value_s": 0.0,
         "beta_value_Bps": 1e12}}}  # fmt: skip
-    cold, warm = (compare.advise(cal, 10, task=slow, cold=c)[0].seconds for c in (True, False))
+    cold, warm = (smallbig.advise(cal, 10, task=slow, cold=c)[0].seconds for c in (True, False))
     assert cold - warm == pytest.approx(0.2 + slow.first_call_s, rel=0.01)
 
 
@@ -335,13 +334,13 @@ def test_a_fresh_workers_first_call_pays_the_imports_smallbig_itself_has_loaded(
     (tmp_path / "framed.py").write_text("import pandas\n\n\ndef task(x):\n    return x\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # workers import it: by reference
     monkeypatch.syspath_prepend(str(tmp_path))
-    from backends import shipping
+    from smallbig.backends import shipping
 
     shipping.refresh()
     try:
         import framed
 
-        first = compare.firstcall.first_call_s(framed.task, [1, 2])
+        first = smallbig.model.coldstart.first_call_s(framed.task, [1, 2])
     finally:
         sys.modules.pop("framed", None)
         shipping.refresh()
@@ -427,7 +426,7 @@ def picky(x):
 
 
 def _smallbig(cwd, *args, timeout=300):
-    cmd = [sys.executable, "-m", "compare.cli", *args]
+    cmd = [sys.executable, "-m", "smallbig", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -514,7 +513,7 @@ def test_bad_task_options_fail_clearly(project, args, message):
 
 
 SCRIPT = """
-import compare
+import smallbig
 
 
 def cube(x):
@@ -522,7 +521,7 @@ def cube(x):
 
 
 if __name__ == "__main__":
-    records = compare.run(
+    records = smallbig.run(
         task=cube, items=list(range(8)), backends={backends!r}, sizes=[8], repeats=1,
         out_dir="out", progress=False,
     ).records
@@ -545,7 +544,7 @@ def test_python_api_runs_a_function_defined_in_main(tmp_path):
 
 @pytest.mark.parametrize("spec", [b for b in ("dask", "ray") if b in available()])
 def test_starting_a_cluster_leaves_the_drivers_thread_variables_alone(spec):
-    from backends.inner import THREAD_ENV
+    from smallbig.backends.inner import THREAD_ENV
 
     before = {var: os.environ.get(var) for var in THREAD_ENV}
     with get_backend(spec, workers=2) as ex:

@@ -4,7 +4,7 @@ Network-I/O bound: most of an item's time is spent waiting, which threads and as
 The sync client keeps one ``urllib3.PoolManager`` (one connection pool) per worker thread; the
 async client one ``aiohttp.ClientSession`` per event loop. Both retry 429/5xx, malformed bodies
 and connection errors with exponential backoff, honouring ``Retry-After``; an item that still
-fails raises, and :func:`workloads.base.guarded` records it against that item.
+fails raises, and :func:`smallbig.workloads.base.guarded` records it against that item.
 
 urllib3 rather than requests, which is built on it: requests' per-call machinery doubled the
 client's CPU per request (2.6 vs 1.2 ms at 64 threads), and with the client and server sharing
@@ -23,9 +23,8 @@ from typing import Any
 
 import aiohttp
 import urllib3
-
-from workloads.base import Workload
-from workloads.weather_server import ENDPOINTS
+from smallbig.workloads.base import Workload
+from smallbig.workloads.weather_server import ENDPOINTS
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-
-from workloads.base import Workload
-from workloads.imagegen import make_images
-from workloads.kernels import KERNELS
+from smallbig.workloads.base import Workload
+from smallbig.workloads.imagegen import make_images
+from smallbig.workloads.kernels import KERNELS
 
 SIZE = (256, 256)
 
@@ -188,6 +187,6 @@ def _pixels(path: Path) -> float:
 
 def default_dataset_dir() -> Path:
     """Where the generated dataset is cached between runs."""
-    from workloads.base import cache_dir
+    from smallbig.workloads.base import cache_dir
 
     return cache_dir() / "images"

@@ -150,7 +150,7 @@ def die_once(marker: str, value: Any = None) -> Any:
 
 def probe_workloads(payload_bytes: int = 1 << 20, sleep_s: float = 0.01, spin_s: float = 0.001):
     """The probes as workloads: ``noop``, ``payload``, ``sleep`` and ``spin``."""
-    from workloads.base import Workload
+    from smallbig.workloads.base import Workload
 
     def same(value):
         return lambda n, seed=0: [value] * n

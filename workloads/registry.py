@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from workloads.base import Workload
+from smallbig.workloads.base import Workload
 
 API_LATENCY_S = 0.005
 SLEEP_S = 0.005  # per sleep item: like the API's latency, a wait that threads and asyncio hide
@@ -24,15 +24,15 @@ DEFAULT_SIZES = {
 
 @contextlib.contextmanager
 def _images(image_dir: str | None, ship_bytes: bool = False) -> Iterator[Workload]:
-    from workloads.images import images_workload
+    from smallbig.workloads.images import images_workload
 
     yield images_workload(image_dir, ship_bytes=ship_bytes)
 
 
 @contextlib.contextmanager
 def _api(_image_dir: str | None, ship_bytes: bool = False) -> Iterator[Workload]:
-    from workloads.api import api_workload
-    from workloads.weather_server import Faults, serve_api_process
+    from smallbig.workloads.api import api_workload
+    from smallbig.workloads.weather_server import Faults, serve_api_process
 
     with serve_api_process(Faults(latency_s=API_LATENCY_S)) as server:
         yield api_workload(server.url)
@@ -41,7 +41,7 @@ def _api(_image_dir: str | None, ship_bytes: bool = False) -> Iterator[Workload]
 def _probe(name: str) -> Callable[[str | None], contextlib.AbstractContextManager[Workload]]:
     @contextlib.contextmanager
     def opened(_image_dir: str | None, ship_bytes: bool = False) -> Iterator[Workload]:
-        from workloads.probes import probe_workloads
+        from smallbig.workloads.probes import probe_workloads
 
         yield probe_workloads(sleep_s=SLEEP_S)[name]
 

@@ -2,7 +2,7 @@
 one item, with its items, at a size a data scientist would meet.
 
 None of them is special-cased anywhere: the benchmark profiles each with
-:func:`compare.profile_task`, as it would a user's function, and checks the advice against
+:func:`smallbig.profile_task`, as it would a user's function, and checks the advice against
 every backend measured.
 """
 
@@ -32,7 +32,7 @@ def python_long(seed: int) -> int:
 
 def numba_blur(seed: int) -> float:
     """The numba 3×3 blur (one thread) on a 1000×1000 image made from ``seed``."""
-    from workloads.kernels import kernel_numba
+    from smallbig.workloads.kernels import kernel_numba
 
     image = np.random.default_rng(seed).integers(0, 256, (1000, 1000), dtype=np.uint8)
     return float(kernel_numba(image).mean())
@@ -48,7 +48,7 @@ def linalg(seed: int) -> float:
 def numba_parallel(seed: int) -> float:
     """A numba ``parallel=True`` kernel: the 3×3 blur on a 1000×1000 image, rows over
     numba's threads."""
-    from workloads.kernels import kernel_numba_parallel
+    from smallbig.workloads.kernels import kernel_numba_parallel
 
     image = np.random.default_rng(seed).integers(0, 256, (1000, 1000), dtype=np.uint8)
     return float(kernel_numba_parallel(image).mean())
@@ -117,7 +117,7 @@ def pandas_small(frame: Any) -> float:
 
 async def weather_coroutine(item: Any) -> dict:
     """A coroutine that asks the weather API (an HTTP request, 20 ms of latency)."""
-    from workloads.api import fetch_summary_async
+    from smallbig.workloads.api import fetch_summary_async
 
     return await fetch_summary_async(item)
 
@@ -154,13 +154,13 @@ def _frames(n: int) -> list[Any]:
 
 
 def _api_items(n: int, base_url: str) -> list[Any]:
-    from workloads.api import api_workload
+    from smallbig.workloads.api import api_workload
 
     return api_workload(base_url).prepare(n)
 
 
 def _image_paths(n: int) -> list[str]:
-    from workloads.images import default_dataset_dir, image_files, make_images
+    from smallbig.workloads.images import default_dataset_dir, image_files, make_images
 
     folder = default_dataset_dir()
     make_images(folder, 48)

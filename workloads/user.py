@@ -1,7 +1,7 @@
 """The user's own task as a workload: a function named ``package.module:function`` and items
 read from a SOURCE (a folder, a glob, a JSON-lines or CSV file, or ``range:N``).
 
-Every backend decides how the function reaches its workers (``backends.shipping``): by
+Every backend decides how the function reaches its workers (``smallbig.backends.shipping``): by
 reference where a fresh interpreter imports its module from the same file, by value otherwise
 (``__main__``, a notebook, a module found only through the driver's own ``sys.path`` or the
 current directory).
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workloads.base import Workload
+from smallbig.workloads.base import Workload
 
 
 def load_task(spec: str) -> Callable[..., Any]:

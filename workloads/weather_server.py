@@ -322,7 +322,7 @@ def serve_api_process(faults: Faults = Faults(), host: str = "127.0.0.1") -> Ite
     cmd = [
         sys.executable,
         "-m",
-        "workloads.weather_server",
+        "smallbig.workloads.weather_server",
         "--host",
         host,
         "--faults",

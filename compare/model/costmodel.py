@@ -1,0 +1,635 @@
+"""The calibrated cost model: each backend's predicted time for a task, from the calibration
+(what ``smallbig advise`` and :func:`smallbig.advise` rank by).
+
+An item takes ``item_s`` seconds alone, ``cpu_s`` of them on a CPU (the rest waiting on I/O;
+above ``item_s`` when its native pools — BLAS, OpenMP, numba — use several cores). A backend
+runs ``slots`` items at once on ``cpus`` cores, so ``n`` items take
+
+    T = start-up + n·(overhead + nbytes/β) + rounds·α
+        + n·max(item_s / slots, cpu_s / cpus, gil_s)
+
+the largest of three bounds (a roofline): the slots each busy for a whole item, the cores each
+busy with its CPU part, and — for threads of one process — the part of an item they cannot
+overlap (the GIL). With fewer items than slots, ``n`` replaces the slots and cores.
+``overhead`` is the per-task cost at ``chunksize="auto"``; ``rounds`` is batches ÷ the batches
+in flight together: the slots for a network's latency, at most the cores for a calibrated α
+(mostly the CPU of handling a task). A cluster's map costs at least what one was measured to
+cost whatever its items (``map_fixed_s``, grown with the workers like its start-up): its
+dispatch ramp and first round trip are part of that figure, not added to it.
+
+Which ``item_s`` and ``cpu_s``: a backend whose cap on the native pools (its
+``inner_threads``) is below what an item uses alone runs it at the item's capped cost (measured
+by :func:`smallbig.profile_task` with one thread); one without a cap, at its uncapped cost.
+
+- serial: one slot; the cores the item uses by itself.
+- threads, and asyncio for plain functions: a slot per thread; ``min(cores, slots × cap)``
+  cores; the GIL bound.
+- asyncio for a task with a coroutine twin: one slot per coroutine (256), one core (the loop).
+- processes and clusters: a slot per worker, ``min(cores, workers × cap)`` cores.
+
+In-process backends ship no bytes. ``nbytes/β`` counts the links each byte crosses: a result
+one, an argument ``argument_links`` (two on Dask, whose tasks carry their arguments through
+the scheduler). An object put once per map and shared by every task (``put_bytes``) is
+paid once per copy: one per machine (processes), per node (Ray) or per worker that runs its
+tasks (Dask, which may keep the tasks where the object is instead). Extrapolations
+(``workers``, network) are predictions, never measurements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smallbig.backends.chunks import TARGET_BATCH_SECONDS
+from smallbig.model.footprint import Data, Fit, chunk_items, fit, machine_memory
+from smallbig.model.taskprofile import GIL_HOLDING
+from smallbig.results import checks
+from smallbig.results.fmt import seconds, size
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One backend's predicted time for a task, with the term that dominates it."""
+
+    backend: str
+    seconds: float
+    workers: int
+    reason: str
+    #: How it runs the data within its memory, and its predicted peak (smallbig.model.footprint).
+    memory: Fit | None = None
+    #: Cold: the fewest and most seconds its recent start-ups took on this machine, and how
+    #: many there were (``calibration.json``'s ``startup_spread_s``); ``None`` if not known.
+    startup_spread: tuple[float, float, int] | None = None
+    #: The start-up (or reuse) it includes.
+    startup_s: float = 0.0
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.backend}, {seconds(self.seconds)}, {self.workers} workers)"
+
+    def row(self) -> dict[str, Any]:
+        """A flat dict: the memory fit spread over plain columns."""
+        fit_ = self.memory
+        return {
+            "backend": self.backend,
+            "seconds": self.seconds,
+            "workers": self.workers,
+            "memory": fit_.describe() if fit_ else None,
+            "peak_bytes": fit_.peak_bytes if fit_ else None,
+            "reason": self.reason,
+        }
+
+
+class Predictions(list):
+    """What :func:`predict` returns: the predictions, fastest first, as a list; in Jupyter a
+    table (``_repr_html_``), and a DataFrame with :meth:`to_frame`."""
+
+    def to_frame(self) -> Any:
+        """One row per backend: seconds, workers, how it holds the data, its peak, why."""
+        import pandas as pd
+
+        return pd.DataFrame([p.row() for p in self])
+
+    def startup_note(self) -> str | None:
+        """When the pick depends on how long start-up takes this time (:func:`startup_note`)."""
+        return startup_note(self)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{p.backend} {seconds(p.seconds)}" for p in self[:3])
+        more = f", … ({len(self)} backends)" if len(self) > 3 else ""
+        return f"<Predictions: {shown}{more}>"
+
+    def _repr_html_(self) -> str:
+        from smallbig.results.fmt import html_table
+
+        rows = [
+            [p.backend, seconds(p.seconds), f"{p.workers:,}", p.row()["memory"] or "-",
+             size(p.memory.peak_bytes) if p.memory else "-", p.reason]
+            for p in self
+        ]  # fmt: skip
+        header = ["backend", "predicted", "workers", "memory", "peak", "why"]
+        return html_table("PREDICTED time per backend, fastest first", header, rows)
+
+
+@dataclass(frozen=True)
+class _Cost:
+    """One item as the model takes it (see :class:`smallbig.model.taskprofile.TaskProfile`)."""
+
+    item_s: float  # wall, native pools as they are
+    cpu_s: float
+    item_s_1: float  # wall, native pools capped at one thread
+    cpu_s_1: float
+    gil_s: float  # of it holding the GIL
+    nbytes: int  # shipped to and from a worker
+    coroutine: bool
+    coroutine_cpu_s: float | None
+    result_bytes: int = 0  # of nbytes, the result's
+    work_bytes: int = 0  # allocated while one item runs
+    first_call_s: float = 0.0  # a fresh worker's first item over the next (imports, JIT)
+    pool_s: float | None = None  # per item on pool_threads threads capped at one, measured
+    pool_threads: int | None = None
+    put_bytes: int = 0  # one object every task shares, put once per map
+
+    @property
+    def holds_gil(self) -> bool:
+        """Threads of one process overlap little of an item (as ``TaskProfile.releases_gil``
+        says, the other way round)."""
+        return self.gil_s >= GIL_HOLDING * max(self.item_s_1, 1e-12)
+
+    def gil_bound(self) -> float:
+        """Seconds per item for threads of one process: what they cannot overlap, and for a
+        task that holds the GIL never less than a plain loop's item (``item_s``). A pool
+        thread ran such an item ~8% faster than the main thread (its own malloc arena), yet
+        the threads backend ran the loop slower than serial: the GIL's hand-offs take that
+        back and more, so no GIL-holding task is predicted faster on threads than serial."""
+        return max(self.gil_s, self.item_s) if self.holds_gil else self.gil_s
+
+    @property
+    def inner(self) -> float:
+        """Cores one item keeps busy by itself, uncapped (≥ 1)."""
+        return max(1.0, self.cpu_s / self.item_s) if self.item_s > 0 else 1.0
+
+    def at_cap(self, cap: int | None, cores: int) -> tuple[float, float]:
+        """Wall and CPU seconds per item with the native pools capped at ``cap`` threads.
+
+        ``None``, or a cap of all the ``cores`` (the libraries' own default), is the uncapped
+        figure; 1 the capped one; in between, linearly.
+        """
+        if cap is None or cap >= cores:
+            return self.item_s, self.cpu_s
+        if cap <= 1:
+            return self.item_s_1, self.cpu_s_1
+        f = (cap - 1) / (cores - 1)
+        return (
+            self.item_s_1 + f * (self.item_s - self.item_s_1),
+            self.cpu_s_1 + f * (self.cpu_s - self.cpu_s_1),
+        )
+
+
+def predict(
+    profile: dict[str, Any],
+    items: int,
+    item_s: float | None = None,
+    item_bytes: int = 0,
+    *,
+    task: Any = None,
+    cpu_s: float | None = None,
+    releases_gil: bool = False,
+    coroutine: bool = False,
+    coroutine_cpu_s: float | None = None,
+    workers: int | None = None,
+    cold: bool = True,
+    latency_s: float | None = None,
+    bandwidth_Bps: float | None = None,
+    data_bytes: float | None = None,
+    worker_memory_bytes: float | None = None,
+) -> Predictions:
+    """Backends ranked by predicted seconds (fastest first), each with its reason.
+
+    Those whose memory cannot hold the data even streaming come last, whatever their time
+    (:mod:`smallbig.model.footprint`); each prediction says how it runs the data and its peak
+    memory.
+
+    Parameters
+    ----------
+    profile : dict
+        A calibration (:func:`smallbig.overhead`).
+    items : int
+        How many items.
+    task : TaskProfile or dict, optional
+        The task measured by :func:`smallbig.profile_task`: its costs with the native pools
+        as they are and capped at one thread, its GIL share and its bytes. Replaces the
+        hand-described ``item_s`` … ``coroutine_cpu_s``.
+    item_s, item_bytes : float, int
+        Without ``task``: the seconds one item takes alone and the bytes shipped per item.
+    cpu_s : float, optional
+        The CPU part of ``item_s`` (default: all of it); the rest is waiting, which any
+        number of slots overlap.
+    releases_gil, coroutine : bool
+        The task runs outside the GIL; it has a coroutine twin the asyncio backend runs.
+    coroutine_cpu_s : float, optional
+        The twin's CPU per item, if it differs (an async HTTP client is not the sync one).
+    workers, latency_s, bandwidth_Bps : optional
+        Replace the cluster backends' measured values to extrapolate to a cluster this
+        machine does not have.
+    cold : bool
+        Include each backend's start-up ("a script run once"); ``False``: the pool is
+        running already ("a session that reuses the pool": a reusable pool's ``reuse_s``).
+    data_bytes : float, optional
+        The items' bytes in all (default: ``items`` × the bytes per item): replaces the bytes
+        per item, shipped and held.
+    worker_memory_bytes : float, optional
+        Memory of each extrapolated cluster worker (default: this machine's).
+    """
+    items = checks.count("items", items)
+    for name, value in (("item_s", item_s), ("cpu_s", cpu_s), ("coroutine_cpu_s", coroutine_cpu_s)):
+        if value is not None:
+            checks.number(name, value)
+    checks.number("item_bytes", item_bytes)
+    if workers is not None:
+        workers = checks.count("workers", workers)
+    if latency_s is not None:
+        latency_s = checks.number("latency_s", latency_s)
+    if bandwidth_Bps is not None:
+        bandwidth_Bps = checks.number("bandwidth_Bps", bandwidth_Bps, above=True)
+    if data_bytes is not None:
+        data_bytes = checks.number("data_bytes", data_bytes)
+    if worker_memory_bytes is not None:
+        worker_memory_bytes = checks.number("worker_memory_bytes", worker_memory_bytes, above=True)
+    if not isinstance(profile, dict) or not isinstance(profile.get("backends"), dict):
+        raise ValueError(
+            "profile must be a calibration: a dict with 'backends' (smallbig.overhead)"
+        )
+    cost = _cost(task, item_s, item_bytes, cpu_s, releases_gil, coroutine, coroutine_cpu_s)
+    if data_bytes is not None:  # the items are the data: ship and hold what the user says
+        cost = dataclasses.replace(cost, nbytes=int(data_bytes / items + cost.result_bytes))
+    data = Data(items, cost.nbytes - cost.result_bytes, cost.result_bytes, cost.work_bytes)
+    machine = machine_memory(profile)
+    cores = profile.get("cpu_count")
+    out = []
+    for name, cal in profile["backends"].items():
+        cap = cal.get("inner_threads")
+        wall, cpu = cost.at_cap(cap, cores or cal.get("cores") or cal["workers"])
+        slots, cpus, note = _capacity(cal, cores, workers, cost, cap)
+        cluster = cal.get("distributed", False)
+        grown = at_workers(cal, slots if workers and cluster else None)
+        # Warm: the pool is running; a reusable one (joblib's) is got back for ``reuse_s``.
+        startup = grown["startup_s"] if cold else (cal.get("reuse_s") or 0.0)
+        if cold and not cal.get("in_process", False):
+            # Every fresh worker pays the task's imports and JIT once, all at the same time,
+            # as many at once as there are cores for them.
+            startup += cost.first_call_s * max(1.0, slots / max(cpus, 1))
+        overhead = grown["auto_overhead_s"]
+        one_job = cal.get("auto_partitions_per_worker")
+        if one_job:
+            # One job of fixed partitions (Spark): as many as it cuts, whatever the work.
+            batches = min(items, one_job * slots)
+        else:
+            # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
+            batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
+        first_round = 0.0  # the α of the first round of batches, one a slot
+        if cal.get("in_process", False):
+            transfer = 0.0
+        elif one_job and not (latency_s is not None and cluster):
+            # A map's batches are one job's tasks: no batch pays a submit's round trip (α,
+            # itself a job of one task); the job's own cost is map_fixed_s, below.
+            transfer = _bytes_s(cal, cost, bandwidth_Bps, cluster)
+        else:
+            alpha = latency_s if (latency_s is not None and cluster) else cal["alpha_value_s"]
+            # Latency is paid once per round of batches in flight together. A network's
+            # latency overlaps across every slot; a calibrated α here is mostly CPU (the
+            # scheduler's and the workers' handling of a task), which overlaps only as far as
+            # there are cores: once per batch, 2,000 tiny tasks on 8 Dask workers were
+            # predicted at 5× their time, once per round of 8 at half of it. Bytes at the
+            # rate a map pipelines them.
+            network = latency_s is not None and cluster
+            together = slots if network else max(1.0, min(slots, cpus))
+            rounds = max(1.0, batches / together)
+            first_round = alpha * max(1.0, min(batches, slots) / together)
+            transfer = (rounds * alpha) / items + _bytes_s(cal, cost, bandwidth_Bps, cluster)
+        on_loop = cost.coroutine and cal.get("coroutines", False)
+        busy = min(cost.coroutine_cpu_s, wall) if on_loop and cost.coroutine_cpu_s else cpu
+        # Per-item time under each bound; fewer items than slots leave slots idle.
+        bounds = {"slots": wall / min(slots, items), "cores": busy / min(cpus, items)}
+        if cal.get("in_process", False) and not on_loop and slots > 1:
+            bounds["GIL"] = cost.gil_bound()  # one process's threads take turns holding it
+            if cost.pool_s and cap == 1 and slots == cost.pool_threads and items >= slots:
+                # The profile ran the task on this many threads, capped as these are: no
+                # bound above is below what they did. Taken apart, the bounds overlap the
+                # GIL's part of one thread with the rest of another perfectly; the measured
+                # pool did not (6.3% optimistic on threads over 13 tasks, serial unbiased).
+                bounds["pool"] = cost.pool_s
+        if cluster and not one_job:
+            # One central scheduler dispatches every batch, whatever the workers: its time
+            # per task (the chunksize=1 no-op cost) caps the tasks per second of any cluster.
+            # (A job's fixed partitions are dispatched within its own cost, map_fixed_s.)
+            bounds["scheduler"] = batches * grown["task_overhead_s"] / items
+        binding = max(bounds, key=bounds.get)
+        compute = items * bounds[binding]
+        put_s, stay = _put_s(cal, cost, items, bandwidth_Bps, workers if cluster else None)
+        if stay is not None:
+            # Dask runs tasks where their data is unless copying it is worth it: on the
+            # first holder's share of the slots and cores, the further copies are saved.
+            holders, first = stay
+            per_slot = wall / min(max(1, slots // holders), items)
+            per_core = busy / min(max(1, cpus // holders), items)
+            there = max(items * max(per_slot, per_core), compute)
+            if first + there < put_s + compute:
+                put_s, compute, binding = first, there, "holder"
+        ramp = 0.0
+        if cluster and binding != "scheduler":
+            # A central scheduler hands each such round out one task after another: the
+            # last slot starts (slots − 1) dispatches late (scheduler-bound, it is in the bound).
+            ramp = (cal.get("serial_dispatch_rounds", 0) * (min(slots, batches) - 1)
+                    * grown["task_overhead_s"])  # fmt: skip
+        if cluster and (one_job or wall > grown["task_overhead_s"]):
+            # What a warm map of waits was measured to cost whatever its items
+            # (calibrate.map_fixed_s): the ramp and the α of a first round of batches are
+            # part of it, the rest is what the terms above leave out. Not for items shorter
+            # than their own dispatch, whose first results are back before the rest are sent:
+            # 1,000 tiny tasks on 4 Dask workers took 23 ms in all, a map of waits 32 ms more.
+            # A map that is one job (Spark) pays it whatever its items: results come back
+            # when the job ends.
+            ramp += max(0.0, grown["map_fixed_s"] - ramp - first_round)
+        total = startup + items * (overhead + transfer) + put_s + compute + ramp
+        # Slot-bound time of a task that mostly waits is waiting, not compute.
+        work = "waiting" if binding == "slots" and busy < 0.5 * wall else "compute"
+        parts = {
+            "start-up": startup,
+            "overhead": items * overhead + ramp,
+            "transfer": items * transfer + put_s,
+            work: compute,
+        }
+        main = max(parts, key=parts.get)
+        reason = f"{main} dominates ({seconds(parts[main])} of {seconds(total)})"
+        if main == work:
+            reason += f"; {_why(binding, note, cost, cap, work)}"
+        chunk = chunk_items(wall, data.item_bytes, items, slots)
+        room = fit(cal, data, slots, chunk, machine, workers, worker_memory_bytes)
+        if not room.fits:
+            reason = f"{seconds(total)} if it had the memory; " + reason
+        spread = cal.get("startup_spread_s")
+        known = cold and spread and not (workers and cluster)  # not at another worker count
+        spread_of = (spread[0], spread[1], int(cal.get("startup_starts", 0))) if known else None
+        out.append(Prediction(name, total, slots, reason, room, spread_of, startup))
+    if not cost.coroutine:
+        out = _asyncio_after_threads(out, profile["backends"])
+    ranked = sorted(out, key=lambda p: (not p.memory.fits, p.seconds))
+    return Predictions(_lightest_first(ranked))
+
+
+#: Predictions this close (relative) are a tie: the machine's noise on a whole run is larger.
+TIE = 0.02
+
+
+def _asyncio_after_threads(out: list[Prediction], rows: dict[str, Any]) -> list[Prediction]:
+    """A plain function on a backend that runs coroutines in-process (asyncio) runs on its
+    thread pool plus a hop through the event loop: never ahead of the plain thread pool."""
+    pools = [p.seconds for p in out
+             if rows[p.backend].get("in_process") and not rows[p.backend].get("coroutines")
+             and p.workers > 1]  # fmt: skip
+    if not pools:
+        return out
+    return [
+        dataclasses.replace(p, seconds=max(p.seconds, min(pools)))
+        if rows[p.backend].get("in_process") and rows[p.backend].get("coroutines")
+        else p
+        for p in out
+    ]
+
+
+def _lightest_first(ranked: list[Prediction]) -> list[Prediction]:
+    """Among the predictions that tie with the fastest (within :data:`TIE`), the one with the
+    least start-up first: start-up is the term that varies most from run to run (a reusable
+    process pool predicted 0.4% ahead of a plain loop took 67% longer: its start-up took
+    0.8 s, not 0.6)."""
+    if not ranked or not (ranked[0].memory is None or ranked[0].memory.fits):
+        return ranked
+    tied = [p for p in ranked if p.seconds <= ranked[0].seconds * (1 + TIE)
+            and (p.memory is None or p.memory.fits)]  # fmt: skip
+    first = min(tied, key=lambda p: p.startup_s)
+    return [first, *(p for p in ranked if p is not first)]
+
+
+def _span(low: float, high: float) -> str:
+    """``1–3.5 s`` (one unit, given once, when both share it)."""
+    a, b = seconds(low), seconds(high)
+    unit = b.rsplit(" ", 1)[-1]
+    return f"{a.removesuffix(' ' + unit)}–{b}"
+
+
+def startup_note(ranked: Sequence[Prediction]) -> str | None:
+    """A line saying that the pick depends on start-up, when the first two predictions are
+    closer than the spread of either one's measured start-ups; else ``None``."""
+    fits = [p for p in ranked if p.memory is None or p.memory.fits]
+    if len(fits) < 2:
+        return None
+    first, second = fits[:2]
+    width = max(
+        (p.startup_spread[1] - p.startup_spread[0] for p in (first, second) if p.startup_spread),
+        default=0.0,
+    )
+    if second.seconds - first.seconds >= width:
+        return None
+    started = "; ".join(
+        f"{p.backend}'s start-up took {_span(*p.startup_spread[:2])} over its last "
+        f"{p.startup_spread[2]} starts"
+        for p in (first, second)
+        if p.startup_spread and p.startup_spread[1] > p.startup_spread[0]
+    )
+    return (
+        f"{first.backend} or {second.backend}: the choice depends on start-up "
+        f"(predicted {seconds(second.seconds - first.seconds)} apart; {started})"
+    )
+
+
+def _put_s(
+    cal: dict[str, Any],
+    cost: _Cost,
+    items: int,
+    bandwidth_Bps: float | None,
+    workers: int | None,
+) -> tuple[float, tuple[int, float] | None]:
+    """Seconds of a map's one shared object (``put`` once, :attr:`_Cost.put_bytes`) reaching
+    every worker or node that runs its tasks; for an engine that copies between workers, also
+    ``(holders, seconds)`` of leaving the tasks where the first copy is (else ``None``).
+
+    The first copy as the calibration's ``put`` measured it (its α beyond a task's own, and
+    β); each further copy one link's worth: from the driver's one link, one after the other
+    (Ray's nodes), or worker to worker, each holder serving the next (Dask: doubling
+    rounds). Extrapolated to a network, one holder per worker (a node each).
+    """
+    nbytes = cost.put_bytes
+    kind = cal.get("put_copies", "machine")
+    if not nbytes or cal.get("in_process", False):
+        return 0.0, None
+    links = cal.get("argument_links", 1)
+    fixed = max(0.0, cal.get("alpha_put_s", 0.0) - cal["alpha_value_s"])
+    if bandwidth_Bps and workers:
+        first, copy = fixed + nbytes * links / bandwidth_Bps, nbytes / bandwidth_Bps
+    else:
+        first = fixed + nbytes / cal.get("beta_put_Bps", cal["beta_value_Bps"])
+        copy = nbytes / (cal["beta_value_Bps"] * links)
+    if kind == "machine":
+        return first, None
+    holders = cal.get("put_holders", 1)
+    if workers and (kind == "worker" or bandwidth_Bps):
+        holders = workers
+    holders = max(1, min(holders, items))
+    if kind == "node":
+        return first + (holders - 1) * copy, None
+    return first + math.ceil(math.log2(holders)) * copy, (holders, first)
+
+
+def _bytes_s(cal: dict[str, Any], cost: _Cost, bandwidth_Bps: float | None, cluster: bool) -> float:
+    """Seconds per item of shipping its argument and result.
+
+    On a network the model extrapolates to, an argument crosses ``argument_links`` links one
+    after the other (Dask's: driver → scheduler → worker) and a result one. Otherwise, at the
+    rates the calibration measured through a ``map`` (pipelined), or, in a calibration
+    without them, from one payload at a time (whose arguments crossed ``links`` links).
+    """
+    arg = cost.nbytes - cost.result_bytes
+    links = cal.get("argument_links", 1)
+    if bandwidth_Bps and cluster:
+        return (arg * links + cost.result_bytes) / bandwidth_Bps
+    single = cal["beta_value_Bps"]
+    return arg / cal.get("beta_map_Bps", single) + cost.result_bytes / cal.get(
+        "beta_result_Bps", single * links
+    )
+
+
+#: The relative rise between two worker counts below which a term is taken not to grow.
+GROWTH_NOISE = 0.2
+
+
+def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
+    """A backend's start-up, per-task, per-item ("auto") and per-map overhead at ``workers``.
+
+    As calibrated at its own count, unless ``workers`` is given and the calibration measured it
+    at two counts (``by_workers``, :func:`smallbig.model.calibrate.add_scaling`): then each grows as
+    a straight line through the two, never below the smaller measured value, and the "auto"
+    overhead per item with the per-task cost. A cluster's start-up measured 3.5 s at 8 Dask
+    workers and 9.8 s at 16 on this machine, against 0.99 s at 2.
+    """
+    out = {
+        "startup_s": float(cal["startup_s"]),
+        "task_overhead_s": float(cal.get("task_overhead_s") or 0.0),
+        "auto_overhead_s": float(cal["auto_overhead_s"]),
+        "map_fixed_s": float(cal.get("map_fixed_s") or 0.0),
+    }
+    points = cal.get("by_workers") or []
+    if workers is None or len(points) < 2:
+        return out
+    w0, w1 = points[0]["workers"], points[1]["workers"]
+    if w1 == w0:
+        return out
+    grown = {}
+    for key in ("startup_s", "task_overhead_s", "map_fixed_s"):
+        if key not in points[0] or key not in points[1]:
+            continue  # a calibration from before the term was measured
+        a, b = points[0][key], points[1][key]
+        # Two single timings on a shared machine differ by up to ~20% with nothing grown:
+        # a smaller rise is noise, and a line through noise extrapolated 8× is a guess.
+        # (Ray's start-up here: 16.8, 16.4 and 15.2 s at 4, 8 and 16 workers.)
+        slope = (b - a) / (w1 - w0) if b > (1 + GROWTH_NOISE) * a else 0.0
+        grown[key] = max(min(a, b), a + slope * (workers - w0))
+    if out["task_overhead_s"] > 0:
+        ratio = grown["task_overhead_s"] / out["task_overhead_s"]
+        grown["auto_overhead_s"] = out["auto_overhead_s"] * max(1.0, ratio)
+    return {**out, **grown}
+
+
+def _cost(
+    task: Any,
+    item_s: float | None,
+    item_bytes: int,
+    cpu_s: float | None,
+    releases_gil: bool,
+    coroutine: bool,
+    coroutine_cpu_s: float | None,
+) -> _Cost:
+    if task is not None:
+        t = task if isinstance(task, dict) else task.as_dict()
+        return _Cost(
+            t["item_s"],
+            t["cpu_s"],
+            t["item_s_1"],
+            t["cpu_s_1"],
+            t["gil_s"],
+            int(t["arg_bytes"] + t["result_bytes"]),
+            bool(t["coroutine"]),
+            t.get("coroutine_cpu_s"),
+            int(t["result_bytes"]),
+            int(t.get("memory_bytes") or 0),
+            float(t.get("first_call_s") or 0.0),
+            t.get("pool_s"),
+            t.get("pool_threads"),
+            int(t.get("put_bytes") or 0),
+        )
+    if item_s is None:
+        raise ValueError("give a task profile (task=) or its time per item (item_s=)")
+    cpu = item_s if cpu_s is None else min(cpu_s, item_s)
+    return _Cost(
+        item_s,
+        cpu,
+        item_s,
+        cpu,
+        0.0 if releases_gil else cpu,
+        item_bytes,
+        coroutine,
+        coroutine_cpu_s if coroutine else None,
+    )
+
+
+def _capacity(
+    cal: dict[str, Any], cores: float | None, workers: int | None, cost: _Cost, cap: int | None
+) -> tuple[int, float, str]:
+    """``(slots, cpus, what limits the cpus)`` of one calibrated backend for this task.
+
+    Each of ``slots`` items at once uses up to ``cap`` cores (uncapped: what it uses alone),
+    so the backend gets ``min(its cores, slots × that)`` of them.
+    """
+    extrapolated = bool(workers and cal.get("distributed", False))
+    w = workers if extrapolated else cal["workers"]
+    have = w if extrapolated else cal.get("cores") or cores or w
+    if cost.coroutine and cal.get("coroutines", False):
+        return w, 1, "one event loop runs every coroutine's CPU part"
+    slots = cal.get("threads", w) if cal.get("in_process", False) else w
+    per_item = cap if cap is not None else math.ceil(cost.inner - 1e-9)
+    # Fewer than one core where a scale model's quota gives a laptop or a node less: at
+    # least one core here, two processes on a laptop of 0.25 core were predicted twice as
+    # fast as serial.
+    cpus = min(have, max(1, slots * per_item))
+    unit = "threads" if cal.get("in_process", False) else "workers"
+    return slots, cpus, f"{cpus:g} cores for {slots} {unit}"
+
+
+def _why(binding: str, note: str, cost: _Cost, cap: int | None, work: str) -> str:
+    if binding == "scheduler":
+        return "scheduler-bound: one scheduler dispatches every task"
+    if binding == "holder":
+        return "run where the object put once is: copying it costs more than it saves"
+    if binding == "GIL":
+        return f"GIL-bound: {seconds(cost.gil_bound())} per item that threads cannot overlap"
+    if binding == "pool":
+        return f"as measured: {cost.pool_threads} threads ran it at {seconds(cost.pool_s)} per item"
+    if binding == "slots" and work == "waiting":
+        return "more slots overlap more waits"
+    if binding == "slots":
+        return "every slot busy for a whole item"
+    inner = cost.inner
+    if inner > 1.05 and cap is not None and cap < inner:
+        return f"{note}; inner pools capped at {cap} thread(s) per task"
+    if inner > 1.05 and cap is None:
+        return f"{note}; each item uses {inner:.1f} cores by itself"
+    return note
+
+
+def task_cost(workload: Any, items: int = 8) -> Any:
+    """What one item of ``workload`` costs: its :class:`~smallbig.model.taskprofile.TaskProfile`.
+
+    Measured by :func:`~smallbig.model.taskprofile.profile_task` on ``items`` items after one
+    warm-up item; for a workload with a coroutine twin, the twin's CPU per item with 32 items
+    in flight.
+    """
+    import dataclasses
+
+    from smallbig.model.taskprofile import profile_task
+
+    profile = profile_task(workload.task, workload.prepare(items + 1, 0))
+    if workload.async_task is not None:
+        profile = dataclasses.replace(
+            profile, coroutine=True, coroutine_cpu_s=coroutine_cpu_s(workload)
+        )
+    return dataclasses.replace(profile, name=workload.name)
+
+
+def coroutine_cpu_s(workload: Any, in_flight: int = 32) -> float:
+    """CPU seconds per item of ``workload``'s coroutine twin, ``in_flight`` items at once
+    (:func:`smallbig.model.taskprofile.concurrent_cpu_s`)."""
+    from smallbig.model.taskprofile import concurrent_cpu_s
+
+    return concurrent_cpu_s(workload.async_task, workload.prepare(in_flight, 1))
