@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -84,3 +85,14 @@ def check_leaks() -> Iterator[None]:
                 f"and threads: {[t.name for t in threads]}"
             )
         time.sleep(0.2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_name_per_module() -> Iterator[None]:
+    """Every module of smallbig is loaded under its installed name only: a module imported
+    again as ``backends.x`` (the checkout's folder is on the path) would hold a second copy
+    of its state (registries, caches, locks)."""
+    yield
+    folders = ("backends", "workloads", "compare")
+    twice = sorted(m for m in sys.modules if m.split(".")[0] in folders)
+    assert not twice, f"imported by a folder's name as well as smallbig's: {twice}"

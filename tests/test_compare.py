@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,6 +123,29 @@ def test_small_real_run_writes_records_and_resumes(tmp_path):
     ).records
     assert len(again) == 3 * 2 * 2 * 4
     assert load_records(out).iloc[: len(records)].equals(records)
+
+
+def test_run_from_python_draws_what_the_command_draws_and_report_draws_it_again(tmp_path):
+    """One function draws a run's figures and report.html: smallbig.run(), `smallbig run` and
+    `smallbig report` leave the same files (the command once drew figures that run() did not)."""
+    from smallbig.cli import main
+
+    out = tmp_path / "py"
+    run(["noop"], ["serial", "threads"], sizes=[2, 8], repeats=1, out_dir=out, progress=False)
+    drawn = {"noop_scaling.png", "phase_diagram.png", "report.html"}
+    assert drawn <= {p.name for p in out.iterdir()}
+    owned = {Path(p).name for p in json.loads((out / "run.json").read_text())["outputs"]}
+    assert drawn <= owned  # the next run into the folder replaces them
+    assert "noop_scaling.png" in (out / "report.html").read_text()
+    (out / "noop_scaling.png").unlink()
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert {"noop_scaling.png", "report.html"} <= {p.name for p in out.iterdir()}
+    cli = tmp_path / "cli"
+    argv = ["run", "--workloads", "noop", "--backends", "serial", "threads", "--sizes", "2", "8",
+            "--repeats", "1", "--out", str(cli)]  # fmt: skip
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {p.name for p in cli.iterdir()}
 
 
 def test_paired_medians_take_each_round_against_serials():

@@ -57,8 +57,6 @@ def _user_task(args: argparse.Namespace) -> tuple[Any, list[Any]] | None:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Run the matrix, then print the tables, thresholds, advice and the model's check."""
-    from smallbig.model.fits import baseline_item_s
-    from smallbig.present import plots
     from smallbig.present.report import (
         print_answer,
         print_failures,
@@ -66,32 +64,24 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         print_model_check,
         print_report,
     )
-    from smallbig.present.report_html import write_report
-    from smallbig.results.records import add_outputs
     from smallbig.running.runner import run
 
     user = _user_task(args)
     result = run(
         args.workloads,
         args.backends,
-        args.sizes,
-        args.repeats,
-        args.out,
-        args.workers,
-        args.resume,
-        args.images,
-        progress=True,
+        sizes=args.sizes,
+        repeats=args.repeats,
+        out_dir=args.out,
+        workers=args.workers,
+        resume=args.resume,
+        image_dir=args.images,
         overwrite=args.overwrite,
         task=user and user[0],
         items=user and user[1],
         ship_bytes=args.ship_bytes,
     )
-    records, meta, profile, out = (
-        result.records,
-        result.metadata,
-        result.calibration,
-        result.out_dir,
-    )
+    records, meta, profile = result.records, result.metadata, result.calibration
     if args.tables:
         print_report(records, result.startup, console, meta.get("backends", {}))
         if profile is not None:
@@ -100,37 +90,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     else:
         print_failures(records, console)  # never hidden: wrong or unmeasured points
     print_answer(result.answer(), console)
-    drawn = [
-        plots.scaling(records, workload, out / f"{workload}_scaling.png")
-        for workload in sorted(records["workload"].unique())
-    ]
-    if profile is not None:  # measured winners on top of the predicted regions
-        item_s = baseline_item_s(records)
-        known = records[records["backend"].isin(profile["backends"])]
-        winners = plots.measured_winners(known, item_s.to_dict())
-        # Three of the four workloads release the GIL (the no-ops take too little to matter).
-        # One workload: its data per item gives the diagram its data axis and memory boundary.
-        workloads = meta.get("workloads", {})
-        data = (
-            workloads[next(iter(workloads))].get("data_bytes_per_item", 0)
-            if len(workloads) == 1
-            else 0
-        )
-        drawn.append(
-            plots.phase_diagram(
-                profile,
-                out / "phase_diagram.png",
-                winners,
-                True,
-                cluster=plots.Cluster(),
-                item_bytes=int(data or 0),
-            )
-        )
-    add_outputs(out, drawn)  # what the next run into --out replaces
-    report = write_report(out)
-    add_outputs(out, [report])
     console.print(
-        f"every table and figure: {report.resolve()}"
+        f"every table and figure: {(result.out_dir / 'report.html').resolve()}"
         + ("" if args.tables else " (--tables prints them here)")
     )
     measured = records[records["failure"] == ""]
@@ -336,14 +297,12 @@ def _task_cost(args: argparse.Namespace) -> Any:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    """Write ``report.html`` for an existing run folder."""
+    """Draw the figures and write ``report.html`` again for an existing run folder."""
     from smallbig.model.calibrate import last_run
-    from smallbig.present.report_html import write_report
-    from smallbig.results.records import add_outputs
+    from smallbig.present.outputs import write_outputs
 
     folder = args.directory or str(last_run())
-    path = write_report(folder)
-    add_outputs(folder, [path])
+    path = write_outputs(folder)[-1]
     console.print(f"report: {path.resolve()}")
     return 0
 

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="smallbig.cli.commands:cmd_cluster")
     p = sub.add_parser(
         "report",
-        help="write report.html of a run: tables, figures, advice",
+        help="draw the figures and write report.html of a run: tables, figures, advice",
         description=answers("What a run measured, as one page to read or share.", "output.md"),
     )
     add_run_folder(p, "directory")

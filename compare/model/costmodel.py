@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smallbig.backends.chunks import TARGET_BATCH_SECONDS
-from smallbig.model.footprint import Data, Fit, chunk_items, fit, machine_memory
+from smallbig.model.footprint import Data, MemoryFit, chunk_items, fit, machine_memory
 from smallbig.model.taskprofile import GIL_HOLDING
 from smallbig.results import checks
 from smallbig.results.fmt import seconds, size
@@ -59,7 +59,7 @@ class Prediction:
     workers: int
     reason: str
     #: How it runs the data within its memory, and its predicted peak (smallbig.model.footprint).
-    memory: Fit | None = None
+    memory: MemoryFit | None = None
     #: Cold: the fewest and most seconds its recent start-ups took on this machine, and how
     #: many there were (``calibration.json``'s ``startup_spread_s``); ``None`` if not known.
     startup_spread: tuple[float, float, int] | None = None

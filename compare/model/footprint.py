@@ -43,7 +43,7 @@ class Data:
 
 
 @dataclass(frozen=True)
-class Fit:
+class MemoryFit:
     """How one backend runs the data within its memory."""
 
     mode: str  # AT_ONCE, STREAMING or NO_FIT
@@ -76,7 +76,7 @@ def fit(
     machine_bytes: float,
     workers: int | None = None,
     worker_memory_bytes: float | None = None,
-) -> Fit:
+) -> MemoryFit:
     """How the calibrated backend ``cal`` runs ``data``, ``slots`` tasks at once.
 
     Parameters
@@ -101,12 +101,12 @@ def fit(
     per_item = data.item_bytes + data.result_bytes
     at_once = base + data.items * per_item
     if at_once <= limit:
-        return Fit(AT_ONCE, at_once, limit)
+        return MemoryFit(AT_ONCE, at_once, limit)
     buffersize = 2 * slots
     streaming = base + min(data.items, buffersize * chunk) * per_item
     if streaming <= limit:
-        return Fit(STREAMING, streaming, limit, buffersize)
-    return Fit(NO_FIT, streaming, limit)
+        return MemoryFit(STREAMING, streaming, limit, buffersize)
+    return MemoryFit(NO_FIT, streaming, limit)
 
 
 def machine_memory(profile: dict[str, Any]) -> float:

@@ -118,6 +118,7 @@ class RunResult:
 def run(
     workloads: Sequence[str] = WORKLOADS,
     backends: Sequence[str] | None = None,
+    *,
     sizes: Sequence[int] | None = None,
     repeats: int = 3,
     out_dir: str | Path = "smallbig-results",
@@ -125,8 +126,8 @@ def run(
     resume: bool = False,
     image_dir: str | None = None,
     progress: bool = True,
-    *,
     overwrite: bool = False,
+    report: bool = True,
     task: Callable[..., Any] | None = None,
     items: Sequence[Any] | None = None,
     ship_bytes: bool | None = None,
@@ -161,6 +162,9 @@ def run(
         is ``task``'s argument, or its keyword arguments when items are dicts of its
         parameters (:func:`smallbig.workloads.user.user_workload`). Default sizes then end at
         ``len(items)``.
+    report : bool
+        Also draw the figures and write ``report.html`` into ``out_dir``
+        (:func:`smallbig.present.outputs.write_outputs`, as ``smallbig run`` does).
     ship_bytes : bool, optional
         Images carry their files' bytes to the workers instead of their paths. Default: when
         a backend is a cluster reached at an address other than this machine's loopback,
@@ -207,6 +211,10 @@ def run(
         writer.close()
     # A resumed run with nothing left to measure calibrated nothing new: the file's is current.
     calibration = session.calibration or load_profile(out / RUN_PROFILE)
+    if report:
+        from smallbig.present.outputs import write_outputs
+
+        write_outputs(out)
     return RunResult(load_records(out), meta, calibration, out)
 
 
