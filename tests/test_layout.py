@@ -201,3 +201,21 @@ def test_a_backend_registered_alone_is_measured_and_reported(monkeypatch, tmp_pa
     profile = json.loads((out / "calibration.json").read_text())["backends"]
     assert profile["pool7"]["in_process"] and profile["pool7"]["auto_overhead_s"] > 0
     assert "pool7" in (out / "report.html").read_text()
+
+
+def test_import_smallbig_gives_the_public_api_and_a_worker_loads_neither_pandas_nor_rich():
+    code = (
+        "import sys, smallbig, smallbig.backends, smallbig.workloads.tasks\n"
+        "light = not {'pandas', 'rich', 'matplotlib'} & set(sys.modules)\n"
+        "api = {n: getattr(smallbig, n) for n in smallbig.__all__}\n"
+        "print(light, sorted(api), api['get_backend'] is smallbig.backends.get_backend)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd="/")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    light, names, same = done.stdout.split(" ", 1)[0], done.stdout, done.stdout.split()[-1]
+    assert light == "True"  # PEP 562: the API is imported when first asked for
+    for name in ("run", "advise", "profile_task", "overhead", "get_backend", "available",
+                 "TaskProfile", "RunResult", "Prediction"):  # fmt: skip
+        assert f"'{name}'" in names
+    assert same == "True"
