@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from helpers import ratio_on_some_try, warm_map_s
 from PIL import Image
+
 from smallbig.backends import available, get_backend
 from smallbig.model.calibrate import load_profile, overhead
 from smallbig.model.costmodel import predict

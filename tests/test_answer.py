@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from smallbig.present.answer import answer
 
 SIZES = (1, 10, 100, 1000)

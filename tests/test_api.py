@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import urllib3
+
 from smallbig.backends import get_backend
 from smallbig.workloads.api import ApiItem, api_workload, fetch_summary, fetch_summary_async
 from smallbig.workloads.base import checksum

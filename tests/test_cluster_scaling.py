@@ -8,9 +8,11 @@ import time
 
 import pytest
 from helpers import ratio_on_some_try
+
 from smallbig.backends import available, get_backend
 from smallbig.backends.chunks import BatchSizer
 from smallbig.model.calibrate import SCALING_FACTOR, add_scaling, measure_overheads, measure_scaling
+from smallbig.model.calibration import read_calibration
 from smallbig.model.costmodel import GROWTH_NOISE, at_workers, predict
 from smallbig.results.records import write_json
 from smallbig.workloads import probes
@@ -95,7 +97,8 @@ def test_the_models_start_up_grows_with_workers_as_measured(tmp_path, monkeypatc
     assert again["startup_s"] != eight["startup_s"] and "measured_at" not in again
     measured = measure_scaling("dask", 12)["startup_s"]
     profile = {"cpu_count": 2, "memory_bytes": 8e9, "backends": {"dask": row}}
-    grown = {n: at_workers(row, n)["startup_s"] for n in (2, 8, 12, 16)}
+    typed = read_calibration(profile).backends["dask"]
+    grown = {n: at_workers(typed, n)["startup_s"] for n in (2, 8, 12, 16)}
     assert grown[2] == pytest.approx(two["startup_s"])
     # A rise under GROWTH_NOISE between the two counts is noise: the line stays flat.
     rose = eight["startup_s"] > (1 + GROWTH_NOISE) * two["startup_s"]
@@ -276,6 +279,7 @@ def test_a_short_warm_map_on_a_real_cluster_is_predicted_with_its_fixed_cost():
 
 def test_crossovers_agree_within_2x_or_when_both_say_the_cluster_never_wins():
     from rich.console import Console
+
     from smallbig.bench.cluster import print_crossovers
 
     rows = [{"case": c, "predicted": p, "measured": m} for c, p, m in

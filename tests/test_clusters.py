@@ -15,6 +15,7 @@ import time
 import psutil
 import pytest
 from helpers import dask_cluster, ray_cluster, spark_cluster
+
 from smallbig.backends import available, get_backend
 from smallbig.workloads import probes
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from smallbig.model.calibrate import load_profile
 from smallbig.model.costmodel import predict
 from smallbig.model.fits import (

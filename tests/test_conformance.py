@@ -14,6 +14,7 @@ import time
 
 import pytest
 from helpers import SubmitCounter, dask_cluster, ray_cluster, spark_cluster
+
 from smallbig.backends import available, get_backend
 from smallbig.workloads import probes
 

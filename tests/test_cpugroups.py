@@ -13,6 +13,7 @@ import time
 
 import pytest
 from helpers import namespaces_refused, ratio_on_some_try
+
 from smallbig.backends import available, get_backend
 from smallbig.backends.emulation.cpugroups import (
     CpuGroup,

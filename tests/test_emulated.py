@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 from helpers import namespaces_refused
+
 from smallbig.backends import available, get_backend
 from smallbig.backends.emulation.cpugroups import CpuGroupError, hierarchy
 from smallbig.backends.emulation.netns import NetworkError, check_privileges

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+
 from smallbig.backends import available, get_backend
 from smallbig.workloads.base import checksum
 from smallbig.workloads.imagegen import make_images

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from smallbig.backends import available, get_backend
 from smallbig.backends.registry import BACKENDS
 from smallbig.model.calibrate import measure_overheads

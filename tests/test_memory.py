@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+
 from smallbig.backends import available, get_backend
 from smallbig.backends.memory import PeakMemory, ProcessTree
 from smallbig.model.calibrate import load_profile

@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from test_advise import _cal
+
 from smallbig.model.costmodel import predict
 from smallbig.model.footprint import AT_ONCE, NO_FIT, STREAMING
-from test_advise import _cal
 
 GB = 1e9
 

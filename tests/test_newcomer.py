@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from matplotlib.colors import to_hex
+
 from smallbig.cli import build_parser
 from smallbig.present import plots
 from smallbig.results.fmt import cell, number, seconds

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import dask_cluster, ray_cluster, spark_cluster
+
 from smallbig.backends import available
 
 README = Path(__file__).resolve().parents[1] / "README.md"

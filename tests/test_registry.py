@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 from helpers import SubmitCounter
+
 from smallbig import backends
 from smallbig.backends import BACKENDS, Entry, available, backend_class, get_backend, parse_spec
 

@@ -6,6 +6,7 @@ import json
 import warnings
 
 import pytest
+
 from smallbig.model.calibrate import load_profile
 from smallbig.results.records import FIELDS, RecordWriter, load_records, read_metadata
 from smallbig.running.runner import run
@@ -213,6 +214,7 @@ def test_the_api_server_rejects_bad_input_in_one_line(tmp_path):
     import sys
 
     import urllib3
+
     from smallbig.workloads.weather_server import Faults
 
     with pytest.raises(ValueError, match="latency_s"):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
+
 from smallbig.present import plots
 
 pytestmark = pytest.mark.slow

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import dask_cluster
+
 from smallbig.backends import available, shipping
 
 PACKAGE = {

@@ -14,6 +14,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
+
 from smallbig.backends import available
 
 pytestmark = pytest.mark.slow

@@ -14,13 +14,14 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import smallbig
 from helpers import ratio_on_some_try, warm_map_s
+from threadpoolctl import threadpool_info
+
+import smallbig
 from smallbig import profile_task
 from smallbig.backends import available, get_backend
 from smallbig.workloads import probes, tasks
 from smallbig.workloads.user import fingerprint, read_items, takes_kwargs
-from threadpoolctl import threadpool_info
 
 CORES = os.cpu_count() or 1
 POOLS = [b for b in ("threads", "processes", "loky", "asyncio", "dask", "ray") if b in available()]

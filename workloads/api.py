@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import urllib3
+
 from smallbig.workloads.base import Workload
 from smallbig.workloads.weather_server import ENDPOINTS
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
 from smallbig.workloads.base import Workload
 from smallbig.workloads.imagegen import make_images
 from smallbig.workloads.kernels import KERNELS

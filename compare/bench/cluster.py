@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+
 from smallbig.backends import available, backend_class, get_backend
 from smallbig.model.band import first_win
 from smallbig.model.calibrate import measure_overheads, overhead

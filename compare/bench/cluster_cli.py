@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+
 from smallbig.backends import available
 from smallbig.bench.cluster import cluster_bench, print_cluster
 from smallbig.bench.links import BANDWIDTHS_MBPS, NODES, links_bench, max_nodes, print_links

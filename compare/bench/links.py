@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+
 from smallbig.backends import get_backend
 from smallbig.bench.cluster import (
     SAMPLE,

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+
 from smallbig.backends import default_backends, get_backend
 from smallbig.backends.memory import PeakMemory
 from smallbig.results.fmt import print_rows, size

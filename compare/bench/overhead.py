@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+
 from smallbig.backends import default_backends, get_backend
 from smallbig.model import validation
 from smallbig.model.fits import CLOSE
@@ -194,6 +195,7 @@ def cmd_adapter_overhead(args: argparse.Namespace, console: Console) -> int:
 def kernels(side: int, repeats: int) -> list[dict[str, Any]]:
     """First call and steady state of the four kernels on a ``side``×``side`` scan."""
     import numpy as np
+
     from smallbig.workloads import kernels as k
     from smallbig.workloads.imagegen import scan
 
@@ -228,6 +230,7 @@ def api_throughput(concurrency: list[int], latency_s: float, rounds: int) -> lis
     loop), and together on all of them. Above that ceiling no client design reaches the ideal.
     """
     import psutil
+
     from smallbig.workloads.api import api_workload
     from smallbig.workloads.weather_server import Faults, serve_api_process
 

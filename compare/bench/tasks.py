@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
 from smallbig.backends import default_backends, get_backend
 from smallbig.model.calibrate import overhead
 from smallbig.model.costmodel import predict

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+
 from smallbig.cli.parsers import build_parser
 
 __all__ = ["build_parser", "main"]

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
 from smallbig.backends import BACKENDS, available, backend_class, default_backends
 from smallbig.backends.base import engine_version
 from smallbig.backends.registry import missing

@@ -13,35 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from smallbig.model.cluster import Cluster
 from smallbig.model.costmodel import predict
 from smallbig.model.footprint import machine_memory
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """A cluster this machine does not have, for the extrapolated phase diagram."""
-
-    workers: int = 32
-    latency_s: float = 0.0005
-    bandwidth_Bps: float = 1.25e9  # 10 Gbit/s
-    worker_memory_bytes: float = 64e9
-
-    def extrapolation(self) -> dict[str, Any]:
-        """:func:`~smallbig.model.costmodel.predict`'s keywords for this cluster."""
-        return {
-            "workers": self.workers,
-            "latency_s": self.latency_s,
-            "bandwidth_Bps": self.bandwidth_Bps,
-            "worker_memory_bytes": self.worker_memory_bytes,
-        }
-
-    def label(self) -> str:
-        return (
-            f"PREDICTED for a cluster of {self.workers} workers, "
-            f"{self.latency_s * 1e3:g} ms, {self.bandwidth_Bps * 8 / 1e9:g} Gbit/s, "
-            f"{self.worker_memory_bytes / 1e9:g} GB each"
-        )
-
 
 # Sizes searched for the crossover: 1 item to 10 trillion, 10 per decade.
 _SIZES = np.unique(np.logspace(0, 13, 131).astype(np.int64))
@@ -112,14 +87,12 @@ def small_big_band(
     data_bytes_per_item: float,
     *,
     releases_gil: bool = False,
-    cluster: dict[str, Any] | None = None,
+    cluster: Cluster | None = None,
 ) -> Band:
     """The band for a task of ``item_s`` seconds and ``data_bytes_per_item`` per item.
 
-    ``cluster`` holds :func:`~smallbig.model.costmodel.predict`'s extrapolation keywords
-    (``workers``,
-    ``latency_s``, ``bandwidth_Bps``, ``worker_memory_bytes``); without it, the clusters as
-    calibrated.
+    ``cluster`` is the cluster to extrapolate to (:class:`smallbig.model.cluster.Cluster`);
+    without it, the clusters as calibrated.
     """
     memory = machine_memory(profile)
     boundary = memory / data_bytes_per_item if data_bytes_per_item > 0 else None
@@ -132,7 +105,7 @@ def small_big_band(
             item_s,
             releases_gil=releases_gil,
             data_bytes=float(n) * data_bytes_per_item,
-            **(cluster or {}),
+            cluster=cluster,
         )
         return ranked[0].backend in clusters
 

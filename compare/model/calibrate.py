@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from smallbig.backends import default_backends, get_backend, parse_spec
 from smallbig.backends.emulation.cpugroups import current, effective_cores
+from smallbig.model.calibration import SCHEMA, read_calibration
 from smallbig.model.fits import fit_line
 from smallbig.results.records import read_json, write_json
 from smallbig.results.timing import median_time
@@ -393,6 +395,7 @@ def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> dict[str,
     import psutil
 
     profile = {
+        "schema": SCHEMA,
         # The laptop's cores: a scale model's quota, if it runs under one (the model's cores
         # bound divides CPU seconds by them).
         "cpu_count": effective_cores(),
@@ -407,11 +410,17 @@ def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> dict[str,
 
 
 def load_profile(path: str | Path | None = None) -> dict[str, Any] | None:
-    """The saved profile, or ``None`` if there is none yet."""
+    """The saved profile, or ``None`` if there is none yet.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, and the backend and term it cannot read
+        (:func:`smallbig.model.calibration.read_calibration`).
+    """
     p = Path(path) if path else default_profile_path()
     if not p.exists():
         return None
     profile = read_json(p, ("backends",))
-    if not isinstance(profile["backends"], dict) or not profile["backends"]:
-        raise ValueError(f"{p} holds no backend's figures: delete it or measure again")
+    read_calibration(profile, str(p))  # every term the model reads, readable
     return profile

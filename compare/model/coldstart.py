@@ -29,6 +29,7 @@ def first_call_s(fn: Callable[..., Any], items: Sequence[Any], kwargs: bool = Fa
     """Seconds the first of two items costs over the second in a fresh interpreter (≥ 0);
     0.0 if the items cannot be shipped or the interpreter fails (nothing to learn then)."""
     import cloudpickle
+
     from smallbig.backends.shipping import portable
 
     try:

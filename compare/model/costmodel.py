@@ -39,13 +39,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from smallbig.backends.chunks import TARGET_BATCH_SECONDS
+from smallbig.model.calibration import BackendCalibration, Calibration, read_calibration
+from smallbig.model.cluster import Cluster
 from smallbig.model.footprint import Data, MemoryFit, chunk_items, fit, machine_memory
-from smallbig.model.taskprofile import GIL_HOLDING
+from smallbig.model.taskprofile import GIL_HOLDING, TaskProfile
 from smallbig.results import checks
 from smallbig.results.fmt import seconds, size
 
@@ -169,7 +171,7 @@ class _Cost:
 
 
 def predict(
-    profile: dict[str, Any],
+    profile: Mapping[str, Any] | Calibration,
     items: int,
     item_s: float | None = None,
     item_bytes: int = 0,
@@ -185,6 +187,7 @@ def predict(
     bandwidth_Bps: float | None = None,
     data_bytes: float | None = None,
     worker_memory_bytes: float | None = None,
+    cluster: Cluster | None = None,
 ) -> Predictions:
     """Backends ranked by predicted seconds (fastest first), each with its reason.
 
@@ -194,8 +197,9 @@ def predict(
 
     Parameters
     ----------
-    profile : dict
-        A calibration (:func:`smallbig.overhead`).
+    profile : dict or Calibration
+        A calibration (:func:`smallbig.overhead`), read by
+        :func:`smallbig.model.calibration.read_calibration`.
     items : int
         How many items.
     task : TaskProfile or dict, optional
@@ -222,7 +226,16 @@ def predict(
         per item, shipped and held.
     worker_memory_bytes : float, optional
         Memory of each extrapolated cluster worker (default: this machine's).
+    cluster : Cluster, optional
+        The cluster to extrapolate to as one object (:class:`smallbig.model.cluster.Cluster`):
+        its ``workers``, ``latency_s``, ``bandwidth_Bps`` and ``worker_memory_bytes``, in
+        place of those four keywords.
     """
+    if cluster is not None:
+        if any(v is not None for v in (workers, latency_s, bandwidth_Bps, worker_memory_bytes)):
+            raise ValueError("give cluster= or its terms (workers=, latency_s=, …), not both")
+        workers, latency_s = cluster.workers, cluster.latency_s
+        bandwidth_Bps, worker_memory_bytes = cluster.bandwidth_Bps, cluster.worker_memory_bytes
     items = checks.count("items", items)
     for name, value in (("item_s", item_s), ("cpu_s", cpu_s), ("coroutine_cpu_s", coroutine_cpu_s)):
         if value is not None:
@@ -238,31 +251,28 @@ def predict(
         data_bytes = checks.number("data_bytes", data_bytes)
     if worker_memory_bytes is not None:
         worker_memory_bytes = checks.number("worker_memory_bytes", worker_memory_bytes, above=True)
-    if not isinstance(profile, dict) or not isinstance(profile.get("backends"), dict):
-        raise ValueError(
-            "profile must be a calibration: a dict with 'backends' (smallbig.overhead)"
-        )
-    cost = _cost(task, item_s, item_bytes, cpu_s, releases_gil, coroutine, coroutine_cpu_s)
+    calibration = read_calibration(profile, "profile")
+    cost = _cost(_task(task, item_s, item_bytes, cpu_s, releases_gil, coroutine, coroutine_cpu_s))
     if data_bytes is not None:  # the items are the data: ship and hold what the user says
         cost = dataclasses.replace(cost, nbytes=int(data_bytes / items + cost.result_bytes))
     data = Data(items, cost.nbytes - cost.result_bytes, cost.result_bytes, cost.work_bytes)
-    machine = machine_memory(profile)
-    cores = profile.get("cpu_count")
+    machine = calibration.memory_bytes or machine_memory({})
+    cores = calibration.cpu_count
     out = []
-    for name, cal in profile["backends"].items():
-        cap = cal.get("inner_threads")
-        wall, cpu = cost.at_cap(cap, cores or cal.get("cores") or cal["workers"])
+    for name, cal in calibration.backends.items():
+        cap = cal.inner_threads
+        wall, cpu = cost.at_cap(cap, cores or cal.cores or cal.workers)
         slots, cpus, note = _capacity(cal, cores, workers, cost, cap)
-        cluster = cal.get("distributed", False)
+        cluster = cal.distributed
         grown = at_workers(cal, slots if workers and cluster else None)
         # Warm: the pool is running; a reusable one (joblib's) is got back for ``reuse_s``.
-        startup = grown["startup_s"] if cold else (cal.get("reuse_s") or 0.0)
-        if cold and not cal.get("in_process", False):
+        startup = grown["startup_s"] if cold else (cal.reuse_s or 0.0)
+        if cold and not cal.in_process:
             # Every fresh worker pays the task's imports and JIT once, all at the same time,
             # as many at once as there are cores for them.
             startup += cost.first_call_s * max(1.0, slots / max(cpus, 1))
         overhead = grown["auto_overhead_s"]
-        one_job = cal.get("auto_partitions_per_worker")
+        one_job = cal.auto_partitions_per_worker
         if one_job:
             # One job of fixed partitions (Spark): as many as it cuts, whatever the work.
             batches = min(items, one_job * slots)
@@ -270,14 +280,14 @@ def predict(
             # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
             batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
         first_round = 0.0  # the α of the first round of batches, one a slot
-        if cal.get("in_process", False):
+        if cal.in_process:
             transfer = 0.0
         elif one_job and not (latency_s is not None and cluster):
             # A map's batches are one job's tasks: no batch pays a submit's round trip (α,
             # itself a job of one task); the job's own cost is map_fixed_s, below.
             transfer = _bytes_s(cal, cost, bandwidth_Bps, cluster)
         else:
-            alpha = latency_s if (latency_s is not None and cluster) else cal["alpha_value_s"]
+            alpha = latency_s if (latency_s is not None and cluster) else cal.alpha_value_s
             # Latency is paid once per round of batches in flight together. A network's
             # latency overlaps across every slot; a calibrated α here is mostly CPU (the
             # scheduler's and the workers' handling of a task), which overlaps only as far as
@@ -289,11 +299,11 @@ def predict(
             rounds = max(1.0, batches / together)
             first_round = alpha * max(1.0, min(batches, slots) / together)
             transfer = (rounds * alpha) / items + _bytes_s(cal, cost, bandwidth_Bps, cluster)
-        on_loop = cost.coroutine and cal.get("coroutines", False)
+        on_loop = cost.coroutine and cal.coroutines
         busy = min(cost.coroutine_cpu_s, wall) if on_loop and cost.coroutine_cpu_s else cpu
         # Per-item time under each bound; fewer items than slots leave slots idle.
         bounds = {"slots": wall / min(slots, items), "cores": busy / min(cpus, items)}
-        if cal.get("in_process", False) and not on_loop and slots > 1:
+        if cal.in_process and not on_loop and slots > 1:
             bounds["GIL"] = cost.gil_bound()  # one process's threads take turns holding it
             if cost.pool_s and cap == 1 and slots == cost.pool_threads and items >= slots:
                 # The profile ran the task on this many threads, capped as these are: no
@@ -322,7 +332,7 @@ def predict(
         if cluster and binding != "scheduler":
             # A central scheduler hands each such round out one task after another: the
             # last slot starts (slots − 1) dispatches late (scheduler-bound, it is in the bound).
-            ramp = (cal.get("serial_dispatch_rounds", 0) * (min(slots, batches) - 1)
+            ramp = (cal.serial_dispatch_rounds * (min(slots, batches) - 1)
                     * grown["task_overhead_s"])  # fmt: skip
         if cluster and (one_job or wall > grown["task_overhead_s"]):
             # What a warm map of waits was measured to cost whatever its items
@@ -350,12 +360,12 @@ def predict(
         room = fit(cal, data, slots, chunk, machine, workers, worker_memory_bytes)
         if not room.fits:
             reason = f"{seconds(total)} if it had the memory; " + reason
-        spread = cal.get("startup_spread_s")
+        spread = cal.startup_spread_s
         known = cold and spread and not (workers and cluster)  # not at another worker count
-        spread_of = (spread[0], spread[1], int(cal.get("startup_starts", 0))) if known else None
+        spread_of = (spread[0], spread[1], cal.startup_starts) if known else None
         out.append(Prediction(name, total, slots, reason, room, spread_of, startup))
     if not cost.coroutine:
-        out = _asyncio_after_threads(out, profile["backends"])
+        out = _asyncio_after_threads(out, calibration.backends)
     ranked = sorted(out, key=lambda p: (not p.memory.fits, p.seconds))
     return Predictions(_lightest_first(ranked))
 
@@ -364,17 +374,19 @@ def predict(
 TIE = 0.02
 
 
-def _asyncio_after_threads(out: list[Prediction], rows: dict[str, Any]) -> list[Prediction]:
+def _asyncio_after_threads(
+    out: list[Prediction], rows: Mapping[str, BackendCalibration]
+) -> list[Prediction]:
     """A plain function on a backend that runs coroutines in-process (asyncio) runs on its
     thread pool plus a hop through the event loop: never ahead of the plain thread pool."""
     pools = [p.seconds for p in out
-             if rows[p.backend].get("in_process") and not rows[p.backend].get("coroutines")
+             if rows[p.backend].in_process and not rows[p.backend].coroutines
              and p.workers > 1]  # fmt: skip
     if not pools:
         return out
     return [
         dataclasses.replace(p, seconds=max(p.seconds, min(pools)))
-        if rows[p.backend].get("in_process") and rows[p.backend].get("coroutines")
+        if rows[p.backend].in_process and rows[p.backend].coroutines
         else p
         for p in out
     ]
@@ -426,7 +438,7 @@ def startup_note(ranked: Sequence[Prediction]) -> str | None:
 
 
 def _put_s(
-    cal: dict[str, Any],
+    cal: BackendCalibration,
     cost: _Cost,
     items: int,
     bandwidth_Bps: float | None,
@@ -442,19 +454,19 @@ def _put_s(
     rounds). Extrapolated to a network, one holder per worker (a node each).
     """
     nbytes = cost.put_bytes
-    kind = cal.get("put_copies", "machine")
-    if not nbytes or cal.get("in_process", False):
+    kind = cal.put_copies
+    if not nbytes or cal.in_process:
         return 0.0, None
-    links = cal.get("argument_links", 1)
-    fixed = max(0.0, cal.get("alpha_put_s", 0.0) - cal["alpha_value_s"])
+    links = cal.argument_links
+    fixed = max(0.0, cal.alpha_put_s - cal.alpha_value_s)
     if bandwidth_Bps and workers:
         first, copy = fixed + nbytes * links / bandwidth_Bps, nbytes / bandwidth_Bps
     else:
-        first = fixed + nbytes / cal.get("beta_put_Bps", cal["beta_value_Bps"])
-        copy = nbytes / (cal["beta_value_Bps"] * links)
+        first = fixed + nbytes / (cal.beta_put_Bps or cal.beta_value_Bps)
+        copy = nbytes / (cal.beta_value_Bps * links)
     if kind == "machine":
         return first, None
-    holders = cal.get("put_holders", 1)
+    holders = cal.put_holders
     if workers and (kind == "worker" or bandwidth_Bps):
         holders = workers
     holders = max(1, min(holders, items))
@@ -463,7 +475,9 @@ def _put_s(
     return first + math.ceil(math.log2(holders)) * copy, (holders, first)
 
 
-def _bytes_s(cal: dict[str, Any], cost: _Cost, bandwidth_Bps: float | None, cluster: bool) -> float:
+def _bytes_s(
+    cal: BackendCalibration, cost: _Cost, bandwidth_Bps: float | None, cluster: bool
+) -> float:
     """Seconds per item of shipping its argument and result.
 
     On a network the model extrapolates to, an argument crosses ``argument_links`` links one
@@ -472,12 +486,12 @@ def _bytes_s(cal: dict[str, Any], cost: _Cost, bandwidth_Bps: float | None, clus
     without them, from one payload at a time (whose arguments crossed ``links`` links).
     """
     arg = cost.nbytes - cost.result_bytes
-    links = cal.get("argument_links", 1)
+    links = cal.argument_links
     if bandwidth_Bps and cluster:
         return (arg * links + cost.result_bytes) / bandwidth_Bps
-    single = cal["beta_value_Bps"]
-    return arg / cal.get("beta_map_Bps", single) + cost.result_bytes / cal.get(
-        "beta_result_Bps", single * links
+    single = cal.beta_value_Bps
+    return arg / (cal.beta_map_Bps or single) + cost.result_bytes / (
+        cal.beta_result_Bps or single * links
     )
 
 
@@ -485,7 +499,7 @@ def _bytes_s(cal: dict[str, Any], cost: _Cost, bandwidth_Bps: float | None, clus
 GROWTH_NOISE = 0.2
 
 
-def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
+def at_workers(cal: BackendCalibration, workers: int | None) -> dict[str, float]:
     """A backend's start-up, per-task, per-item ("auto") and per-map overhead at ``workers``.
 
     As calibrated at its own count, unless ``workers`` is given and the calibration measured it
@@ -495,22 +509,22 @@ def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
     workers and 9.8 s at 16 on this machine, against 0.99 s at 2.
     """
     out = {
-        "startup_s": float(cal["startup_s"]),
-        "task_overhead_s": float(cal.get("task_overhead_s") or 0.0),
-        "auto_overhead_s": float(cal["auto_overhead_s"]),
-        "map_fixed_s": float(cal.get("map_fixed_s") or 0.0),
+        "startup_s": cal.startup_s,
+        "task_overhead_s": cal.task_overhead_s,
+        "auto_overhead_s": cal.auto_overhead_s,
+        "map_fixed_s": cal.map_fixed_s,
     }
-    points = cal.get("by_workers") or []
+    points = cal.by_workers
     if workers is None or len(points) < 2:
         return out
-    w0, w1 = points[0]["workers"], points[1]["workers"]
+    w0, w1 = points[0].workers, points[1].workers
     if w1 == w0:
         return out
     grown = {}
     for key in ("startup_s", "task_overhead_s", "map_fixed_s"):
-        if key not in points[0] or key not in points[1]:
+        a, b = getattr(points[0], key), getattr(points[1], key)
+        if a is None or b is None:
             continue  # a calibration from before the term was measured
-        a, b = points[0][key], points[1][key]
         # Two single timings on a shared machine differ by up to ~20% with nothing grown:
         # a smaller rise is noise, and a line through noise extrapolated 8× is a guess.
         # (Ray's start-up here: 16.8, 16.4 and 15.2 s at 4, 8 and 16 workers.)
@@ -522,68 +536,92 @@ def at_workers(cal: dict[str, Any], workers: int | None) -> dict[str, float]:
     return {**out, **grown}
 
 
-def _cost(
+def _task(
     task: Any,
     item_s: float | None,
-    item_bytes: int,
+    item_bytes: float,
     cpu_s: float | None,
     releases_gil: bool,
     coroutine: bool,
     coroutine_cpu_s: float | None,
-) -> _Cost:
+) -> TaskProfile:
+    """The task as a :class:`TaskProfile`: the one given (or its dict, as ``run.json`` and
+    hand-written profiles hold it, missing terms at their defaults), else one described by
+    ``item_s`` and the rest (:meth:`TaskProfile.described`)."""
+    if isinstance(task, TaskProfile):
+        return task
     if task is not None:
-        t = task if isinstance(task, dict) else task.as_dict()
-        return _Cost(
-            t["item_s"],
-            t["cpu_s"],
-            t["item_s_1"],
-            t["cpu_s_1"],
-            t["gil_s"],
-            int(t["arg_bytes"] + t["result_bytes"]),
-            bool(t["coroutine"]),
-            t.get("coroutine_cpu_s"),
-            int(t["result_bytes"]),
-            int(t.get("memory_bytes") or 0),
-            float(t.get("first_call_s") or 0.0),
-            t.get("pool_s"),
-            t.get("pool_threads"),
-            int(t.get("put_bytes") or 0),
-        )
+        t = dict(task)
+        try:
+            return TaskProfile(
+                name=t.get("name", "task"),
+                items=t.get("items", 0),
+                item_s=t["item_s"],
+                cpu_s=t["cpu_s"],
+                cores_used=t.get("cores_used", 0.0),
+                item_s_1=t["item_s_1"],
+                cpu_s_1=t["cpu_s_1"],
+                gil_s=t["gil_s"],
+                arg_bytes=int(t["arg_bytes"]),
+                result_bytes=int(t["result_bytes"]),
+                memory_bytes=int(t.get("memory_bytes") or 0),
+                coroutine=bool(t["coroutine"]),
+                coroutine_cpu_s=t.get("coroutine_cpu_s"),
+                first_call_s=float(t.get("first_call_s") or 0.0),
+                pool_s=t.get("pool_s"),
+                pool_threads=t.get("pool_threads"),
+                put_bytes=int(t.get("put_bytes") or 0),
+            )
+        except KeyError as exc:
+            missing = exc.args[0]
+            raise ValueError(f"task profile has no {missing!r} (smallbig.profile_task)") from None
     if item_s is None:
         raise ValueError("give a task profile (task=) or its time per item (item_s=)")
-    cpu = item_s if cpu_s is None else min(cpu_s, item_s)
+    return TaskProfile.described(item_s, item_bytes, cpu_s, releases_gil, coroutine,
+                                 coroutine_cpu_s)  # fmt: skip
+
+
+def _cost(task: TaskProfile) -> _Cost:
+    """One item as the model takes it."""
     return _Cost(
-        item_s,
-        cpu,
-        item_s,
-        cpu,
-        0.0 if releases_gil else cpu,
-        item_bytes,
-        coroutine,
-        coroutine_cpu_s if coroutine else None,
+        task.item_s,
+        task.cpu_s,
+        task.item_s_1,
+        task.cpu_s_1,
+        task.gil_s,
+        task.arg_bytes + task.result_bytes,
+        task.coroutine,
+        task.coroutine_cpu_s,
+        task.result_bytes,
+        task.memory_bytes,
+        task.first_call_s,
+        task.pool_s,
+        task.pool_threads,
+        task.put_bytes,
     )
 
 
 def _capacity(
-    cal: dict[str, Any], cores: float | None, workers: int | None, cost: _Cost, cap: int | None
+    cal: BackendCalibration, cores: float | None, workers: int | None, cost: _Cost,
+    cap: int | None,
 ) -> tuple[int, float, str]:
     """``(slots, cpus, what limits the cpus)`` of one calibrated backend for this task.
 
     Each of ``slots`` items at once uses up to ``cap`` cores (uncapped: what it uses alone),
     so the backend gets ``min(its cores, slots × that)`` of them.
     """
-    extrapolated = bool(workers and cal.get("distributed", False))
-    w = workers if extrapolated else cal["workers"]
-    have = w if extrapolated else cal.get("cores") or cores or w
-    if cost.coroutine and cal.get("coroutines", False):
+    extrapolated = bool(workers and cal.distributed)
+    w = workers if extrapolated else cal.workers
+    have = w if extrapolated else cal.cores or cores or w
+    if cost.coroutine and cal.coroutines:
         return w, 1, "one event loop runs every coroutine's CPU part"
-    slots = cal.get("threads", w) if cal.get("in_process", False) else w
+    slots = (cal.threads or w) if cal.in_process else w
     per_item = cap if cap is not None else math.ceil(cost.inner - 1e-9)
     # Fewer than one core where a scale model's quota gives a laptop or a node less: at
     # least one core here, two processes on a laptop of 0.25 core were predicted twice as
     # fast as serial.
     cpus = min(have, max(1, slots * per_item))
-    unit = "threads" if cal.get("in_process", False) else "workers"
+    unit = "threads" if cal.in_process else "workers"
     return slots, cpus, f"{cpus:g} cores for {slots} {unit}"
 
 

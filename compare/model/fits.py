@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from smallbig.backends import is_cluster
 from smallbig.results.fmt import seconds
 from smallbig.results.records import is_unfaithful

@@ -18,6 +18,11 @@ data spread over them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from smallbig.model.calibration import BackendCalibration
+
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +74,7 @@ def chunk_items(item_s: float, item_bytes: float, items: int, slots: int) -> int
 
 
 def fit(
-    cal: dict[str, Any],
+    cal: BackendCalibration,
     data: Data,
     slots: int,
     chunk: int,
@@ -81,20 +86,20 @@ def fit(
 
     Parameters
     ----------
-    cal : dict
-        One backend's calibration row (``driver_rss_bytes``, ``idle_rss_bytes``,
-        ``worker_rss_bytes``; missing ones count as 0).
+    cal : BackendCalibration
+        One backend's calibration (its ``driver_rss_bytes``, ``idle_rss_bytes`` and
+        ``worker_rss_bytes``).
     machine_bytes : float
         This machine's memory.
     workers, worker_memory_bytes : optional
         Extrapolate a cluster backend to ``workers`` machines of this much memory each.
     """
-    driver = cal.get("driver_rss_bytes") or 0
-    idle = cal.get("idle_rss_bytes") or 0
+    driver = cal.driver_rss_bytes
+    idle = cal.idle_rss_bytes
     limit = machine_bytes
-    if cal.get("distributed") and workers:
+    if cal.distributed and workers:
         # Elsewhere: its workers' own footprint and memory; this process keeps only results.
-        idle = (cal.get("worker_rss_bytes") or 0) * workers
+        idle = cal.worker_rss_bytes * workers
         driver = 0
         limit = workers * (worker_memory_bytes or machine_bytes)
     base = driver + idle + slots * data.work_bytes

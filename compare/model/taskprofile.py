@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import cloudpickle
+
 from smallbig.backends.emulation.cpugroups import effective_cores
 from smallbig.backends.inner import Capped
 from smallbig.model.coldstart import first_call_s
@@ -182,6 +183,37 @@ class TaskProfile:
         """Inverse of :meth:`as_dict`."""
         fields = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in fields})
+
+    @classmethod
+    def described(
+        cls,
+        item_s: float,
+        item_bytes: float = 0,
+        cpu_s: float | None = None,
+        releases_gil: bool = False,
+        coroutine: bool = False,
+        coroutine_cpu_s: float | None = None,
+    ) -> TaskProfile:
+        """A task described by hand (``smallbig advise --item-ms``): ``item_s`` per item of
+        which ``cpu_s`` is CPU (default: all of it), ``item_bytes`` shipped per item, no
+        native pool to cap (capped and uncapped alike), and the GIL held for its CPU part
+        unless ``releases_gil``."""
+        cpu = item_s if cpu_s is None else min(cpu_s, item_s)
+        return cls(
+            name="described",
+            items=0,
+            item_s=item_s,
+            cpu_s=cpu,
+            cores_used=cpu / item_s if item_s > 0 else 0.0,
+            item_s_1=item_s,
+            cpu_s_1=cpu,
+            gil_s=0.0 if releases_gil else cpu,
+            arg_bytes=item_bytes,  # type: ignore[arg-type]  # a mean may be fractional
+            result_bytes=0,
+            memory_bytes=0,
+            coroutine=coroutine,
+            coroutine_cpu_s=coroutine_cpu_s if coroutine else None,
+        )
 
 
 def profile_task(

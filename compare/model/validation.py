@@ -13,6 +13,7 @@ import statistics
 from typing import Any
 
 import pandas as pd
+
 from smallbig.model.costmodel import predict
 from smallbig.model.fits import CLOSE, baseline_warm, fastest, fit_line, medians
 

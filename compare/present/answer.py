@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+
 from smallbig.backends import is_cluster
 from smallbig.model.fits import BASELINE, CLOSE, Fit, baseline_item_s, break_even, fit_all
 from smallbig.present.report import baseline_rss
@@ -311,14 +312,15 @@ def _memory(
 ) -> str | None:
     if calibration is None or not data or item_s is None or item_s != item_s:
         return None
-    from smallbig.model.band import Cluster, small_big_band
+    from smallbig.model.band import small_big_band
+    from smallbig.model.cluster import Cluster
 
     band = small_big_band(
         calibration,
         float(item_s),
         float(data),
         releases_gil=bool(trait.get("releases_gil")),
-        cluster=Cluster().extrapolation(),
+        cluster=Cluster(),
     )
     text = f"{size(band.memory_bytes)} hold {_many(band.boundary)} items at once"
     small_big = band.small_big
@@ -388,7 +390,8 @@ def _predicted_cluster(
 ) -> str | None:
     if calibration is None or item_s is None or item_s != item_s:
         return None
-    from smallbig.model.band import Cluster, small_big_band
+    from smallbig.model.band import small_big_band
+    from smallbig.model.cluster import Cluster
 
     if not any(row.get("distributed") for row in calibration.get("backends", {}).values()):
         return None
@@ -398,7 +401,7 @@ def _predicted_cluster(
         float(item_s),
         float(trait.get("data_bytes_per_item") or 0.0),
         releases_gil=bool(trait.get("releases_gil")),
-        cluster=cluster.extrapolation(),
+        cluster=cluster,
     )
     what = (
         f"fastest from {_many(band.crossover)} items"

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
-from smallbig.model.band import Cluster
+
+from smallbig.model.cluster import Cluster
 from smallbig.model.costmodel import predict
 from smallbig.model.fits import BASELINE, break_even, fit_all
 from smallbig.model.footprint import machine_memory
@@ -171,8 +172,7 @@ def phase_diagram(
     clusters = {n for n, row in profile["backends"].items() if row.get("distributed")}
     views: list[tuple[str, dict[str, Any]]] = [("this machine", {})]
     if cluster is not None and clusters:
-        extra = cluster.extrapolation()
-        views.append((cluster.label(), extra))
+        views.append((cluster.label(), {"cluster": cluster}))
     fig = Figure(figsize=(7.5 * len(views), 5.8))
     axes = np.atleast_1d(fig.subplots(1, len(views)))
     shown: set[str] = set()

@@ -9,6 +9,7 @@ import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
 from smallbig.model.fits import (
     BASELINE,
     CLOSE,
@@ -290,7 +291,8 @@ def print_memory_band(
     """Per workload: where its data outgrows this machine's memory and the small big data band
     (:mod:`smallbig.model.band`), for its measured cost per item, against the default extrapolated
     cluster."""
-    from smallbig.model.band import Cluster, small_big_band
+    from smallbig.model.band import small_big_band
+    from smallbig.model.cluster import Cluster
 
     item_s = baseline_item_s(records)
     cluster = Cluster()
@@ -304,7 +306,7 @@ def print_memory_band(
             float(seconds_per_item),
             float(data),
             releases_gil=bool(traits[workload].get("releases_gil")),
-            cluster=cluster.extrapolation(),
+            cluster=cluster,
         )
         lines.append(f"  {workload} ({size(data)} per item): {band.describe()}")
     if lines:

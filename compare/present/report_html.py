@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from smallbig.model.calibrate import RUN_PROFILE, load_profile
 from smallbig.model.fits import CLOSE, thresholds
 from smallbig.present.answer import answer

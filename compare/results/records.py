@@ -185,6 +185,7 @@ def metadata(
     """Machine and software facts attached to every run (as pyperf does), with what each
     backend and workload is (the cost model reads the workloads' traits from here)."""
     import psutil
+
     from smallbig.backends.base import engine_version
     from smallbig.backends.emulation.cpugroups import current
 

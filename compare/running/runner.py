@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from smallbig.backends import backend_class, default_backends, get_backend, parse_spec
 from smallbig.backends.emulation.fidelity import Group, Monitor, watched
 from smallbig.backends.memory import INTERVAL_S, PeakMemory, ProcessTree
