@@ -241,133 +241,238 @@ def predict(
         if value is not None:
             checks.number(name, value)
     checks.number("item_bytes", item_bytes)
-    if workers is not None:
-        workers = checks.count("workers", workers)
-    if latency_s is not None:
-        latency_s = checks.number("latency_s", latency_s)
-    if bandwidth_Bps is not None:
-        bandwidth_Bps = checks.number("bandwidth_Bps", bandwidth_Bps, above=True)
+    target = _Target(
+        workers=None if workers is None else checks.count("workers", workers),
+        latency_s=None if latency_s is None else checks.number("latency_s", latency_s),
+        bandwidth_Bps=None if bandwidth_Bps is None
+        else checks.number("bandwidth_Bps", bandwidth_Bps, above=True),
+        worker_memory_bytes=None if worker_memory_bytes is None
+        else checks.number("worker_memory_bytes", worker_memory_bytes, above=True),
+    )  # fmt: skip
     if data_bytes is not None:
         data_bytes = checks.number("data_bytes", data_bytes)
-    if worker_memory_bytes is not None:
-        worker_memory_bytes = checks.number("worker_memory_bytes", worker_memory_bytes, above=True)
     calibration = read_calibration(profile, "profile")
     cost = _cost(_task(task, item_s, item_bytes, cpu_s, releases_gil, coroutine, coroutine_cpu_s))
     if data_bytes is not None:  # the items are the data: ship and hold what the user says
         cost = dataclasses.replace(cost, nbytes=int(data_bytes / items + cost.result_bytes))
-    data = Data(items, cost.nbytes - cost.result_bytes, cost.result_bytes, cost.work_bytes)
     machine = calibration.memory_bytes or machine_memory({})
-    cores = calibration.cpu_count
-    out = []
-    for name, cal in calibration.backends.items():
-        cap = cal.inner_threads
-        wall, cpu = cost.at_cap(cap, cores or cal.cores or cal.workers)
-        slots, cpus, note = _capacity(cal, cores, workers, cost, cap)
-        cluster = cal.distributed
-        grown = at_workers(cal, slots if workers and cluster else None)
-        # Warm: the pool is running; a reusable one (joblib's) is got back for ``reuse_s``.
-        startup = grown["startup_s"] if cold else (cal.reuse_s or 0.0)
-        if cold and not cal.in_process:
-            # Every fresh worker pays the task's imports and JIT once, all at the same time,
-            # as many at once as there are cores for them.
-            startup += cost.first_call_s * max(1.0, slots / max(cpus, 1))
-        overhead = grown["auto_overhead_s"]
-        one_job = cal.auto_partitions_per_worker
-        if one_job:
-            # One job of fixed partitions (Spark): as many as it cuts, whatever the work.
-            batches = min(items, one_job * slots)
-        else:
-            # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
-            batches = min(items, max(slots, items * wall / TARGET_BATCH_SECONDS))
-        first_round = 0.0  # the α of the first round of batches, one a slot
-        if cal.in_process:
-            transfer = 0.0
-        elif one_job and not (latency_s is not None and cluster):
-            # A map's batches are one job's tasks: no batch pays a submit's round trip (α,
-            # itself a job of one task); the job's own cost is map_fixed_s, below.
-            transfer = _bytes_s(cal, cost, bandwidth_Bps, cluster)
-        else:
-            alpha = latency_s if (latency_s is not None and cluster) else cal.alpha_value_s
-            # Latency is paid once per round of batches in flight together. A network's
-            # latency overlaps across every slot; a calibrated α here is mostly CPU (the
-            # scheduler's and the workers' handling of a task), which overlaps only as far as
-            # there are cores: once per batch, 2,000 tiny tasks on 8 Dask workers were
-            # predicted at 5× their time, once per round of 8 at half of it. Bytes at the
-            # rate a map pipelines them.
-            network = latency_s is not None and cluster
-            together = slots if network else max(1.0, min(slots, cpus))
-            rounds = max(1.0, batches / together)
-            first_round = alpha * max(1.0, min(batches, slots) / together)
-            transfer = (rounds * alpha) / items + _bytes_s(cal, cost, bandwidth_Bps, cluster)
-        on_loop = cost.coroutine and cal.coroutines
-        busy = min(cost.coroutine_cpu_s, wall) if on_loop and cost.coroutine_cpu_s else cpu
-        # Per-item time under each bound; fewer items than slots leave slots idle.
-        bounds = {"slots": wall / min(slots, items), "cores": busy / min(cpus, items)}
-        if cal.in_process and not on_loop and slots > 1:
-            bounds["GIL"] = cost.gil_bound()  # one process's threads take turns holding it
-            if cost.pool_s and cap == 1 and slots == cost.pool_threads and items >= slots:
-                # The profile ran the task on this many threads, capped as these are: no
-                # bound above is below what they did. Taken apart, the bounds overlap the
-                # GIL's part of one thread with the rest of another perfectly; the measured
-                # pool did not (6.3% optimistic on threads over 13 tasks, serial unbiased).
-                bounds["pool"] = cost.pool_s
-        if cluster and not one_job:
-            # One central scheduler dispatches every batch, whatever the workers: its time
-            # per task (the chunksize=1 no-op cost) caps the tasks per second of any cluster.
-            # (A job's fixed partitions are dispatched within its own cost, map_fixed_s.)
-            bounds["scheduler"] = batches * grown["task_overhead_s"] / items
-        binding = max(bounds, key=bounds.get)
-        compute = items * bounds[binding]
-        put_s, stay = _put_s(cal, cost, items, bandwidth_Bps, workers if cluster else None)
-        if stay is not None:
-            # Dask runs tasks where their data is unless copying it is worth it: on the
-            # first holder's share of the slots and cores, the further copies are saved.
-            holders, first = stay
-            per_slot = wall / min(max(1, slots // holders), items)
-            per_core = busy / min(max(1, cpus // holders), items)
-            there = max(items * max(per_slot, per_core), compute)
-            if first + there < put_s + compute:
-                put_s, compute, binding = first, there, "holder"
-        ramp = 0.0
-        if cluster and binding != "scheduler":
-            # A central scheduler hands each such round out one task after another: the
-            # last slot starts (slots − 1) dispatches late (scheduler-bound, it is in the bound).
-            ramp = (cal.serial_dispatch_rounds * (min(slots, batches) - 1)
-                    * grown["task_overhead_s"])  # fmt: skip
-        if cluster and (one_job or wall > grown["task_overhead_s"]):
-            # What a warm map of waits was measured to cost whatever its items
-            # (calibrate.map_fixed_s): the ramp and the α of a first round of batches are
-            # part of it, the rest is what the terms above leave out. Not for items shorter
-            # than their own dispatch, whose first results are back before the rest are sent:
-            # 1,000 tiny tasks on 4 Dask workers took 23 ms in all, a map of waits 32 ms more.
-            # A map that is one job (Spark) pays it whatever its items: results come back
-            # when the job ends.
-            ramp += max(0.0, grown["map_fixed_s"] - ramp - first_round)
-        total = startup + items * (overhead + transfer) + put_s + compute + ramp
-        # Slot-bound time of a task that mostly waits is waiting, not compute.
-        work = "waiting" if binding == "slots" and busy < 0.5 * wall else "compute"
-        parts = {
-            "start-up": startup,
-            "overhead": items * overhead + ramp,
-            "transfer": items * transfer + put_s,
-            work: compute,
-        }
-        main = max(parts, key=parts.get)
-        reason = f"{main} dominates ({seconds(parts[main])} of {seconds(total)})"
-        if main == work:
-            reason += f"; {_why(binding, note, cost, cap, work)}"
-        chunk = chunk_items(wall, data.item_bytes, items, slots)
-        room = fit(cal, data, slots, chunk, machine, workers, worker_memory_bytes)
-        if not room.fits:
-            reason = f"{seconds(total)} if it had the memory; " + reason
-        spread = cal.startup_spread_s
-        known = cold and spread and not (workers and cluster)  # not at another worker count
-        spread_of = (spread[0], spread[1], cal.startup_starts) if known else None
-        out.append(Prediction(name, total, slots, reason, room, spread_of, startup))
+    out = [
+        _predict_one(name, cal, cost, items, calibration.cpu_count, machine, target, cold)
+        for name, cal in calibration.backends.items()
+    ]
     if not cost.coroutine:
         out = _asyncio_after_threads(out, calibration.backends)
     ranked = sorted(out, key=lambda p: (not p.memory.fits, p.seconds))
     return Predictions(_lightest_first(ranked))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What an extrapolation replaces of a cluster backend's calibration (``None``: as
+    measured): :class:`~smallbig.model.cluster.Cluster`, checked."""
+
+    workers: int | None
+    latency_s: float | None
+    bandwidth_Bps: float | None
+    worker_memory_bytes: float | None
+
+
+@dataclass
+class _Run:
+    """One backend running one map, as the steps of :func:`_predict_one` work it out."""
+
+    cal: BackendCalibration
+    cost: _Cost
+    items: int
+    target: _Target
+    cap: int | None
+    wall: float  # per item, at the backend's cap
+    cpu: float
+    slots: int
+    cpus: float
+    note: str  # what limits the cpus
+    grown: dict[str, float]  # the overheads at the slots run (at_workers)
+
+    @property
+    def cluster(self) -> bool:
+        return self.cal.distributed
+
+    @property
+    def networked(self) -> bool:
+        """Extrapolated to a network of known latency."""
+        return self.target.latency_s is not None and self.cluster
+
+    @property
+    def on_loop(self) -> bool:
+        """Its coroutine twin runs on the backend's event loop."""
+        return self.cost.coroutine and self.cal.coroutines
+
+    @property
+    def busy(self) -> float:
+        """CPU seconds an item keeps a core busy (the twin's, on an event loop)."""
+        cost = self.cost
+        return min(cost.coroutine_cpu_s, self.wall) if self.on_loop and cost.coroutine_cpu_s \
+            else self.cpu  # fmt: skip
+
+
+def _predict_one(
+    name: str,
+    cal: BackendCalibration,
+    cost: _Cost,
+    items: int,
+    cores: float | None,
+    machine: float,
+    target: _Target,
+    cold: bool,
+) -> Prediction:
+    """One backend's predicted time for the map, term by term: start-up, per-item overhead,
+    transfer, the compute of the binding bound, and the ramp of a cluster's first round."""
+    cap = cal.inner_threads
+    wall, cpu = cost.at_cap(cap, cores or cal.cores or cal.workers)
+    slots, cpus, note = _capacity(cal, cores, target.workers, cost, cap)
+    grown = at_workers(cal, slots if target.workers and cal.distributed else None)
+    run = _Run(cal, cost, items, target, cap, wall, cpu, slots, cpus, note, grown)
+    startup = _startup(run, cold)
+    overhead = grown["auto_overhead_s"]
+    batches = _batches(run)
+    transfer, first_round = _transfer(run, batches)
+    bounds = _bounds(run, batches)
+    binding = max(bounds, key=bounds.get)
+    compute = items * bounds[binding]
+    put_s, compute, binding = _put_or_stay(run, compute, binding)
+    ramp = _ramp(run, batches, binding, first_round)
+    total = startup + items * (overhead + transfer) + put_s + compute + ramp
+    # Slot-bound time of a task that mostly waits is waiting, not compute.
+    work = "waiting" if binding == "slots" and run.busy < 0.5 * wall else "compute"
+    parts = {
+        "start-up": startup,
+        "overhead": items * overhead + ramp,
+        "transfer": items * transfer + put_s,
+        work: compute,
+    }
+    main = max(parts, key=parts.get)
+    reason = f"{main} dominates ({seconds(parts[main])} of {seconds(total)})"
+    if main == work:
+        reason += f"; {_why(binding, note, cost, cap, work)}"
+    data = Data(items, cost.nbytes - cost.result_bytes, cost.result_bytes, cost.work_bytes)
+    chunk = chunk_items(wall, data.item_bytes, items, slots)
+    room = fit(cal, data, slots, chunk, machine, target.workers, target.worker_memory_bytes)
+    if not room.fits:
+        reason = f"{seconds(total)} if it had the memory; " + reason
+    spread = cal.startup_spread_s
+    known = cold and spread and not (target.workers and cal.distributed)  # not at another count
+    spread_of = (spread[0], spread[1], cal.startup_starts) if known else None
+    return Prediction(name, total, slots, reason, room, spread_of, startup)
+
+
+def _startup(run: _Run, cold: bool) -> float:
+    """Start-up of a cold map; a warm one's pool is running, and a reusable one (joblib's) is
+    got back for ``reuse_s``."""
+    if not cold:
+        return run.cal.reuse_s or 0.0
+    startup = run.grown["startup_s"]
+    if not run.cal.in_process:
+        # Every fresh worker pays the task's imports and JIT once, all at the same time,
+        # as many at once as there are cores for them.
+        startup += run.cost.first_call_s * max(1.0, run.slots / max(run.cpus, 1))
+    return startup
+
+
+def _batches(run: _Run) -> float:
+    """Tasks a map at chunksize="auto" sends."""
+    one_job = run.cal.auto_partitions_per_worker
+    if one_job:
+        # One job of fixed partitions (Spark): as many as it cuts, whatever the work.
+        return min(run.items, one_job * run.slots)
+    # "auto" batches hold ~TARGET_BATCH_SECONDS of work, and every slot gets some.
+    return min(run.items, max(run.slots, run.items * run.wall / TARGET_BATCH_SECONDS))
+
+
+def _transfer(run: _Run, batches: float) -> tuple[float, float]:
+    """Seconds per item of getting batches to workers and results back, and the α of the
+    first round of batches (one a slot), which a cluster's fixed map cost includes."""
+    cal, cost = run.cal, run.cost
+    if cal.in_process:
+        return 0.0, 0.0
+    if cal.auto_partitions_per_worker and not run.networked:
+        # A map's batches are one job's tasks: no batch pays a submit's round trip (α,
+        # itself a job of one task); the job's own cost is map_fixed_s (_ramp).
+        return _bytes_s(cal, cost, run.target.bandwidth_Bps, run.cluster), 0.0
+    alpha = run.target.latency_s if run.networked else cal.alpha_value_s
+    # Latency is paid once per round of batches in flight together. A network's latency
+    # overlaps across every slot; a calibrated α here is mostly CPU (the scheduler's and the
+    # workers' handling of a task), which overlaps only as far as there are cores: once per
+    # batch, 2,000 tiny tasks on 8 Dask workers were predicted at 5× their time, once per
+    # round of 8 at half of it. Bytes at the rate a map pipelines them.
+    together = run.slots if run.networked else max(1.0, min(run.slots, run.cpus))
+    rounds = max(1.0, batches / together)
+    first_round = alpha * max(1.0, min(batches, run.slots) / together)
+    per_item = (rounds * alpha) / run.items
+    return per_item + _bytes_s(cal, cost, run.target.bandwidth_Bps, run.cluster), first_round
+
+
+def _bounds(run: _Run, batches: float) -> dict[str, float]:
+    """Per-item time under each bound; the largest binds. Fewer items than slots leave
+    slots idle."""
+    cal, cost, items = run.cal, run.cost, run.items
+    bounds = {"slots": run.wall / min(run.slots, items), "cores": run.busy / min(run.cpus, items)}
+    if cal.in_process and not run.on_loop and run.slots > 1:
+        bounds["GIL"] = cost.gil_bound()  # one process's threads take turns holding it
+        if (cost.pool_s and run.cap == 1 and run.slots == cost.pool_threads
+                and items >= run.slots):  # fmt: skip
+            # The profile ran the task on this many threads, capped as these are: no bound
+            # above is below what they did. Taken apart, the bounds overlap the GIL's part of
+            # one thread with the rest of another perfectly; the measured pool did not (6.3%
+            # optimistic on threads over 13 tasks, serial unbiased).
+            bounds["pool"] = cost.pool_s
+    if run.cluster and not cal.auto_partitions_per_worker:
+        # One central scheduler dispatches every batch, whatever the workers: its time per
+        # task (the chunksize=1 no-op cost) caps the tasks per second of any cluster. (A
+        # job's fixed partitions are dispatched within its own cost, map_fixed_s.)
+        bounds["scheduler"] = batches * run.grown["task_overhead_s"] / items
+    return bounds
+
+
+def _put_or_stay(run: _Run, compute: float, binding: str) -> tuple[float, float, str]:
+    """The object put once: its copies' seconds, and the compute and binding bound, which
+    change when the tasks stay where the object is (:func:`_put_s`)."""
+    workers = run.target.workers if run.cluster else None
+    put_s, stay = _put_s(run.cal, run.cost, run.items, run.target.bandwidth_Bps, workers)
+    if stay is None:
+        return put_s, compute, binding
+    # Dask runs tasks where their data is unless copying it is worth it: on the first
+    # holder's share of the slots and cores, the further copies are saved.
+    holders, first = stay
+    per_slot = run.wall / min(max(1, run.slots // holders), run.items)
+    per_core = run.busy / min(max(1, run.cpus // holders), run.items)
+    there = max(run.items * max(per_slot, per_core), compute)
+    if first + there < put_s + compute:
+        return first, there, "holder"
+    return put_s, compute, binding
+
+
+def _ramp(run: _Run, batches: float, binding: str, first_round: float) -> float:
+    """What a cluster's map costs beyond its per-item terms: the ramp of its first round and
+    the fixed cost of a map."""
+    if not run.cluster:
+        return 0.0
+    cal, grown = run.cal, run.grown
+    ramp = 0.0
+    if binding != "scheduler":
+        # A central scheduler hands each such round out one task after another: the last
+        # slot starts (slots − 1) dispatches late (scheduler-bound, it is in the bound).
+        ramp = (cal.serial_dispatch_rounds * (min(run.slots, batches) - 1)
+                * grown["task_overhead_s"])  # fmt: skip
+    if cal.auto_partitions_per_worker or run.wall > grown["task_overhead_s"]:
+        # What a warm map of waits was measured to cost whatever its items
+        # (calibrate.map_fixed_s): the ramp and the α of a first round of batches are part
+        # of it, the rest is what the terms above leave out. Not for items shorter than
+        # their own dispatch, whose first results are back before the rest are sent: 1,000
+        # tiny tasks on 4 Dask workers took 23 ms in all, a map of waits 32 ms more. A map
+        # that is one job (Spark) pays it whatever its items: results come back when the
+        # job ends.
+        ramp += max(0.0, grown["map_fixed_s"] - ramp - first_round)
+    return ramp
 
 
 #: Predictions this close (relative) are a tie: the machine's noise on a whole run is larger.
