@@ -103,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_backends(sub)
+    _add_run(sub)
+    _add_overhead(sub)
+    _add_advise(sub)
+    _add_cluster(sub)
+    _add_report(sub)
+    _add_make_images(sub)
+    _add_serve_api(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _add_backends(sub: Any) -> None:
+    """``smallbig backends``."""
     p = sub.add_parser(
         "backends",
         help="list backends, their engines and how to install them",
@@ -111,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.set_defaults(func="smallbig.cli.commands:cmd_backends")
+
+
+def _add_run(sub: Any) -> None:
+    """``smallbig run``."""
     p = sub.add_parser(
         "run",
         help="measure workloads × backends × sizes; print the verdict",
@@ -164,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     _task_options(p)
     add_cpus(p)
     p.set_defaults(func="smallbig.cli.commands:cmd_run")
+
+
+def _add_overhead(sub: Any) -> None:
+    """``smallbig overhead``."""
     p = sub.add_parser(
         "overhead",
         help="measure per-backend overheads; save a calibration",
@@ -190,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_cpus(p)
     p.set_defaults(func="smallbig.cli.commands:cmd_overhead")
+
+
+def _add_advise(sub: Any) -> None:
+    """``smallbig advise``."""
     p = sub.add_parser(
         "advise",
         help="rank backends for a task from the calibration",
@@ -235,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_cpus(p)
     p.set_defaults(func="smallbig.cli.commands:cmd_advise")
+
+
+def _add_cluster(sub: Any) -> None:
+    """``smallbig cluster``."""
     p = sub.add_parser(
         "cluster",
         help="start a multi-node cluster behind shaped links on this machine (root); hold it "
@@ -274,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds (0: for good); may be repeated (default: no cut)",
     )
     p.set_defaults(func="smallbig.cli.commands:cmd_cluster")
+
+
+def _add_report(sub: Any) -> None:
+    """``smallbig report``."""
     p = sub.add_parser(
         "report",
         help="draw the figures and write report.html of a run: tables, figures, advice",
@@ -281,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_folder(p, "directory")
     p.set_defaults(func="smallbig.cli.commands:cmd_report")
+
+
+def _add_make_images(sub: Any) -> None:
+    """``smallbig make-images``."""
     p = sub.add_parser(
         "make-images",
         help="write a realistic image dataset to a folder",
@@ -294,12 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=arg_count(0), default=0, help="same seed, same images (default: 0)"
     )
     p.set_defaults(func="smallbig.cli.commands:cmd_make_images")
+
+
+def _add_serve_api(sub: Any) -> None:
+    """``smallbig serve-api``."""
     p = sub.add_parser(
         "serve-api", help="serve the weather API on 127.0.0.1 until Ctrl-C", add_help=False
     )
     p.set_defaults(func=None)
-    _add_bench(sub)
-    return parser
 
 
 def _folder(text: str) -> str:
