@@ -252,89 +252,150 @@ def profile_task(
     items = list(sample_items)
     if len(items) < 2:
         raise ValueError(f"profile_task needs at least 2 sample items, got {len(items)}")
+    runner = _Runner(call_item(fn, kwargs))
+    first, sample, results, once = _sample(runner, items, pass_seconds)
+    failed = runner.errors  # of the sample, once (the passes below run it again)
+    result_size = _median_bytes([r for r in [*first, *results] if r is not None])
+    batch = list(sample) * _repetitions(len(sample), once, result_size, pass_seconds)
+    free, one, many, even = _passes(runner, batch, result_size)
+    wall, cpu = min(free)
+    item_s, cpu_s = wall / len(batch), cpu / len(batch)
+    wall_1, cpu_1 = min(one)
+    item_s_1 = wall_1 / len(batch)
+    cpu_s_1 = min(cpu_1 / len(batch), item_s_1)
+    many_s = min(wall for wall, _ in many) / len(even)
     coroutine = inspect.iscoroutinefunction(fn)
-    call = call_item(fn, kwargs)
-    errors = 0
+    return TaskProfile(
+        name=getattr(fn, "__qualname__", repr(fn)),
+        items=len(sample),
+        item_s=item_s,
+        cpu_s=cpu_s,
+        # The least disturbed of the passes: a neighbour's turns lengthen a pass's wall, not
+        # its CPU (a Python loop read 0.62 cores in one pass of a busy CI run).
+        cores_used=max((c / w for w, c in free if w > 0), default=0.0),
+        item_s_1=item_s_1,
+        cpu_s_1=cpu_s_1,
+        gil_s=_gil_s(free, one, many, many_s, item_s_1, cpu_s_1),
+        arg_bytes=_median_bytes(sample, shared=put),
+        result_bytes=result_size,
+        memory_bytes=_peak_memory(runner.call, sample[:2]),
+        coroutine=coroutine,
+        coroutine_cpu_s=concurrent_cpu_s(
+            runner.call.call_async, (sample * COROUTINES_IN_FLIGHT)[:COROUTINES_IN_FLIGHT]
+        )
+        if coroutine
+        else None,
+        errors=failed,
+        first_call_s=first_call_s(fn, items, kwargs),
+        pool_s=many_s,
+        pool_threads=THREADS,
+        put_bytes=0 if put is None else _median_bytes([put]),
+    )
 
-    def run(batch: Sequence[Any]) -> list[Any]:
-        nonlocal errors
+
+class _Runner:
+    """Runs items of the task, counting those that raise (the profile holds for the rest),
+    and keeps the results of a pass when asked to, as a map does."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.errors = 0
+        self.keep = False
+        self.kept: list[list[Any]] = []
+
+    def __call__(self, batch: Sequence[Any]) -> list[Any]:
         out = []
         for item in batch:
             try:
-                out.append(call(item))
+                out.append(self.call(item))
             except Exception:
-                errors += 1
+                self.errors += 1
                 out.append(None)
+        if self.keep:
+            self.kept.append(out)
         return out
 
+
+def _sample(
+    runner: _Runner, items: list[Any], pass_seconds: float
+) -> tuple[list[Any], list[Any], list[Any], float]:
+    """The warm-up item's result, the sample cut to about ``pass_seconds``, its results and
+    the seconds of running it once."""
     start = time.perf_counter()
-    first = run(items[:1])  # warm-up: imports, caches, JIT
+    first = runner(items[:1])  # warm-up: imports, caches, JIT
     warm_s = time.perf_counter() - start
     per_pass = max(2, int(pass_seconds / max(warm_s, 1e-6)))
     sample = items[1 : 1 + per_pass] if len(items) > 2 else items[:2]
-    errors = 0
-
+    runner.errors = 0
     t0 = time.perf_counter()
-    results = run(sample)
-    once = time.perf_counter() - t0
-    failed = errors  # of the sample, once (the passes below run it again)
+    results = runner(sample)
+    return first, sample, results, time.perf_counter() - t0
+
+
+def _repetitions(sample: int, once: float, result_size: int, pass_seconds: float) -> int:
+    """How many times a pass repeats the sample."""
     # Tiny tasks: repeat the sample until a pass is long enough to time (MIN_PASS_SECONDS),
     # and so that every one of the pool's threads gets several items.
-    threads = THREADS
     reps = max(1, min(math.ceil(MIN_PASS_SECONDS / max(once, 1e-9)), 10_000))
     # Every thread several items: with two or three each, the GIL pass of a pure-Python loop
     # measured under the GIL line. The price: an item again in the same pass is warm (16
     # images twice over ran 5.6 ms per item on the pool, 6.7 once, 7.0 over the map's 96).
-    spread = math.ceil(4 * threads / len(sample))
+    spread = math.ceil(4 * THREADS / sample)
     reps = max(reps, min(spread, max(1, int(pass_seconds / max(once, 1e-9)))))
     # A map keeps its results until it returns, so each lands in memory never touched
     # before; a pass whose results were freed reused the last pass's pages instead (2 MiB
     # results: 0.70 ms per item freed, 1.86 ms kept, and threads mapped them at 0.90 ms where
     # the profile's pool said 0.53). Every pass keeps its results, as a map does: large
     # results repeat the sample less, so that all of them fit KEEP_BYTES.
-    result_size = _median_bytes([r for r in [*first, *results] if r is not None])
     if result_size:
-        reps = max(1, min(reps, KEEP_BYTES // (result_size * PASSES * len(sample))))
-    batch = list(sample) * reps
-    kept: list[list[Any]] = []
-    keep = result_size * len(batch) * PASSES <= KEEP_BYTES
+        reps = max(1, min(reps, KEEP_BYTES // (result_size * PASSES * sample)))
+    return reps
 
-    def run_kept(share: Sequence[Any]) -> list[Any]:
-        out = run(share)
-        if keep:
-            kept.append(out)
-        return out
 
-    def uncapped() -> tuple[float, float]:
+Pass = tuple[float, float]  # wall and CPU seconds
+
+
+def _passes(
+    runner: _Runner, batch: list[Any], result_size: int
+) -> tuple[list[Pass], list[Pass], list[Pass], list[Any]]:
+    """The three passes, alternated twice: uncapped in the calling thread (how serial runs
+    it), on one pool thread capped at one native thread, and on the pool's THREADS threads
+    in equal shares (which items they ran: ``even``)."""
+    runner.keep = result_size * len(batch) * PASSES <= KEEP_BYTES
+
+    def uncapped() -> Pass:
         # In the calling thread, the native pools as they are: how serial runs it.
         cpu0, t0 = time.process_time(), time.perf_counter()
-        run_kept(batch)
+        runner(batch)
         return time.perf_counter() - t0, time.process_time() - cpu0
 
     # Equal shares for the pool's threads: the pass lasts as long as its longest share, so a
     # batch that does not divide among them was timed as if it had more items (32 waits of
     # 10 ms on 6 threads, shares of 6 and 5: 1.91 ms per item, where maps ran 1.70).
-    even = batch[: len(batch) - len(batch) % threads] or batch
-    shares = [even[i::threads] for i in range(threads)]
-    with cf.ThreadPoolExecutor(threads, thread_name_prefix="smallbig-profile") as pool:
+    even = batch[: len(batch) - len(batch) % THREADS] or batch
+    shares = [even[i::THREADS] for i in range(THREADS)]
+    with cf.ThreadPoolExecutor(THREADS, thread_name_prefix="smallbig-profile") as pool:
         # Alternate the passes, twice, and keep the best of each: a neighbour's burst then
         # passes for neither the cost of an item nor the GIL.
         free, one, many = [], [], []
         for _ in range(2):
             free.append(uncapped())
-            one.append(_timed_threads(pool, run_kept, [batch]))
-            many.append(_timed_threads(pool, run_kept, shares))
-    kept.clear()
-    wall, cpu = min(free)
-    item_s, cpu_s = wall / len(batch), cpu / len(batch)
-    wall_1, cpu_1 = min(one)
-    item_s_1 = wall_1 / len(batch)
-    cpu_s_1 = min(cpu_1 / len(batch), item_s_1)
+            one.append(_timed_threads(pool, runner, [batch]))
+            many.append(_timed_threads(pool, runner, shares))
+    runner.kept.clear()
+    runner.keep = False
+    return free, one, many, even
+
+
+def _gil_s(
+    free: list[Pass], one: list[Pass], many: list[Pass], many_s: float, item_s_1: float,
+    cpu_s_1: float,
+) -> float:
+    """Seconds per item that threads of one process cannot overlap (:attr:`TaskProfile.gil_s`)."""
     # What threads of one process cannot overlap, per item: the pool's time per item. A task
     # that waits overlaps its waits on any number of threads, so for it no more than its CPU
     # counts; one that computes all along keeps the whole figure, contention included (six
     # threads handing the GIL to each other ran a Python loop 15% slower than one thread).
-    many_s = min(wall for wall, _ in many) / len(even)
     # Computing all along in some pass of one thread (CPU ~ wall): a neighbour's turns only
     # lengthen the wall, so the pass least disturbed says it.
     # An uncapped pass counts only if it ran on one thread: a task that waits 3 ms and then
@@ -360,34 +421,7 @@ def profile_task(
     overlapped = max(cpu / wall for wall, cpu in many if wall > 0)
     if computes and overlapped < SERIAL_CORES * core and many_s > OVERLAPPED_WALL * item_s_1:
         gil_s = max(gil_s, item_s_1)
-
-    profile = TaskProfile(
-        name=getattr(fn, "__qualname__", repr(fn)),
-        items=len(sample),
-        item_s=item_s,
-        cpu_s=cpu_s,
-        # The least disturbed of the passes: a neighbour's turns lengthen a pass's wall, not
-        # its CPU (a Python loop read 0.62 cores in one pass of a busy CI run).
-        cores_used=max((c / w for w, c in free if w > 0), default=0.0),
-        item_s_1=item_s_1,
-        cpu_s_1=cpu_s_1,
-        gil_s=gil_s,
-        arg_bytes=_median_bytes(sample, shared=put),
-        result_bytes=result_size,
-        memory_bytes=_peak_memory(call, sample[:2]),
-        coroutine=coroutine,
-        coroutine_cpu_s=concurrent_cpu_s(
-            call.call_async, (sample * COROUTINES_IN_FLIGHT)[:COROUTINES_IN_FLIGHT]
-        )
-        if coroutine
-        else None,
-        errors=failed,
-        first_call_s=first_call_s(fn, items, kwargs),
-        pool_s=many_s,
-        pool_threads=threads,
-        put_bytes=0 if put is None else _median_bytes([put]),
-    )
-    return profile
+    return gil_s
 
 
 def _timed_threads(
