@@ -5,3 +5,6 @@ emulated clusters, :mod:`.cluster`, :mod:`.links`, :mod:`.cluster_cli`).
 
 May import: every package but :mod:`smallbig.cli`.
 """
+
+# The chunk sizes `bench overhead` sweeps (here, light, for the command line's help).
+CHUNKS = (1, 2, 5, 10, 20, 50)

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from smallbig.backends import default_backends, get_backend
+from smallbig.bench import CHUNKS
 from smallbig.model import validation
 from smallbig.model.fits import CLOSE
 from smallbig.results.fmt import print_rows
@@ -63,7 +64,6 @@ def _engine_pair(ex: Any, fn: Callable[[Any], Any], items: list[Any]) -> tuple |
 #: −25% in three runs of the same code.
 MB_PAIRS = 11
 #: The fixed batch sizes ``"auto"`` is held against on a cluster.
-CHUNKS = (1, 2, 5, 10, 20, 50)
 WAIT_S = 0.01  # the wait-bound task of the sweep: this machine's cores do not bound it
 
 

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from smallbig.bench.overhead import CHUNKS
+from smallbig.bench import CHUNKS
 from smallbig.results.checks import count, number
 from smallbig.workloads.registry import DEFAULT_SIZES, WORKLOADS
 
