@@ -213,3 +213,17 @@ def spark_cluster(cores: int = 2) -> Iterator[str]:
     finally:
         _stop(procs)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def calibration_row(workers, startup, auto, in_process, distributed=False, alpha=0.0, beta=1e9):
+    """One backend's calibration as the cost model reads it, with only the terms a test sets."""
+    return {
+        "workers": workers,
+        "startup_s": startup,
+        "auto_overhead_s": auto,
+        "task_overhead_s": auto * 100,
+        "in_process": in_process,
+        "distributed": distributed,
+        "alpha_value_s": alpha,
+        "beta_value_Bps": beta,
+    }

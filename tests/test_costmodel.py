@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ratio_on_some_try, warm_map_s
+from helpers import calibration_row, ratio_on_some_try, warm_map_s
 from PIL import Image
 
 from smallbig.backends import available, get_backend
@@ -18,26 +18,12 @@ from smallbig.model.calibrate import load_profile, overhead
 from smallbig.model.costmodel import predict
 from smallbig.present import plots
 
-
-def _cal(workers, startup, auto, in_process, distributed=False, alpha=0.0, beta=1e9):
-    return {
-        "workers": workers,
-        "startup_s": startup,
-        "auto_overhead_s": auto,
-        "task_overhead_s": auto * 100,
-        "in_process": in_process,
-        "distributed": distributed,
-        "alpha_value_s": alpha,
-        "beta_value_Bps": beta,
-    }
-
-
 PROFILE = {
     "backends": {
-        "serial": _cal(1, 0.0, 1e-7, True),
-        "threads": _cal(2, 0.0, 1e-6, True),
-        "processes": _cal(2, 0.2, 2e-6, False, alpha=1e-3, beta=5e8),
-        "dask": _cal(2, 1.0, 5e-6, False, True, alpha=5e-3, beta=2e8),
+        "serial": calibration_row(1, 0.0, 1e-7, True),
+        "threads": calibration_row(2, 0.0, 1e-6, True),
+        "processes": calibration_row(2, 0.2, 2e-6, False, alpha=1e-3, beta=5e8),
+        "dask": calibration_row(2, 1.0, 5e-6, False, True, alpha=5e-3, beta=2e8),
     }
 }
 
@@ -72,8 +58,8 @@ def test_cluster_extrapolation_wins_with_many_workers():
 
 
 def test_cpu_bound_threads_are_capped_by_the_cores_waiting_ones_by_the_threads():
-    threads = {**_cal(6, 0.0, 0.0, True), "threads": 6, "cores": 2}
-    profile = {"backends": {"serial": _cal(1, 0.0, 0.0, True), "threads": threads}}
+    threads = {**calibration_row(6, 0.0, 0.0, True), "threads": 6, "cores": 2}
+    profile = {"backends": {"serial": calibration_row(1, 0.0, 0.0, True), "threads": threads}}
 
     def seconds(**task):
         return {p.backend: p.seconds for p in predict(profile, releases_gil=True, **task)}
@@ -86,7 +72,7 @@ def test_cpu_bound_threads_are_capped_by_the_cores_waiting_ones_by_the_threads()
 
 
 def test_asyncio_runs_coroutines_on_its_loop_and_plain_functions_on_its_threads():
-    loop = {**_cal(256, 0.0, 1e-6, True), "threads": 6, "coroutines": True, "cores": 2}
+    loop = {**calibration_row(256, 0.0, 1e-6, True), "threads": 6, "coroutines": True, "cores": 2}
     profile = {"backends": {"asyncio": loop}}
     plain = predict(profile, items=600, item_s=0.01, cpu_s=0.0, releases_gil=True)[0]
     assert plain.workers == 6 and plain.seconds == pytest.approx(1.0 + 600e-6)
@@ -167,7 +153,7 @@ def test_a_dask_argument_crosses_two_links_and_a_result_one():
     # Measured on an emulated cluster (tests/test_emulated.py): 10 MiB as a task's argument
     # 1.77 s at 100 Mbit/s, the same bytes back as a result 0.90 s.
     def row(links):
-        return {**_cal(2, 0.0, 0.0, False, True, beta=1e12), "argument_links": links}
+        return {**calibration_row(2, 0.0, 0.0, False, True, beta=1e12), "argument_links": links}
 
     def task(arg, result):
         return {"item_s": 1e-3, "cpu_s": 1e-3, "item_s_1": 1e-3, "cpu_s_1": 1e-3, "gil_s": 0.0,
@@ -227,11 +213,11 @@ def test_the_advice_says_when_the_pick_depends_on_start_up(tmp_path):
     history = tmp_path / "startups.json"
     rows = {}
     for startup in (1.0, 3.5, 1.2):  # three sessions' start-ups of the same cluster
-        rows["dask"] = note_startup({**_cal(2, startup, 5e-6, False, True), "backend": "dask"},
-                                    history)  # fmt: skip
+        row = {**calibration_row(2, startup, 5e-6, False, True), "backend": "dask"}
+        rows["dask"] = note_startup(row, history)
     assert rows["dask"]["startup_spread_s"] == [1.0, 3.5] and rows["dask"]["startup_starts"] == 3
     rows["processes"] = note_startup(
-        {**_cal(2, 1.0, 2e-6, False), "backend": "processes"}, history
+        {**calibration_row(2, 1.0, 2e-6, False), "backend": "processes"}, history
     )
     profile = {"backends": rows}
     # 400 items of 10 ms: the two are predicted 0.2 s apart; dask's start-up varied by 2.5 s.
@@ -247,7 +233,7 @@ def test_the_advice_says_when_the_pick_depends_on_start_up(tmp_path):
 
 def test_the_pool_the_profile_measured_bounds_threads_from_below():
     # Bounds of 1 ms (CPU, the GIL clipped at it) but six capped threads measured 1.3 ms.
-    cal = {**_cal(6, 0.0, 1e-6, True), "threads": 6, "inner_threads": 1}
+    cal = {**calibration_row(6, 0.0, 1e-6, True), "threads": 6, "inner_threads": 1}
     task = {"item_s": 4e-3, "cpu_s": 1e-3, "item_s_1": 4e-3, "cpu_s_1": 1e-3, "gil_s": 1e-3,
             "arg_bytes": 0, "result_bytes": 0, "coroutine": False}  # fmt: skip
     profile = {"backends": {"threads": cal}, "cpu_count": 2}
@@ -276,7 +262,7 @@ def test_an_object_put_once_is_paid_per_copy_not_per_task():
 
     rate = 1e7  # bytes per second, every copy
     def seconds(kind, holders, item_s, put_bytes):
-        row = {**_cal(4, 0.0, 0.0, False, kind != "machine", alpha=0.01, beta=rate),
+        row = {**calibration_row(4, 0.0, 0.0, False, kind != "machine", alpha=0.01, beta=rate),
                "alpha_put_s": 0.03, "beta_put_Bps": rate, "put_copies": kind,
                "put_holders": holders, "threads": 4, "cores": 4}  # fmt: skip
         task = {"item_s": item_s, "cpu_s": 1e-6, "item_s_1": item_s, "cpu_s_1": 1e-6,
@@ -295,7 +281,7 @@ def test_an_object_put_once_is_paid_per_copy_not_per_task():
     assert term("worker", 4, item_s=1e-3) == pytest.approx(first + 0.04 - 0.01, rel=1e-3)
     # In-process backends share it: nothing to ship.
     assert seconds("machine", 1, 0.1, 10**7) > 0
-    in_proc = {"backends": {"threads": {**_cal(4, 0.0, 0.0, True), "threads": 4}}}
+    in_proc = {"backends": {"threads": {**calibration_row(4, 0.0, 0.0, True), "threads": 4}}}
     task = {"item_s": 0.1, "cpu_s": 1e-6, "item_s_1": 0.1, "cpu_s_1": 1e-6, "gil_s": 0.0,
             "arg_bytes": 0, "result_bytes": 0, "coroutine": False}  # fmt: skip
     assert predict(in_proc, 40, task={**task, "put_bytes": 10**7}, cold=False)[0].seconds == (

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_advise import _cal
+from helpers import calibration_row
 
 from smallbig.model.costmodel import predict
 from smallbig.model.footprint import AT_ONCE, NO_FIT, STREAMING
@@ -17,7 +17,7 @@ GB = 1e9
 def _profile() -> dict:
     def row(*args, idle=0.0, per_worker=0.0, **kw):
         return {
-            **_cal(*args, **kw),
+            **calibration_row(*args, **kw),
             "driver_rss_bytes": 0.2 * GB,
             "idle_rss_bytes": idle,
             "worker_rss_bytes": per_worker,
@@ -135,9 +135,11 @@ def test_the_cli_refuses_bad_sizes(option, value, tmp_path):
 
 def test_the_small_big_data_band_lies_between_memory_and_the_crossover():
     from smallbig.model.band import small_big_band
+    from smallbig.model.cluster import Cluster
 
     profile = _profile()  # 16 GB here
-    cluster = {"workers": 16, "latency_s": 1e-3, "bandwidth_Bps": 1.25e9}
+    # Workers with this machine's memory (None), on a 10 Gbit/s network.
+    cluster = Cluster(workers=16, latency_s=1e-3, bandwidth_Bps=1.25e9, worker_memory_bytes=None)
     # A cluster that takes two minutes to provision wins only on large data.
     profile["backends"]["dask"]["startup_s"] = 120.0
     band = small_big_band(profile, 0.01, 1e6, releases_gil=True, cluster=cluster)
@@ -146,8 +148,8 @@ def test_the_small_big_data_band_lies_between_memory_and_the_crossover():
     assert band.small_big == (band.boundary, band.crossover)
     # Just below the crossover one machine (streaming) is predicted fastest; at it, the cluster.
     n = band.crossover
-    below = predict(profile, n - 1, 0.01, releases_gil=True, data_bytes=(n - 1) * 1e6, **cluster)
-    at = predict(profile, n, 0.01, releases_gil=True, data_bytes=n * 1e6, **cluster)
+    below, at = (predict(profile, k, 0.01, releases_gil=True, data_bytes=k * 1e6, cluster=cluster)
+                 for k in (n - 1, n))  # fmt: skip
     assert below[0].backend != "dask" and below[0].memory.mode == STREAMING
     assert at[0].backend == "dask"
     assert "small big data: 16,000–" in band.describe()
