@@ -71,6 +71,8 @@ def test_unreachable_address_fails_fast_naming_it(spec):
     start = time.monotonic()
     with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:1\b"):
         get_backend(spec)
+    # The promise (README): a wrong address fails within 15 s. The engines' own clients
+    # waited 61 s (Dask) and over 85 s (Ray).
     assert time.monotonic() - start < 15
 
 
@@ -125,7 +127,7 @@ def test_an_open_port_that_is_not_a_cluster_fails_within_15_s(engine, kind):
         start = time.monotonic()
         with pytest.raises(ConnectionError, match=re.escape(address)):
             get_backend(f"{engine}@{address}")
-        assert time.monotonic() - start < 15
+        assert time.monotonic() - start < 15  # the promise, as above
 
 
 @pytest.mark.parametrize(

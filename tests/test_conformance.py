@@ -124,6 +124,8 @@ def test_map_timeout(ex, chunksize):
     start = time.monotonic()
     with pytest.raises(TimeoutError):
         list(ex.map(probes.sleep, [0.6] * 4, timeout=0.3, chunksize=chunksize))
+    # The timeout fired before the sleeps ended: run one after another they take 2.4 s, and
+    # a map that ignored its timeout would wait at least for the first (serial: all four).
     assert time.monotonic() - start < 0.6 * 4
 
 
@@ -372,6 +374,7 @@ def test_wait_times_out(ex):
     start = time.monotonic()
     done, not_done = cf.wait([quick, slow], timeout=0.3)
     assert done == {quick} and not_done == {slow}
+    # wait() returned at its timeout, not when the 1 s task ended (a margin of 0.5 s).
     assert time.monotonic() - start < 1.5
 
 
