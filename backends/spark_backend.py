@@ -136,6 +136,8 @@ class SparkBackend(Backend):
             self._temp_dir = owned_temp_dir("smallbig-spark-")
             self._reaper = start_reaper(self._temp_dir)
             conf = spark_conf(SparkConf(), master, self.inner_threads, self._temp_dir)
+            if address is not None:
+                conf = _emulated_driver(conf, address)
             try:
                 with spark_env(java, self._temp_dir, loopback=address is None), own_sigint():
                     self._gateway = launch_driver(conf, self._temp_dir)
@@ -252,6 +254,10 @@ class SparkBackend(Backend):
         info = super().info()
         info["owns_cluster"] = self._owns
         info["master"] = self._sc.master if self._sc is not None else None
+        if self.address.startswith("spark://"):  # an emulated cluster of ours says so
+            from smallbig.backends.emulation.emulated import describe
+
+            info["emulated"] = describe(self.address)
         return info
 
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
@@ -399,3 +405,15 @@ class _JobBatches:
             # Running: Spark's job is cancelled by its tag, and its thread freed.
             self._backend._cancelled.add(self._tag)
             self._backend._sc.cancelJobsWithTag(self._tag)
+
+
+def _emulated_driver(conf: Any, address: str) -> Any:
+    """``conf`` with the driver reachable from an emulated cluster of ours at ``address``:
+    its executors run in namespaces of their own and reach this process by its link's
+    address, not by loopback. Any other address: ``conf`` as it is."""
+    from smallbig.backends.emulation.emulated import spark_driver_host
+
+    host = spark_driver_host(address)
+    if host is None:
+        return conf
+    return conf.set("spark.driver.host", host).set("spark.driver.bindAddress", host)

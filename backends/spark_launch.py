@@ -30,6 +30,35 @@ def java_missing() -> str | None:
     return None
 
 
+def spark_class() -> list[str]:
+    """The command that runs a class of Spark's (its ``spark-class`` script, from the PySpark
+    that is installed): how a standalone master or worker is started."""
+    import pyspark
+
+    return [os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-class")]
+
+
+def daemon_env(folder: str, dilation: float = 1.0) -> dict[str, str]:
+    """The environment of a standalone master's or worker's JVM: our Java, its logs and
+    workers' folders under ``folder``, in the foreground (a process of ours to stop), on
+    the JIT's first tier and the serial collector as the driver's is; on a scale model's node
+    held to a fraction of a core, its heartbeat and timeouts stretched as its CPU is."""
+    java = java_runtime()
+    options = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    if dilation > 1:
+        # Workers beat every 15 s and are dropped after 60 s by default: time enough, but the
+        # master's and worker's own RPC timeouts (120 s) are stretched with the CPU.
+        options += f" -Dspark.network.timeout={120 * dilation:.0f}s"
+    return {
+        **os.environ,
+        "JAVA_HOME": os.path.dirname(os.path.dirname(os.path.realpath(java))),
+        "SPARK_LOG_DIR": os.path.join(folder, "logs"),
+        "SPARK_NO_DAEMONIZE": "1",
+        "SPARK_DAEMON_JAVA_OPTS": options,
+        "SPARK_DAEMON_MEMORY": "512m",
+    }
+
+
 def java_runtime() -> str:
     """The ``java`` Spark will run: ``$JAVA_HOME/bin/java``, else the one on ``PATH``.
 

@@ -37,6 +37,8 @@ REFUSED = namespaces_refused()
 needs_netns = pytest.mark.skipif(REFUSED is not None, reason=REFUSED or "")
 needs_dask = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 needs_ray = pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
+needs_spark = pytest.mark.skipif("spark" not in available(),
+                                 reason="pip install 'smallbig[spark]' and Java")  # fmt: skip
 
 
 def _left(prefix: str, owner: int | None = None) -> list[str]:
@@ -180,6 +182,9 @@ def _spec(proc: subprocess.Popen) -> str:
         # the reaper is left to stop them. (A SIGTERM or a normal end runs the same close()
         # as on Dask; the shaping test ends a Ray cluster normally.) A Ray start costs ~40 s.
         pytest.param("ray", signal.SIGKILL, True, marks=needs_ray, id="ray-SIGKILL"),
+        # Spark's master and workers are JVMs in the namespaces, its executors their
+        # children: after a run against it, SIGKILL leaves them to the reaper too.
+        pytest.param("spark", signal.SIGKILL, True, marks=needs_spark, id="spark-SIGKILL"),
     ],
 )
 def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
@@ -223,6 +228,36 @@ def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@needs_netns
+@needs_spark
+def test_spark_on_emulated_nodes_ships_an_argument_at_the_links_rate():
+    """A standalone master and a worker per node, the driver (this process) on its own link:
+    a task's argument goes from the driver straight to an executor, one link's worth."""
+    from smallbig.backends.emulation.emulated import EmulatedCluster
+
+    array = np.ones(MIB10 // 8)
+    seconds = {}
+    cluster = EmulatedCluster("spark", nodes=2, bandwidth_mbps=100)
+    with cluster, get_backend(cluster.spec) as ex:
+        info = ex.info()
+        assert ex.workers == 2 and info["emulated"]["engine"] == "spark"
+        assert info["master"] == cluster.address
+        executors = ex.context._jsc.sc().statusTracker().getExecutorInfos()
+        hosts = {e.host() for e in executors}
+        # The executors run on the nodes' addresses, the driver on its own link's.
+        assert {h for _, h in cluster.network.hosts[1:]} <= hosts, hosts
+        waits = [0.001 * i for i in range(20)]
+        assert list(ex.map(probes.sleep, waits)) == waits  # every item, in order
+        seconds[100] = _timed(lambda: ex.submit(probes.payload, array).result())
+        cluster.set_bandwidth(None)
+        seconds[None] = _timed(lambda: ex.submit(probes.payload, array).result())
+    assert not _left(cluster.network.id, os.getpid())
+    # One link's worth at 100 Mbit/s (driver's link and the node's at once), within the
+    # margin the other engines' tests allow, plus a job's fixed cost (~0.2 s here).
+    assert 0.75 * IDEAL_100 <= seconds[100] <= 1.25 * IDEAL_100 + 0.3, seconds
+    assert seconds[None] < 0.4 * IDEAL_100 + 0.3, seconds
 
 
 def test_without_root_it_says_so_in_one_line(monkeypatch):

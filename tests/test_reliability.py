@@ -76,6 +76,7 @@ def test_a_run_refuses_to_replace_records_unless_asked(measured, tmp_path):
         out_dir=tmp_path,
         overwrite=True,
         progress=False,
+        report=False,  # this run's own figures would take the stale one's name
     ).records
     assert set(records["size"]) == {2} and not stale.exists()  # nothing of the old run left
     assert set(load_profile(tmp_path / "calibration.json")["backends"]) == {"serial"}

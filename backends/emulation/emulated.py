@@ -1,5 +1,5 @@
-"""A multi-node Dask or Ray cluster on this machine: a scheduler (or head) node and worker
-nodes, each in a network namespace of its own, behind shaped links
+"""A multi-node Dask, Ray or Spark cluster on this machine: a scheduler (head, master) node
+and worker nodes, each in a network namespace of its own, behind shaped links
 (:mod:`smallbig.backends.emulation.netns`).
 
 What is real: each node's network stack, the links' bandwidth, the engine's own processes
@@ -33,8 +33,11 @@ from smallbig.backends.lifeline import (
     stop_reaper,
 )
 
-ENGINES = ("dask", "ray")
-PORTS = {"dask": 8786, "ray": 6379}  # the scheduler's, the head's (GCS)
+ENGINES = ("dask", "ray", "spark")
+PORTS = {"dask": 8786, "ray": 6379, "spark": 7077}  # the scheduler's, the head's (GCS), master's
+#: The Spark master's status page (JSON at /json), on its node's address only: how the
+#: cluster knows its workers registered.
+SPARK_MASTER_UI = 8080
 #: What ``ray start`` prints once its node has joined.
 RAY_STARTED = "Ray runtime started"
 #: Seconds without a worker's heartbeat after which the scheduler drops it and runs its tasks
@@ -65,13 +68,26 @@ def describe(address: str) -> dict[str, Any] | None:
     from smallbig.backends.addresses import split_address
 
     try:
-        host, port = split_address(address)
+        host, port = split_address(address.removeprefix("spark://"))
     except ValueError:
         return None
     facts = _note(host, port)
     if facts is None:
         return None
     return {k: v for k, v in facts.items() if k not in ("owner", "connect")}
+
+
+def spark_driver_host(address: str) -> str | None:
+    """The address a driver on this machine gives the executors of the emulated Spark
+    cluster at ``address`` (``spark://HOST:PORT``) to reach it: its own link's; ``None`` for
+    any other address."""
+    from smallbig.backends.addresses import split_address
+
+    try:
+        facts = _note(*split_address(address.removeprefix("spark://")))
+    except ValueError:
+        return None
+    return (facts.get("connect") or {}).get("driver_host") if facts else None
 
 
 def ray_connection(address: str) -> dict[str, str] | None:
@@ -102,7 +118,7 @@ class EmulatedCluster:
     Parameters
     ----------
     engine : str
-        ``"dask"`` or ``"ray"``.
+        ``"dask"``, ``"ray"`` or ``"spark"`` (a standalone master and a worker per node).
     nodes : int
         Worker nodes (each a namespace of its own), besides the scheduler's.
     workers_per_node : int
@@ -154,7 +170,8 @@ class EmulatedCluster:
         self._connect: dict[str, str] | None = None
         self.port = PORTS[engine]
         host = self.network.hosts[0][1]
-        self.address = f"tcp://{host}:{self.port}" if engine == "dask" else f"{host}:{self.port}"
+        scheme = {"dask": "tcp://", "spark": "spark://"}.get(engine, "")
+        self.address = f"{scheme}{host}:{self.port}"
         self.spec = f"{engine}@{self.address}"
 
     @property
@@ -238,7 +255,9 @@ class EmulatedCluster:
                 for node in range(1 + self.nodes):
                     self.groups.append(CpuGroup(f"n{node}", self.cpus_per_node).__enter__())
             self.network.__enter__()
-            self._start_dask() if self.engine == "dask" else self._start_ray()
+            {"dask": self._start_dask, "ray": self._start_ray, "spark": self._start_spark}[
+                self.engine
+            ]()
             self._note = _registry() / f"{self.network.hosts[0][1]}_{self.port}.json"
             self._note.parent.mkdir(parents=True, exist_ok=True)
             self._write_note()
@@ -338,6 +357,62 @@ class EmulatedCluster:
         for first in range(0, len(nodes), wave):
             self._await_ray([self._ray_start(n, a, env) for n, a in nodes[first : first + wave]])
         self._connect = {"node_ip_address": self.network.driver_address}
+
+    def _start_spark(self) -> None:
+        """A standalone master on node 0 and a worker on each other node, every JVM bound to
+        its node's address; the driver (this process) joins by ``spark://`` and gives the
+        executors its own link's address (:func:`spark_driver_host`)."""
+        from smallbig.backends.spark_launch import daemon_env, spark_class
+
+        self._folder = folder = owned_temp_dir("smallbig-emu-")
+        self._reaper = start_reaper(folder)
+        head = self.network.hosts[0][1]
+        env = daemon_env(folder, self.dilation)
+        logs = []
+
+        def start(node: int, cls: str, args: list[str]) -> None:
+            ip = self.network.hosts[node][1]
+            log = Path(folder) / f"start-n{node}.log"
+            logs.append(log)
+            with log.open("w") as out:
+                node_env = {**env, "SPARK_LOCAL_IP": ip, "SPARK_LOCAL_HOSTNAME": ip,
+                            "SPARK_WORKER_DIR": os.path.join(folder, f"n{node}")}  # fmt: skip
+                self._procs.append(self._popen(node, [*spark_class(), cls, "--host", ip, *args],
+                                               env=node_env, stdin=subprocess.DEVNULL,
+                                               stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
+
+        start(0, "org.apache.spark.deploy.master.Master",
+              ["--port", str(self.port), "--webui-port", str(SPARK_MASTER_UI)])  # fmt: skip
+        self._wait_for_port(head, self.port)
+        for node in range(1, 1 + self.nodes):
+            start(node, "org.apache.spark.deploy.worker.Worker",
+                  [self.address, "--cores", str(self.workers_per_node), "--memory", "1g",
+                   "--webui-port", "8081"])  # fmt: skip
+        self._await_spark(head, logs)
+        self._connect = {"driver_host": self.network.driver_address}
+
+    def _await_spark(self, head: str, logs: list[Path]) -> None:
+        """Until the master lists every node's worker as alive (its status page's JSON)."""
+        import urllib.request
+
+        deadline = time.monotonic() + self._timeout
+        alive = 0
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a Spark daemon exited with {proc.returncode}: "
+                                       f"{_tail(logs)}")  # fmt: skip
+            with contextlib.suppress(OSError, ValueError):
+                url = f"http://{head}:{SPARK_MASTER_UI}/json/"
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    alive = int(json.loads(answer.read())["aliveworkers"])
+                if alive >= self.nodes:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(
+            f"Spark workers not up within {self._timeout:g} s ({alive} of {self.nodes}): "
+            f"{_tail(logs)}"
+        )
 
     def _ray_start(self, node: int | None, args: list[str], env: dict[str, str]) -> Path:
         """Start ``ray start`` on host ``node`` (``None``: the driver's own); its log."""

@@ -273,9 +273,8 @@ def _add_cluster(sub: Any) -> None:
             "What a cluster's network costs, on nodes emulated here.", "clusters.md"
         ),
     )
-    p.add_argument(
-        "--engine", choices=["dask", "ray"], default="dask", help="the engine (default: dask)"
-    )
+    p.add_argument("--engine", choices=["dask", "ray", "spark"], default="dask",
+                   help="the engine (default: dask)")  # fmt: skip
     add_counts(
         p,
         ("--nodes", 2, "worker nodes, each a network namespace of its own"),
@@ -502,8 +501,9 @@ def _add_bench_cluster(kinds: Any) -> None:
             "Whether the cluster predictions hold on clusters measured here.", "evidence.md"
         ),
     )
-    p.add_argument("--engines", nargs="+", default=["dask", "ray"], choices=["dask", "ray"],
-                   help="cluster engines (default: dask ray)")  # fmt: skip
+    p.add_argument("--engines", nargs="+", default=["dask", "ray"],
+                   choices=["dask", "ray", "spark"],
+                   help="cluster engines (default: dask ray; spark when named)")  # fmt: skip
     p.add_argument("--workers", nargs="+", type=arg_count(), default=[4, 8, 16],
                    help="worker counts (default: 4 8 16)")  # fmt: skip
     p.add_argument("--links", action="store_true",
