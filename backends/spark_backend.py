@@ -156,7 +156,7 @@ class SparkBackend(Backend):
                 wait = connect_timeout if address is not None else WORKERS_UP_S
                 cores = await_executors(
                     self._sc,
-                    self.workers if address is None else 1,
+                    self.workers if address is None else _expected_executors(address),
                     wait - (time.perf_counter() - start),
                     address,
                 )
@@ -417,3 +417,14 @@ def _emulated_driver(conf: Any, address: str) -> Any:
     if host is None:
         return conf
     return conf.set("spark.driver.host", host).set("spark.driver.bindAddress", host)
+
+
+def _expected_executors(address: str) -> int:
+    """Executors to wait for on the master at ``address``: every node's of an emulated
+    cluster of ours (its note says how many), else the first. A master hands an application
+    its workers' executors as they register, and a backend that began with the first of 4
+    ran its maps on 2 workers' worth."""
+    from smallbig.backends.emulation.emulated import describe
+
+    facts = describe(address) or {}
+    return max(1, int(facts.get("nodes", 1)) * int(facts.get("workers_per_node", 1)))
