@@ -66,8 +66,11 @@ def _blur_body(vals: np.ndarray, out: np.ndarray, i: int) -> None:
 
 
 # cache=True: compiled code is written beside this module and loaded by every worker process
-# instead of each one spending the compile time again. nogil=True: a thread pool can run
-# kernels side by side, as it does NumPy's.
+# instead of each one spending the compile time again (numba keys it by this file's path and
+# stamp, and pickles the module's name: a cache written when this module was
+# `workloads.kernels` is stale now that it is `smallbig.workloads.kernels`, and this file's
+# new stamp makes numba compile afresh). nogil=True: a thread pool can run kernels side by
+# side, as it does NumPy's.
 _blur_row = numba.njit(cache=True, nogil=True)(_blur_body)
 
 
