@@ -178,6 +178,9 @@ def test_an_emulated_cluster_is_called_so():
     text = _text(lines, meta)
     assert "measured on a SCALE MODEL of 2 × 0.25 cores: 2 workers a node" in text, text
     assert "EMULATED" not in text
+    # report.html's first screen says the same (issue 41: the verdict's wording there too).
+    page = answer(_records(lines), meta, None).to_html()
+    assert "measured on a SCALE MODEL of 2 × 0.25 cores" in page and "EMULATED" not in page
 
 
 def _plain(x):
