@@ -382,6 +382,21 @@ def _add_bench(sub: Any) -> None:
         ),
     )
     kinds = bench.add_subparsers(dest="bench", required=True)
+    _add_bench_overhead(kinds)
+    _add_bench_kernels(kinds)
+    _add_bench_api(kinds)
+    _add_bench_tasks(kinds)
+    _add_bench_cluster(kinds)
+    _add_bench_memory(kinds)
+    _add_bench_advice(kinds)
+    for p in kinds.choices.values():
+        # advice reads records: it starts nothing
+        if p.get_default("func") != "smallbig.bench.overhead:cmd_advice":
+            add_cpus(p)
+
+
+def _add_bench_overhead(kinds: Any) -> None:
+    """Register ``smallbig bench overhead``."""
     p = kinds.add_parser(
         "overhead",
         help="per-item cost of map on each backend",
@@ -408,6 +423,10 @@ def _add_bench(sub: Any) -> None:
         f"{' '.join(map(str, CHUNKS))} and 'auto' (default: 25; 0: skip)",
     )
     p.set_defaults(func="smallbig.bench.overhead:cmd_adapter_overhead")
+
+
+def _add_bench_kernels(kinds: Any) -> None:
+    """Register ``smallbig bench kernels``."""
     p = kinds.add_parser(
         "kernels",
         help="the four pixel kernels: first call and steady state",
@@ -421,6 +440,10 @@ def _add_bench(sub: Any) -> None:
         ("--repeats", 5, "steady-state calls"),
     )
     p.set_defaults(func="smallbig.bench.overhead:cmd_kernels")
+
+
+def _add_bench_api(kinds: Any) -> None:
+    """Register ``smallbig bench api``."""
     p = kinds.add_parser(
         "api",
         help="HTTP throughput of threads and asyncio vs the ideal",
@@ -443,9 +466,10 @@ def _add_bench(sub: Any) -> None:
     )
     add_counts(p, ("--rounds", 20, "requests per unit of concurrency"))
     p.set_defaults(func="smallbig.bench.overhead:cmd_api")
-    _add_bench_tasks(kinds)
-    _add_bench_cluster(kinds)
-    _add_bench_memory(kinds)
+
+
+def _add_bench_advice(kinds: Any) -> None:
+    """Register ``smallbig bench advice``."""
     p = kinds.add_parser(
         "advice",
         help="how often the model picks the measured fastest",
@@ -455,10 +479,6 @@ def _add_bench(sub: Any) -> None:
     )
     add_run_folder(p, "records")
     p.set_defaults(func="smallbig.bench.overhead:cmd_advice")
-    for p in kinds.choices.values():
-        # advice reads records: it starts nothing
-        if p.get_default("func") != "smallbig.bench.overhead:cmd_advice":
-            add_cpus(p)
 
 
 def _add_bench_tasks(kinds: Any) -> None:
