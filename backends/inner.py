@@ -91,6 +91,14 @@ def own_thread_env() -> contextlib.AbstractContextManager[None]:
     return kept_env(THREAD_ENV)
 
 
+def caller_thread_env() -> dict[str, str | None]:
+    """This process's thread variables as they are now (``None``: unset): what a worker left
+    to its libraries' own setting takes. A forkserver's workers would otherwise get the
+    variables the forkserver started with, once, maybe while an engine starting beside it
+    had set them to 1 (every later uncapped worker then ran its BLAS on one thread)."""
+    return {var: os.environ.get(var) for var in THREAD_ENV}
+
+
 def thread_env(threads: int) -> dict[str, str]:
     """The environment that caps every native pool of a fresh worker process at ``threads``."""
     return {var: str(threads) for var in THREAD_ENV}

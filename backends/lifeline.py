@@ -50,19 +50,23 @@ def watch_owner(pid: int, on_death: int = 1) -> threading.Thread:
     return thread
 
 
-def start_pool_worker(env: dict[str, str], owner: int) -> None:
+def start_pool_worker(env: dict[str, str | None], owner: int) -> None:
     """The initializer of a process-pool worker of ours (``processes``, ``loky``).
 
-    ``env`` is set before the worker's first task imports anything: a native library that
-    loads later reads its thread count from it. A worker blocked on its task queue never
-    notices that the pool's owner was killed (it may hold both ends of the queue's pipe
-    itself): it watches the owner instead. Ctrl-C in a terminal reaches every process of the
-    group: the owner stops the pool and says so in one line; a worker quits silently instead
-    of printing its own traceback.
+    ``env`` is set before the worker's first task imports anything (``None``: unset): a
+    native library that loads later reads its thread count from it. A worker blocked on its
+    task queue never notices that the pool's owner was killed (it may hold both ends of the
+    queue's pipe itself): it watches the owner instead. Ctrl-C in a terminal reaches every
+    process of the group: the owner stops the pool and says so in one line; a worker quits
+    silently instead of printing its own traceback.
     """
     import signal
 
-    os.environ.update(env)
+    for var, value in env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
     watch_owner(owner)
     signal.signal(signal.SIGINT, _quit_quietly)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from smallbig.backends.base import Backend
-from smallbig.backends.inner import InnerThreads, thread_env
+from smallbig.backends.inner import InnerThreads, caller_thread_env, thread_env
 from smallbig.backends.lifeline import owned_temp_dir, start_pool_worker
 from smallbig.backends.memory import descendants
 
@@ -43,7 +43,7 @@ class ProcessesBackend(Backend):
         self._cap_inner_threads(self.workers)
         before = descendants()
         start = time.perf_counter()
-        env = {} if self.inner_threads is None else thread_env(self.inner_threads)
+        env = caller_thread_env() if self.inner_threads is None else thread_env(self.inner_threads)
         self._pool = cf.ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("forkserver"),

@@ -67,6 +67,38 @@ def test_inner_threads_none_leaves_the_libraries_alone(spec):
     assert all(_same_libraries(r, driver) for r in reports), (reports, driver)
 
 
+FORKSERVER_UNDER_CAPS = """
+import os
+
+if __name__ == "__main__":
+    from smallbig.backends import get_backend
+
+    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
+    with get_backend("processes", workers=1, inner_threads=1):  # the forkserver starts now
+        pass
+    del os.environ["OPENBLAS_NUM_THREADS"], os.environ["OMP_NUM_THREADS"]
+    from smallbig.workloads import probes
+
+    driver = probes.native_threads()
+    with get_backend("processes", workers=2, inner_threads=None) as ex:
+        workers = list(ex.map(probes.native_threads, range(2)))
+    print(all(w[k] == driver[k] for w in workers for k in w), workers, driver)
+"""
+
+
+def test_uncapped_workers_take_the_callers_variables_not_those_the_forkserver_began_with(
+    tmp_path,
+):
+    """A forkserver starts once, with the environment of that moment: one started while the
+    caps were set gave every later uncapped worker one BLAS thread (a CI failed on it)."""
+    script = tmp_path / "under_caps.py"
+    script.write_text(FORKSERVER_UNDER_CAPS)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("True"), out.stdout
+
+
 def test_serial_leaves_the_libraries_alone_unless_asked():
     driver = probes.native_threads()
     with get_backend("serial") as ex:

@@ -116,7 +116,7 @@ def read_calibration(source: Mapping[str, Any] | Calibration, where: str = "cali
         return source
     if not isinstance(source, Mapping) or not isinstance(source.get("backends"), Mapping):
         raise ValueError(
-            f"{where} is not a calibration: a dict with 'backends' (smallbig.overhead)"
+            f"{where} must be a calibration: a dict with 'backends' (smallbig.overhead)"
         )
     schema = source.get("schema", 1)
     if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA:
