@@ -58,7 +58,14 @@ def test_inner_pools_are_capped_inside_every_worker(spec):
 
 
 @pytest.mark.parametrize("spec", ["threads", "processes"])
-def test_inner_threads_none_leaves_the_libraries_alone(spec):
+def test_inner_threads_none_leaves_the_libraries_alone(spec, monkeypatch):
+    # The libraries' own setting is what they do with no thread variable set: an earlier
+    # test of this session left one set in this process (two CIs of 2026-12-06 saw workers
+    # at one BLAS thread where the driver's libraries, loaded before, ran two).
+    from smallbig.backends.inner import THREAD_ENV
+
+    for var in THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
     driver = probes.native_threads()
     with get_backend(spec, workers=2, inner_threads=None) as ex:
         assert ex.info()["inner_threads"] is None
