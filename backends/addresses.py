@@ -14,9 +14,11 @@ import time
 from urllib.parse import urlsplit
 
 # HTTP/2's client preface and an empty SETTINGS frame: what a gRPC client (Ray's GCS) sends
-# first. A gRPC server answers with a SETTINGS frame (type 4).
+# first. A gRPC server answers with a SETTINGS frame: type 4, no flags (not an ACK), stream 0,
+# a length that is a whole number of 6-byte settings (RFC 9113, 6.5).
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 _H2_SETTINGS = 4
+_H2_MAX_FRAME = 16384  # the size every peer must accept before settings say otherwise
 ANSWER_S = 5.0  # a real scheduler or head answers in milliseconds
 
 
@@ -53,8 +55,26 @@ def check_ray_head(address: str, timeout: float) -> None:
     with _connect(address, timeout) as sock:
         sock.sendall(_H2_PREFACE)
         head = _read(sock, 9, address, "a Ray head (gRPC)")
-        if head[3] != _H2_SETTINGS:
+        if not _is_h2_settings(head):
             raise ConnectionError(_not(address, "a Ray head (gRPC)", head))
+
+
+def _is_h2_settings(head: bytes) -> bool:
+    """Whether a frame header opens a server's first SETTINGS frame.
+
+    Checking the type byte alone let one garbage answer in 256 through, and Ray's client then
+    waited on it for minutes; with the flags, stream and length checked, random bytes pass
+    about once in 2**50.
+    """
+    length = int.from_bytes(head[:3], "big")
+    stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+    return (
+        head[3] == _H2_SETTINGS
+        and head[4] == 0
+        and stream == 0
+        and length % 6 == 0
+        and length <= _H2_MAX_FRAME
+    )
 
 
 def _connect(address: str, timeout: float) -> socket.socket:

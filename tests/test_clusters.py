@@ -92,7 +92,12 @@ def _fake_server(kind: str):
                 continue
             held.append(conn)
             if kind == "garbage":
-                conn.sendall(os.urandom(4096))
+                # Random bytes whose fourth is HTTP/2's SETTINGS type: a probe that read that
+                # byte alone took them for a Ray head (once in 256 runs), and Ray's client
+                # then hung for minutes.
+                garbage = bytearray(os.urandom(4096))
+                garbage[3] = 4
+                conn.sendall(bytes(garbage))
             elif kind == "http":
                 conn.settimeout(2)
                 with contextlib.suppress(OSError):
