@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import functools
 import logging
 import threading
 import time
@@ -123,6 +124,7 @@ class DaskBackend(ClusterBackend):
                     # Set before each worker starts, for the libraries it loads; the ones loaded
                     # already are capped around the tasks (smallbig.backends.inner).
                     env={} if self.inner_threads is None else thread_env(self.inner_threads),
+                    worker_class=_nanny_class(),
                 )
             try:
                 self._client = Client(self._cluster, set_as_default=False)
@@ -301,6 +303,26 @@ def dask_setup(worker: Any) -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@functools.cache
+def _nanny_class() -> type:
+    """Dask's Nanny, giving the caller's thread variables back after each worker it spawns.
+
+    A LocalCluster's nannies run in this process and set Dask's pre-spawn caps
+    (``OMP_NUM_THREADS=1``...) in its environment before every spawn, a restart after a
+    worker died included: the restart left them set for good, and every uncapped pool
+    started afterwards ran its BLAS on one thread (a CI's suite read 1 where the driver's
+    libraries read 2).
+    """
+    from distributed import Nanny
+
+    class OwnEnvNanny(Nanny):
+        async def instantiate(self) -> Any:
+            with own_thread_env():
+                return await super().instantiate()
+
+    return OwnEnvNanny
 
 
 def _nanny_environ() -> str:

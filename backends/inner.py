@@ -80,15 +80,40 @@ def kept_env(names: Iterable[str]) -> Iterator[None]:
                 os.environ[var] = value
 
 
-def own_thread_env() -> contextlib.AbstractContextManager[None]:
+_held_lock = threading.Lock()
+_held_depth = 0
+_held_env: dict[str, str | None] = {}
+
+
+@contextlib.contextmanager
+def own_thread_env() -> Iterator[None]:
     """Give this process its thread variables back after an engine starts its workers.
 
     Starting a Dask LocalCluster sets ``OMP``/``OPENBLAS``/``MKL_NUM_THREADS=1`` in the
-    *caller's* environment: every native library the caller loads afterwards (scipy's
-    OpenBLAS, loaded by numba's first parallel kernel) would then start capped at one thread,
-    and serial would no longer be the plain loop it stands for.
+    *caller's* environment (its nannies live there and set them before each spawn, restarts
+    included): every native library the caller loads afterwards (scipy's OpenBLAS, loaded by
+    numba's first parallel kernel) would then start capped at one thread, serial would no
+    longer be the plain loop it stands for, and uncapped worker pools started later would
+    inherit the caps. Starts may overlap (nannies spawn their workers concurrently): the
+    variables as they were before the first are given back when the last one ends, so no
+    start spawns its worker with another's restored environment.
     """
-    return kept_env(THREAD_ENV)
+    global _held_depth, _held_env
+    with _held_lock:
+        if _held_depth == 0:
+            _held_env = caller_thread_env()
+        _held_depth += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held_depth -= 1
+            if _held_depth == 0:
+                for var, value in _held_env.items():
+                    if value is None:
+                        os.environ.pop(var, None)
+                    else:
+                        os.environ[var] = value
 
 
 def caller_thread_env() -> dict[str, str | None]:

@@ -59,9 +59,8 @@ def test_inner_pools_are_capped_inside_every_worker(spec):
 
 @pytest.mark.parametrize("spec", ["threads", "processes"])
 def test_inner_threads_none_leaves_the_libraries_alone(spec, monkeypatch):
-    # The libraries' own setting is what they do with no thread variable set: an earlier
-    # test of this session left one set in this process (two CIs of 2026-12-06 saw workers
-    # at one BLAS thread where the driver's libraries, loaded before, ran two).
+    # The libraries' own setting is what they do with no thread variable set, whatever the
+    # shell running the suite exports.
     from smallbig.backends.inner import THREAD_ENV
 
     for var in THREAD_ENV:
@@ -595,4 +594,32 @@ def test_starting_a_cluster_leaves_the_drivers_thread_variables_alone(spec):
         assert set(_blas(report).values()) == {ex.info()["inner_threads"]}
         # Distributed's nanny sets OMP/OPENBLAS/MKL_NUM_THREADS=1 in the process that starts
         # it: a BLAS the driver loaded later would start capped, and serial with it.
+        assert {var: os.environ.get(var) for var in THREAD_ENV} == before
+
+
+@pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
+def test_a_dask_worker_restarted_by_its_nanny_leaves_the_drivers_thread_variables_alone():
+    """The nanny sets Dask's caps in the driver before every spawn, a restart too: one left
+    them set for good, and every uncapped pool started later ran its BLAS on one thread."""
+    import psutil
+
+    from smallbig.backends.inner import THREAD_ENV
+
+    before = {var: os.environ.get(var) for var in THREAD_ENV}
+    with get_backend("dask", workers=2) as ex:
+        def worker_pids() -> set[int]:
+            try:
+                return set(ex._client.run(os.getpid).values())
+            except Exception:  # the killed worker's connection, until the scheduler drops it
+                return set()
+
+        pids = worker_pids()
+        psutil.Process(next(iter(pids))).kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = worker_pids()
+            if len(now) == 2 and now != pids:
+                break
+            time.sleep(0.2)
+        assert len(now) == 2 and now != pids, "the nanny restarts the killed worker"
         assert {var: os.environ.get(var) for var in THREAD_ENV} == before
