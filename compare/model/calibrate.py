@@ -102,7 +102,7 @@ def measure_scaling(spec: str, workers: int) -> dict[str, float] | None:
     with get_backend(spec, workers=workers) as ex:
         if ex.workers != workers:
             return None
-        n = max(SCALING_TASKS, 10 * ex.workers)
+        n = one_task_items(ex, max(SCALING_TASKS, 10 * ex.workers), 10 * ex.workers)
         per_task = median_time(
             lambda: list(ex.map(probes.noop, range(n), chunksize=1)), repeats=2
         ) / n
@@ -113,6 +113,22 @@ def measure_scaling(spec: str, workers: int) -> dict[str, float] | None:
     kept[f"{spec}|{workers}"] = {**row, "measured_at": time.time()}
     write_json(path, kept)
     return row
+
+
+#: Seconds one map of no-ops at ``chunksize=1`` may take in a calibration. It binds only where
+#: a task costs tens of milliseconds: Spark's 27 ms a task made 100 of them 2.7 s a map, 11.6 s
+#: of its 27 s calibration; others' 0.1-1 ms tasks keep every item.
+ONE_TASK_MAP_S = 0.5
+
+
+def one_task_items(ex: Any, most: int, fewest: int) -> int:
+    """How many no-ops a ``chunksize=1`` map of ``ex`` times: ``most``, or as many as fit in
+    :data:`ONE_TASK_MAP_S` by a first map of ``fewest`` (which also warms every worker),
+    but never fewer than ``fewest``."""
+    start = time.perf_counter()
+    list(ex.map(probes.noop, range(fewest), chunksize=1))
+    per_task = (time.perf_counter() - start) / fewest
+    return max(fewest, min(most, int(ONE_TASK_MAP_S / per_task) if per_task > 0 else most))
 
 
 def _scaling_path() -> Path:
@@ -217,12 +233,13 @@ def measure_overheads(
         if idle["backend"] is None
         else (0 if ex.in_process else idle["backend"] // ex.workers),
     }
+    taken = {}
     for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
-        n = items if chunk == "auto" else max(20, items // 20)
+        n = items if chunk == "auto" else one_task_items(ex, max(20, items // 20), 20)
         t = median_time(
             lambda n=n, c=chunk: list(ex.map(probes.noop, range(n), chunksize=c)), repeats
         )
-        row[label] = t / n
+        row[label], taken[label] = t / n, (t, n)
     if ex.auto_partitions_per_worker is not None:
         # A map that is one job pays the job's cost whatever its items (map_fixed_s): what
         # an item adds is the slope between two sizes, not the mean. Spark's 0.2 s per job
@@ -239,6 +256,10 @@ def measure_overheads(
         )
         row["auto_overhead_s"] = max(0.0, (large_s - small_s) / (large - small))
         job_s = small_s - row["auto_overhead_s"] * small
+        # A map at chunksize=1 is one job too, of a task per item: the job's cost is paid
+        # once (map_fixed_s), not by each of the map's tasks.
+        t1, n1 = taken["task_overhead_s"]
+        row["task_overhead_s"] = max(0.0, t1 - max(0.0, job_s)) / n1
     if ex.distributed:
         row["map_fixed_s"] = map_fixed_s(ex, repeats)
         if ex.auto_partitions_per_worker is not None:
