@@ -142,8 +142,13 @@ def main():
         profile = smallbig.profile_task(via_other_module, range(17))
         got["profile"] = [profile.item_s > 0, profile.errors]
         task = "extpkg.clean:via_other_module"
+        # The command line's path to the workers, on a pool and on a cluster that cannot
+        # see the driver's folders (every backend ran the task above; a run of each would
+        # calibrate each, a minute of this test).
+        ran = [s for s in specs if s in ("serial", "processes") or "@" in s]
+        got["ran"] = ran
         got["run"] = cli.main([
-            "run", "--task", task, "--items-from", "range:6", "--backends", *specs,
+            "run", "--task", task, "--items-from", "range:6", "--backends", *ran,
             "--sizes", "6", "--repeats", "1", "--out", "out",
         ])
         got["advise"] = cli.main([
@@ -186,7 +191,7 @@ def test_a_package_only_on_the_drivers_path_runs_on_every_backend():
         assert got["profile"] == [True, 0]
         assert got["run"] == 0 and got["advise"] == 0, out.stdout[-3000:]
         records = pd.read_csv(workdir / "out" / "records.csv")
-        assert set(records["backend"]) == set(specs)
+        assert set(records["backend"]) == set(got["ran"]) and len(got["ran"]) == 3
         assert records["correct"].all() and (records["errors"] == 0).all()
         assert "measured on" in out.stdout
         # Nothing was installed or copied: the package is still only where we wrote it.
