@@ -52,8 +52,9 @@ BACKENDS: dict[str, Entry] = {
     "loky": Entry("smallbig.backends.loky_backend", "LokyBackend", "joblib", "joblib"),
     "dask": Entry("smallbig.backends.dask_backend", "DaskBackend", "distributed", "dask"),
     "ray": Entry("smallbig.backends.ray_backend", "RayBackend", "ray", "ray"),
-    # Named, not by default: its 20 cold starts of ~5.5 s each (driver and executor JVMs)
-    # would take the default run on 2 cores from ~150 s to over four minutes.
+    # Named, not by default: on 2 cores it took a first run from ~150 s to 279 s (its start
+    # 5.5 s, 80 maps of at least 0.12 s each 28.8 s, its calibration 17-24 s, and 8 worker
+    # JVMs for its growth with workers 35 s; docs/evidence.md).
     "spark": Entry(
         "smallbig.backends.spark_backend",
         "SparkBackend",
