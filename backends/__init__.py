@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from smallbig.backends.base import Backend
+from smallbig.backends.errors import EngineStartError
 from smallbig.backends.registry import (
     BACKENDS,
     Entry,
@@ -25,6 +26,7 @@ from smallbig.backends.registry import (
 __all__ = [
     "BACKENDS",
     "Backend",
+    "EngineStartError",
     "Entry",
     "available",
     "backend_class",

@@ -25,6 +25,7 @@ from typing import Any
 from smallbig.backends.addresses import check_ray_head
 from smallbig.backends.chunks import call
 from smallbig.backends.cluster import ClusterBackend
+from smallbig.backends.errors import EngineStartError
 from smallbig.backends.futures import SettlerThread, linked_future, resolve, settle
 from smallbig.backends.inner import Capped, InnerThreads, kept_env, own_thread_env
 from smallbig.backends.lifeline import owned_temp_dir, start_reaper, stop_reaper
@@ -92,6 +93,7 @@ class RayBackend(ClusterBackend):
                 self._temp_dir = owned_temp_dir("smallbig-ray-")
                 self._reaper = start_reaper(self._temp_dir)
                 with (
+                    _start_failure("Ray's local cluster"),
                     own_thread_env(),
                     kept_env(["RAY_TMPDIR"]),
                     _keep_sigterm_handler(),
@@ -224,6 +226,24 @@ WORKERS_UP_S = 120.0
 def _worker_pid() -> int:
     time.sleep(0.1)  # long enough that the tasks of one round overlap, one per worker
     return os.getpid()
+
+
+@contextlib.contextmanager
+def _start_failure(what: str) -> Iterator[None]:
+    """An engine's own start-up error (Ray raises a bare ``Exception`` when its node does
+    not register within its fixed 30 s) as :class:`~smallbig.backends.base.EngineStartError`,
+    saying so under a CPU quota: on a laptop of 0.25 core, Ray's node never did."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, (ValueError, TypeError, OSError, EngineStartError)):
+            raise
+        from smallbig.backends.emulation.cpugroups import current
+
+        held = current()
+        why = (f"; this process is held to {float(held['cpus']):g} cores (--cpus), and the "
+               "engine's own start-up waits are fixed: try more cores") if held else ""  # fmt: skip
+        raise EngineStartError(f"{what} did not start: {exc}{why}") from exc
 
 
 def _await_workers(ray: Any, workers: int) -> None:

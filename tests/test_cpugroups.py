@@ -308,3 +308,27 @@ def test_on_a_laptop_of_a_fraction_of_a_core_a_loop_holds_the_gil_and_no_pool_be
     assert measured["processes"] >= 0.8 * measured["serial"], got
     for name in ("serial", "processes"):  # within the run's own check (~10-20% here)
         assert 0.6 <= predicted[name] / measured[name] <= 1.5, got
+
+
+
+@needs_groups
+@pytest.mark.skipif("ray" not in available(), reason="pip install 'smallbig[ray]'")
+def test_an_engine_that_cannot_start_on_a_small_laptop_says_so_in_one_line():
+    """Ray raises a bare Exception when its node does not register within its fixed 30 s, as
+    at a tenth of a core (`smallbig overhead --cpus 0.1 --backends ray`: 99 s to fail, too
+    long for the suite): it becomes an error the command prints as one line, naming the
+    engine, what it said and the quota."""
+    from smallbig.backends.errors import EngineStartError
+    from smallbig.backends.ray_backend import _start_failure
+
+    with (
+        laptop(0.5),
+        pytest.raises(EngineStartError) as caught,
+        _start_failure("Ray's local cluster"),
+    ):
+        raise Exception("The current node timed out during startup.")
+    said = str(caught.value)
+    assert said.startswith("Ray's local cluster did not start: The current node timed out")
+    assert "held to 0.5 cores" in said, said
+    with pytest.raises(ValueError, match="bad"), _start_failure("Ray's local cluster"):
+        raise ValueError("bad")  # our own kinds of error pass as they are

@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
+from smallbig.backends.errors import EngineStartError
 from smallbig.cli.parsers import build_parser
 
 __all__ = ["build_parser", "main"]
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130
-    except (ValueError, TypeError, ImportError, ConnectionError, OSError) as exc:
+    except (ValueError, TypeError, ImportError, ConnectionError, OSError, EngineStartError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
     finally:
