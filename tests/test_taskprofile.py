@@ -603,9 +603,9 @@ def test_a_dask_worker_restarted_by_its_nanny_leaves_the_drivers_thread_variable
     them set for good, and every uncapped pool started later ran its BLAS on one thread."""
     import psutil
 
-    from smallbig.backends.inner import THREAD_ENV
+    from smallbig.backends.inner import caller_thread_env
 
-    before = {var: os.environ.get(var) for var in THREAD_ENV}
+    before = caller_thread_env()
     with get_backend("dask", workers=2) as ex:
         def worker_pids() -> set[int]:
             try:
@@ -622,4 +622,9 @@ def test_a_dask_worker_restarted_by_its_nanny_leaves_the_drivers_thread_variable
                 break
             time.sleep(0.2)
         assert len(now) == 2 and now != pids, "the nanny restarts the killed worker"
-        assert {var: os.environ.get(var) for var in THREAD_ENV} == before
+        # The new worker answers the scheduler a moment before its nanny's start returns and
+        # gives the variables back: wait for that (without the fix they stay set for good).
+        deadline = time.monotonic() + 10
+        while caller_thread_env() != before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert caller_thread_env() == before
