@@ -66,6 +66,15 @@ def resolve(
     return max(1, (cores or os.cpu_count() or 1) // max(1, tasks_at_once))
 
 
+def set_env(values: dict[str, str | None]) -> None:
+    """Set each environment variable of ``values`` to its value, or unset it for ``None``."""
+    for var, value in values.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+
+
 @contextlib.contextmanager
 def kept_env(names: Iterable[str]) -> Iterator[None]:
     """Give the environment variables ``names`` back their values (or absence) on exit."""
@@ -73,11 +82,7 @@ def kept_env(names: Iterable[str]) -> Iterator[None]:
     try:
         yield
     finally:
-        for var, value in before.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+        set_env(before)
 
 
 _held_lock = threading.Lock()
@@ -109,11 +114,7 @@ def own_thread_env() -> Iterator[None]:
         with _held_lock:
             _held_depth -= 1
             if _held_depth == 0:
-                for var, value in _held_env.items():
-                    if value is None:
-                        os.environ.pop(var, None)
-                    else:
-                        os.environ[var] = value
+                set_env(_held_env)
 
 
 def caller_thread_env() -> dict[str, str | None]:

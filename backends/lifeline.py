@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 
+from smallbig.backends.inner import set_env
+
 POLL_S = 0.25
 
 
@@ -62,11 +64,7 @@ def start_pool_worker(env: dict[str, str | None], owner: int) -> None:
     """
     import signal
 
-    for var, value in env.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
+    set_env(env)
     watch_owner(owner)
     signal.signal(signal.SIGINT, _quit_quietly)
 

@@ -231,7 +231,7 @@ def _worker_pid() -> int:
 @contextlib.contextmanager
 def _start_failure(what: str) -> Iterator[None]:
     """An engine's own start-up error (Ray raises a bare ``Exception`` when its node does
-    not register within its fixed 30 s) as :class:`~smallbig.backends.base.EngineStartError`,
+    not register within its fixed 30 s) as :class:`~smallbig.backends.errors.EngineStartError`,
     saying so under a CPU quota: on a laptop of 0.25 core, Ray's node never did."""
     try:
         yield

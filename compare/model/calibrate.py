@@ -233,13 +233,14 @@ def measure_overheads(
         if idle["backend"] is None
         else (0 if ex.in_process else idle["backend"] // ex.workers),
     }
-    taken = {}
     for label, chunk in (("task_overhead_s", 1), ("auto_overhead_s", "auto")):
         n = items if chunk == "auto" else one_task_items(ex, max(20, items // 20), 20)
         t = median_time(
             lambda n=n, c=chunk: list(ex.map(probes.noop, range(n), chunksize=c)), repeats
         )
-        row[label], taken[label] = t / n, (t, n)
+        row[label] = t / n
+        if chunk == 1:
+            one_task_map = t, n
     if ex.auto_partitions_per_worker is not None:
         # A map that is one job pays the job's cost whatever its items (map_fixed_s): what
         # an item adds is the slope between two sizes, not the mean. Spark's 0.2 s per job
@@ -258,7 +259,7 @@ def measure_overheads(
         job_s = small_s - row["auto_overhead_s"] * small
         # A map at chunksize=1 is one job too, of a task per item: the job's cost is paid
         # once (map_fixed_s), not by each of the map's tasks.
-        t1, n1 = taken["task_overhead_s"]
+        t1, n1 = one_task_map
         row["task_overhead_s"] = max(0.0, t1 - max(0.0, job_s)) / n1
     if ex.distributed:
         row["map_fixed_s"] = map_fixed_s(ex, repeats)
