@@ -306,3 +306,19 @@ def test_a_joined_runtime_of_other_workers_is_not_taken_for_the_second_count(
         row = {"distributed": True, "workers": 2, "startup_s": 5.0, "task_overhead_s": 0.001}
         assert "by_workers" not in add_scaling(row, "ray")
     assert not (tmp_path / "scaling.json").exists()
+
+
+def test_a_measured_cold_crossover_counts_the_fresh_workers_first_calls():
+    from smallbig.bench.cluster import cold_extra_s, measured_crossover
+    from smallbig.model.fits import Fit
+
+    cluster = Fit(0.05, 0.01, 0.0, 2)  # warm: 50 ms a map, 10 ms an item
+    serial = Fit(0.0, 0.04, 0.0, 2)  # 40 ms an item, nothing to start
+    # Its cold map of 64 items took 2 s over the warm line (a JIT in every fresh worker),
+    # after a start-up of 1 s: 3 s over the line, where the start-up alone said 1.
+    extra = cold_extra_s(1.0, cluster.predict(64) + 2.0, cluster, 64)
+    assert extra == pytest.approx(3.0)
+    assert measured_crossover(cluster, extra, {"serial": (serial, 0.0)}, cold=True) == 102
+    assert measured_crossover(cluster, extra, {"serial": (serial, 0.0)}, cold=False) == 2
+    # A first map quicker than the line (noise) never takes back the measured start-up.
+    assert cold_extra_s(1.0, cluster.predict(64) - 0.1, cluster, 64) == 1.0

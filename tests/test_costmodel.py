@@ -289,6 +289,32 @@ def test_an_object_put_once_is_paid_per_copy_not_per_task():
     )
 
 
+def test_a_cold_maps_fresh_workers_pay_their_first_calls_on_their_own_share_of_cores():
+    # A first call (imports, JIT) of 2 s where one thread had a quarter of a core: 0.5 CPU
+    # seconds, paid by every fresh worker at once, each at its share of its cores.
+    task = {"item_s": 0.04, "cpu_s": 0.01, "item_s_1": 0.04, "cpu_s_1": 0.01, "gil_s": 0.01,
+            "arg_bytes": 0, "result_bytes": 0, "coroutine": False, "first_call_s": 2.0,
+            "thread_cores": 0.25}  # fmt: skip
+
+    def first_calls(row, **kw):
+        name = "dask" if row["distributed"] else "processes"
+        cal = {"backends": {name: {**row, "threads": row["workers"]}}}
+        return predict(cal, 8, task=task, cold=True, **kw)[0].startup_s - row["startup_s"]
+
+    # Three nodes of a quarter core, a worker each: side by side, 2 s (each node at the
+    # speed it was profiled at), not three in turn on "one core".
+    nodes = {**calibration_row(3, 1.0, 1e-5, False, True), "cores": 0.75}
+    assert first_calls(nodes) == pytest.approx(2.0)
+    # The same three nodes at a full core each: 0.5 s.
+    assert first_calls({**nodes, "cores": 3.0}) == pytest.approx(0.5)
+    # Four processes on a laptop of half a core share it: 0.5 CPU s each, 4 s in all.
+    pool = {**calibration_row(4, 0.2, 1e-5, False), "cores": 0.5}
+    assert first_calls(pool) == pytest.approx(4.0)
+    # The laptop's local cluster extrapolated to 16 workers: nodes like the laptop's.
+    local = {**calibration_row(2, 1.0, 1e-5, False, True), "cores": 0.25}
+    assert first_calls(local, workers=16) == pytest.approx(2.0)
+
+
 def probes_sum(pair):
     array, i = pair
     return float(array[::4096].sum()) + i

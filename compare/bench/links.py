@@ -38,6 +38,7 @@ from smallbig.backends import get_backend
 from smallbig.bench.cluster import (
     SAMPLE,
     Case,
+    cold_extra_s,
     local_lines,
     measured_crossover,
     ordinary_calibration,
@@ -189,7 +190,7 @@ def _one_cluster(
                 crossings.append({
                     **where, "case": m["case"], "phase": "cold" if cold else "warm",
                     "predicted": predicted_crossover(own, engine, locals_, task, None, cold),
-                    "measured": measured_crossover(m["line"], m["startup_s"], lines, cold),
+                    "measured": measured_crossover(m["line"], m["cold_extra_s"], lines, cold),
                 })  # fmt: skip
     return rows, crossings
 
@@ -219,6 +220,7 @@ def _measure(engine: str, spec: str, todo: Sequence[Case], repeats: int) -> tupl
                 line, warm = warm_line(ex, case, [n // 4, n], repeats)
             rows.append({"case": case.name, "items": n, "startup_s": ex.startup_s,
                          "cold_s": ex.startup_s + first, "warm_s": warm, "line": line,
+                         "cold_extra_s": cold_extra_s(ex.startup_s, first, line, n),
                          "fidelity": str(fidelity.verdict)})  # fmt: skip
         cal = measure_overheads(ex, spec, items=2000, repeats=2)
     cal["backend"] = engine

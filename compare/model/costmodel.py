@@ -133,6 +133,7 @@ class _Cost:
     pool_s: float | None = None  # per item on pool_threads threads capped at one, measured
     pool_threads: int | None = None
     put_bytes: int = 0  # one object every task shares, put once per map
+    thread_cores: float = 1.0  # of a core, one thread where it was profiled (a quota's)
 
     @property
     def holds_gil(self) -> bool:
@@ -372,10 +373,25 @@ def _startup(run: _Run, cold: bool) -> float:
         return run.cal.reuse_s or 0.0
     startup = run.grown["startup_s"]
     if not run.cal.in_process:
-        # Every fresh worker pays the task's imports and JIT once, all at the same time,
-        # as many at once as there are cores for them.
-        startup += run.cost.first_call_s * max(1.0, run.slots / max(run.cpus, 1))
+        startup += _first_calls(run)
     return startup
+
+
+def _first_calls(run: _Run) -> float:
+    """Seconds of a cold map's first calls: every fresh worker pays the task's imports and
+    JIT once, all at the same time, each on its share of the cores."""
+    cost = run.cost
+    # The CPU seconds of one first call, from its wall where it was profiled.
+    work = cost.first_call_s * cost.thread_cores
+    # Each worker's share of a core: the backend's cores over its workers, at most one.
+    # Extrapolated nodes are the laptop's like, so their cores count in its threads. Once
+    # every worker had at least one core here: two Dask nodes of 0.25 core, each starting
+    # its one worker on its own quota, were charged two first calls one after the other
+    # (a numba import: the cold crossover predicted at 685 items, measured at 20).
+    share = min(1.0, run.cpus / run.slots)
+    if run.target.workers and run.cluster:
+        share *= cost.thread_cores
+    return work / share
 
 
 def _batches(run: _Run) -> float:
@@ -676,6 +692,7 @@ def _task(
                 pool_s=t.get("pool_s"),
                 pool_threads=t.get("pool_threads"),
                 put_bytes=int(t.get("put_bytes") or 0),
+                thread_cores=float(t.get("thread_cores") or 1.0),
             )
         except KeyError as exc:
             missing = exc.args[0]
@@ -703,6 +720,7 @@ def _cost(task: TaskProfile) -> _Cost:
         task.pool_s,
         task.pool_threads,
         task.put_bytes,
+        task.thread_cores,
     )
 
 

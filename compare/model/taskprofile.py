@@ -110,6 +110,10 @@ class TaskProfile:
         Pickled size of one object that every task shares, ``put`` once per map (the
         ``put`` argument of :func:`profile_task`): shipped once to each worker or node, not
         with every task.
+    thread_cores : float
+        The cores one thread could get where it was profiled: 1, or a scale model's quota
+        below one core. The times above are at that speed; a node of another speed scales
+        them (the first calls of a cold cluster's workers, :mod:`smallbig.model.costmodel`).
     """
 
     name: str
@@ -130,6 +134,7 @@ class TaskProfile:
     pool_s: float | None = None
     pool_threads: int | None = None
     put_bytes: int = 0
+    thread_cores: float = 1.0
 
     @property
     def releases_gil(self) -> bool:
@@ -290,6 +295,7 @@ def profile_task(
         pool_s=many_s,
         pool_threads=THREADS,
         put_bytes=0 if put is None else _median_bytes([put]),
+        thread_cores=min(1.0, effective_cores()),
     )
 
 
