@@ -23,6 +23,7 @@ from helpers import namespaces_refused
 
 from smallbig.backends import available, get_backend
 from smallbig.backends.emulation.cpugroups import CpuGroupError, hierarchy
+from smallbig.backends.emulation.fidelity import LinkReading, Monitor, Verdict, watched_links
 from smallbig.backends.emulation.netns import NetworkError, check_privileges
 from smallbig.model.calibrate import pipelined_rates
 from smallbig.workloads import probes
@@ -102,11 +103,24 @@ def test_the_shaping_is_real_and_says_which_link_carries_which_bytes():
         warnings.simplefilter("ignore")  # Dask's "large graph" note for the 10 MiB one
         with get_backend(cluster.spec) as ex:
             assert ex.info()["emulated"]["nodes"] == 2
-            seconds[100] = _transfers(ex, array)
+            # Each link's bytes, watched as a run's points are (Mininet-HiFi's monitors).
+            with Monitor([], watched_links(ex.info())) as watch:
+                seconds[100] = _transfers(ex, array)
             put_term = _put_once_term(ex)
             cluster.set_bandwidth(None)  # the same cluster, its links unshaped
             seconds[None] = _transfers(ex, array)
     assert not _left(cluster.network.id)
+    # Six 10 MiB arguments left the driver (three straight to a worker, three through the
+    # scheduler's link, in and out), none faster than its link allows.
+    links = {r.label: r for r in watch.verdict.links}
+    assert links["driver"].from_host >= 6 * MIB10, links
+    assert min(links["scheduler"].to_host, links["scheduler"].from_host) >= 3 * MIB10, links
+    assert links["node 1"].to_host + links["node 2"].to_host >= 6 * MIB10, links
+    assert str(watch.verdict).startswith("faithful; links driver ")
+    assert not any(r.over for r in links.values())
+    # 10 MB in a second on a link of 10 Mbit/s: more than it allows, the point unfaithful.
+    over = LinkReading("node 1", 10**7, 0, 10.0, 1.0)
+    assert over.over and "node 1 carried over its 10 Mbit/s" in str(Verdict((), 0.0, (over,)))
     shaped, free = seconds[100], seconds[None]
     assert 0.75 * IDEAL_100 <= shaped["direct"] <= 1.25 * IDEAL_100, seconds
     # A task's own argument goes through the scheduler: two links' worth, one after the other.
@@ -175,16 +189,18 @@ def _spec(proc: subprocess.Popen) -> str:
 @pytest.mark.parametrize(
     "engine, sig, run_first",
     [
-        pytest.param("dask", signal.SIGINT, False, marks=needs_dask, id="dask-SIGINT"),
-        pytest.param("dask", signal.SIGTERM, True, marks=needs_dask, id="dask-SIGTERM"),
-        pytest.param("dask", signal.SIGKILL, False, marks=needs_dask, id="dask-SIGKILL"),
+        pytest.param("dask", signal.SIGINT, None, marks=needs_dask, id="dask-SIGINT"),
+        pytest.param("dask", signal.SIGTERM, "run", marks=needs_dask, id="dask-SIGTERM"),
+        pytest.param("dask", signal.SIGKILL, None, marks=needs_dask, id="dask-SIGKILL"),
         # Ray's driver node runs outside the namespaces: its processes must go too, and only
         # the reaper is left to stop them. (A SIGTERM or a normal end runs the same close()
         # as on Dask; the shaping test ends a Ray cluster normally.) A Ray start costs ~40 s.
-        pytest.param("ray", signal.SIGKILL, True, marks=needs_ray, id="ray-SIGKILL"),
+        # A map first (a run, as on Dask, added ~20 s of calibration): the workers it
+        # started on every node must go too.
+        pytest.param("ray", signal.SIGKILL, "map", marks=needs_ray, id="ray-SIGKILL"),
         # Spark's master and workers are JVMs in the namespaces, its executors their
-        # children: after a run against it, SIGKILL leaves them to the reaper too.
-        pytest.param("spark", signal.SIGKILL, True, marks=needs_spark, id="spark-SIGKILL"),
+        # children: after a map against it, SIGKILL leaves them to the reaper too.
+        pytest.param("spark", signal.SIGKILL, "map", marks=needs_spark, id="spark-SIGKILL"),
     ],
 )
 def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
@@ -198,7 +214,18 @@ def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
         assert _left(prefix), "the cluster made its namespaces"
         groups = _groups(proc.pid)
         assert len(groups) == (3 if quota else 0), groups
-        if run_first:  # a run against it first: it says it was emulated
+        if run_first == "map":  # in a driver of its own: one in pytest was SIGTERMed with it
+            out = subprocess.run(
+                [sys.executable, "-c", "import sys; from smallbig.backends import get_backend\n"
+                 "from smallbig.workloads import probes\n"
+                 "with get_backend(sys.argv[1]) as ex:\n"
+                 "    print(list(ex.map(probes.echo, range(8))), ex.info()['emulated']['nodes'])",
+                 spec],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert out.stdout.split("\n")[-2].endswith(" 2"), out.stdout
+        if run_first == "run":  # a run against it first: it says it was emulated
             out = subprocess.run(
                 [sys.executable, "-m", "smallbig", "run", "--workloads", "noop",
                  "--backends", "serial", spec, "--sizes", "2", "8", "--repeats", "1",

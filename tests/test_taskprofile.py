@@ -565,7 +565,7 @@ def cube(x):
 if __name__ == "__main__":
     records = smallbig.run(
         task=cube, items=list(range(8)), backends={backends!r}, sizes=[8], repeats=1,
-        out_dir="out", progress=False,
+        out_dir="out", progress=False, report=False,
     ).records
     print(records[["backend", "correct", "errors"]].to_json(orient="records"))
 """
@@ -573,7 +573,9 @@ if __name__ == "__main__":
 
 @pytest.mark.slow
 def test_python_api_runs_a_function_defined_in_main(tmp_path):
-    backends = ["serial", "processes", *(b for b in ("dask", "ray") if b in available())]
+    # Ray ships a function of __main__ by value too: notebook 03 checks it there (a cell's
+    # function, on processes, Dask and Ray), and each backend here costs its calibration.
+    backends = ["serial", "processes", *(b for b in ("dask",) if b in available())]
     (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT.format(backends=backends)))
     out = subprocess.run(
         [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300

@@ -192,10 +192,22 @@ class EmulatedCluster:
             # Each node's CPU group (0: the scheduler's or head's): what a run's fidelity
             # monitor reads.
             "cpu_groups": [g.name for g in self.groups],
+            # Each link's end at its host: what the monitor reads each link's bytes from.
+            "links": self._links(),
             "added_latency": "none (a veth's)",
             "worker_ttl_s": self.worker_ttl_s,
             "faults": self.faults,
         }
+
+    def _links(self) -> dict[str, Any]:
+        net = self.network
+        first = "head" if self.engine == "ray" else "scheduler"
+        # Each host's own end, in its namespace (the driver's in this machine's own).
+        ends = [["driver", f"{net.id}d", None]] + [
+            [first if i == 0 else f"node {i}", f"{net.id}n{i}", name]
+            for i, (name, _) in enumerate(net.hosts)
+        ]
+        return {"ends": ends}
 
     def cut(self, node: int, after_s: float, for_s: float | None = None) -> None:
         """Cut worker node ``node`` (1 … ``nodes``) off the network ``after_s`` seconds from

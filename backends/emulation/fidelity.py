@@ -13,6 +13,11 @@ take turns would sum to more than the group was busy (two pool workers on a lapt
 core summed to all of a 30 ms map and read "got 77%"). A group that got less than 90% of its
 entitlement over a point of at least :data:`MIN_WALL_S` makes the point unfaithful; so does a
 machine busier than 95% over any point.
+
+Each link of an emulated cluster is watched too: the bytes its switch end carried each way
+over the point (``ip -s link``, in the switch's namespace). A link that carried more than
+its shaped rate allows (by over :data:`LINK_SLACK`, past a burst) makes the point
+unfaithful: the shaping did not hold. The verdict lists each link's bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ MIN_WALL_S = 0.1
 #: Between the readings at the start and the end, one a second: what a thread that ends
 #: mid-point ran is kept up to its last reading, at the cost of ~1 ms of the laptop's CPU.
 SAMPLE_S = 1.0
+#: A link that carried more than this times its rate over a point (plus a burst of
+#: :data:`LINK_BURST_BYTES`, htb's own allowance and then some) broke its shaping.
+LINK_SLACK = 1.15
+LINK_BURST_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,23 +74,60 @@ class GroupReading:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A link to watch: its label, its host's end (device), a process in that host's
+    namespace (``None``: this machine's own), and the rate it is shaped to."""
+
+    label: str
+    device: str
+    pid: int | None
+    mbps: float | None
+
+
+@dataclass(frozen=True)
+class LinkReading:
+    """What a link carried over a point, each way, and the rate it was shaped to."""
+
+    label: str
+    to_host: int  # bytes, towards its host
+    from_host: int
+    mbps: float | None  # None: unshaped
+    wall_s: float
+
+    @property
+    def over(self) -> bool:
+        """It carried more, one way, than its rate allows over the point."""
+        if self.mbps is None or self.wall_s <= 0:
+            return False
+        allowed = LINK_SLACK * self.mbps * 1e6 / 8 * self.wall_s + LINK_BURST_BYTES
+        return max(self.to_host, self.from_host) > allowed
+
+    def __str__(self) -> str:
+        return f"{self.label} {(self.to_host + self.from_host) / 1e6:.3g} MB"
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The fidelity of one point: ``str()`` is what the records keep."""
 
     groups: tuple[GroupReading, ...]
     machine_busy: float
+    links: tuple[LinkReading, ...] = ()
 
     @property
     def faithful(self) -> bool:
-        return self.machine_busy <= MAX_MACHINE_BUSY and all(
-            g.share >= MIN_SHARE for g in self.groups if g.runnable > 0.2
+        return (
+            self.machine_busy <= MAX_MACHINE_BUSY
+            and all(g.share >= MIN_SHARE for g in self.groups if g.runnable > 0.2)
+            and not any(link.over for link in self.links)
         )
 
     def __str__(self) -> str:
-        if not self.groups:
+        if not self.groups and not self.links:
             return ""
+        carried = f"; links {', '.join(map(str, self.links))}" if self.links else ""
         if self.faithful:
-            return "faithful"
+            return "faithful" + carried
         reasons = []
         if self.machine_busy > MAX_MACHINE_BUSY:
             reasons.append(f"machine {self.machine_busy:.0%} busy")
@@ -90,7 +136,9 @@ class Verdict:
             for g in self.groups
             if g.runnable > 0.2 and g.share < MIN_SHARE
         ]
-        return "unfaithful: " + "; ".join(reasons)
+        reasons += [f"{link.label} carried over its {link.mbps:g} Mbit/s"
+                    for link in self.links if link.over]  # fmt: skip
+        return "unfaithful: " + "; ".join(reasons) + carried
 
 
 def _threads(path: Path) -> dict[tuple[int, int], tuple[int, int]]:
@@ -115,6 +163,42 @@ def _machine() -> tuple[int, int]:
     idle = fields[3] + fields[4]  # idle, iowait
     total = sum(fields[:8])  # guest time is in user already
     return total - idle, total
+
+
+def _counters(link: Link) -> tuple[int, int] | None:
+    """Bytes the host's end of ``link`` received (towards the host) and sent, so far: a read
+    of ``/proc/PID/net/dev`` of a process in its namespace (no command: the laptop's quota
+    would pay for every one)."""
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError),
+        open(f"/proc/{link.pid or 'self'}/net/dev") as f,
+    ):
+        for line in f:
+            name, _, fields = line.partition(":")
+            if name.strip() == link.device:
+                values = fields.split()
+                return int(values[0]), int(values[8])
+    return None
+
+
+def watched_links(info: dict | None = None) -> list[Link]:
+    """The links of the emulated cluster a backend runs on (``info``: its ``info()``)."""
+    import subprocess
+
+    emulated = (info or {}).get("emulated") or {}
+    found = emulated.get("links") or {}
+    links = []
+    for label, device, netns in found.get("ends", []):
+        pid = None
+        if netns:
+            with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+                pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True,
+                                      text=True, timeout=10).stdout.split()  # fmt: skip
+                pid = int(pids[0]) if pids else None
+            if pid is None:
+                continue  # nothing runs there to read it through
+        links.append(Link(label, device, pid, emulated.get("bandwidth_mbps")))
+    return links
 
 
 def watched(info: dict | None = None) -> list[Group]:
@@ -145,8 +229,9 @@ class Monitor:
     With no groups, it reads nothing and its verdict is ``""`` (nothing was scaled).
     """
 
-    def __init__(self, groups: list[Group]) -> None:
+    def __init__(self, groups: list[Group], links: list[Link] | None = None) -> None:
         self.groups = groups
+        self.links = links or []
         self.verdict: Verdict | None = None
         self._first: list[dict] = []
         self._last: list[dict] = []
@@ -160,6 +245,8 @@ class Monitor:
                 last[key] = value
 
     def __enter__(self) -> Monitor:
+        self._start = time.monotonic()
+        self._carried = {link.label: _counters(link) for link in self.links}
         if not self.groups:
             return self
         self._first = [{} for _ in self.groups]
@@ -167,7 +254,6 @@ class Monitor:
         for first, group in zip(self._first, self.groups, strict=True):
             first.update(_threads(group.path))
         self._machine = _machine()
-        self._start = time.monotonic()
         self._thread = threading.Thread(target=self._sample, name="smallbig-fidelity", daemon=True)
         self._thread.start()
         return self
@@ -176,9 +262,18 @@ class Monitor:
         while not self._stop.wait(SAMPLE_S):
             self._read()
 
+    def _link_readings(self, wall: float) -> tuple[LinkReading, ...]:
+        readings = []
+        for link in self.links:
+            now, then = _counters(link), self._carried.get(link.label)
+            if now is not None and then is not None:
+                readings.append(LinkReading(link.label, now[0] - then[0], now[1] - then[1],
+                                            link.mbps, wall))  # fmt: skip
+        return tuple(readings)
+
     def __exit__(self, *exc: object) -> None:
         if not self.groups:
-            self.verdict = Verdict((), 0.0)
+            self.verdict = Verdict((), 0.0, self._link_readings(time.monotonic() - self._start))
             return
         self._stop.set()
         assert self._thread is not None
@@ -198,4 +293,4 @@ class Monitor:
                              wall)
             )  # fmt: skip
         machine = (busy - self._machine[0]) / max(1, total - self._machine[1])
-        self.verdict = Verdict(tuple(readings), machine)
+        self.verdict = Verdict(tuple(readings), machine, self._link_readings(wall))

@@ -206,16 +206,17 @@ def _case(todo: Sequence[Case], name: str) -> Case:
 
 
 def _measure(engine: str, spec: str, todo: Sequence[Case], repeats: int) -> tuple[list[dict], dict]:
-    from smallbig.backends.emulation.fidelity import Monitor, watched
+    from smallbig.backends.emulation.fidelity import Monitor, watched, watched_links
 
     rows = []
     with get_backend(spec) as ex, warnings.catch_warnings():
         # Dask's note on a large graph, once per map: shipping arguments is what is timed.
         warnings.filterwarnings("ignore", message="Sending large graph")
-        held = watched(ex.info())  # a scale model's CPU groups (none: nothing to watch)
+        # A scale model's CPU groups (none: nothing to watch) and the cluster's links.
+        held, links = watched(ex.info()), watched_links(ex.info())
         for case in todo:
             n = case.per_worker * ex.workers
-            with Monitor(held) as fidelity:
+            with Monitor(held, links) as fidelity:
                 first = timed_map(ex, case, case.make(n))
                 line, warm = warm_line(ex, case, [n // 4, n], repeats)
             rows.append({"case": case.name, "items": n, "startup_s": ex.startup_s,
@@ -251,7 +252,7 @@ def _model_rows(
 def print_links(rows: list[dict], crossings: list[dict], console: Console) -> None:
     """The two tables and the summary of each prediction's errors."""
     scaled = any("scale" in r for r in rows)
-    shown = [{**r, "fidelity": "yes" if r["fidelity"] == "faithful" else "NO"}
+    shown = [{**r, "fidelity": "yes" if r["fidelity"].startswith("faithful") else "NO"}
              if "fidelity" in r else r for r in rows]  # fmt: skip
     print_rows(console, "Predicted − measured (error %), EMULATED clusters ("
                + ("a scale model: nodes and laptop under CPU quotas" if scaled

@@ -27,6 +27,9 @@ by :func:`smallbig.profile_task` with one thread); one without a cap, at its unc
 - asyncio for a task with a coroutine twin: one slot per coroutine (256), one core (the loop).
 - processes and clusters: a slot per worker, ``min(cores, workers × cap)`` cores.
 
+A cold map's fresh workers pay the task's first call (imports, JIT) each at their share of
+the cores.
+
 In-process backends ship no bytes. ``nbytes/β`` counts the links each byte crosses: a result
 one, an argument ``argument_links`` (two on Dask, whose tasks carry their arguments through
 the scheduler). An object put once per map and shared by every task (``put_bytes``) is

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from smallbig.backends import backend_class, default_backends, get_backend, parse_spec
-from smallbig.backends.emulation.fidelity import Group, Monitor, watched
+from smallbig.backends.emulation.fidelity import Group, Link, Monitor, watched, watched_links
 from smallbig.backends.memory import INTERVAL_S, PeakMemory, ProcessTree
 from smallbig.model.calibrate import (
     RUN_PROFILE,
@@ -296,7 +296,8 @@ class _Session:
                 opened[spec] = stack.enter_context(get_backend(spec, workers=self.workers))
                 self.infos[spec] = opened[spec].info()
                 readers[spec] = opened[spec].memory_reader()
-                held[spec] = watched(self.infos[spec])  # a scale model's CPU groups
+                # A scale model's CPU groups and an emulated cluster's links, watched per point.
+                held[spec] = (watched(self.infos[spec]), watched_links(self.infos[spec]))
 
             for spec in active:
                 start(spec)
@@ -425,10 +426,10 @@ def _measure(
     reference: dict[tuple[str, int], str],
     paired: bool,
     memory: Callable[[], int | None],
-    groups: list[Group],
+    watch: tuple[list[Group], list[Link]],
 ) -> Record:
     """Measure ``point`` on ``ex``: time, CPU, memory, the checksum against serial's, and,
-    under a scale model's quotas, whether they held (``groups``)."""
+    under a scale model's quotas or on emulated links, whether they held (``watch``)."""
     n, spec = len(items), point.backend
     # Start every measurement with an empty collector: otherwise a full collection of this
     # process's heap (~0.1 s, mostly the harness's own objects) lands in whichever measurement
@@ -436,7 +437,7 @@ def _measure(
     gc.collect()
     base = ProcessTree(set()).rss()
     interval = INTERVAL_S if ex.memory_is_local else REMOTE_INTERVAL_S
-    with Monitor(groups) as fidelity, PeakMemory(memory, interval) as peak:
+    with Monitor(*watch) as fidelity, PeakMemory(memory, interval) as peak:
         cpu_start, start = time.process_time(), time.perf_counter()
         outcomes = workload.run(ex, items, chunksize="auto")
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
