@@ -14,10 +14,10 @@ core summed to all of a 30 ms map and read "got 77%"). A group that got less tha
 entitlement over a point of at least :data:`MIN_WALL_S` makes the point unfaithful; so does a
 machine busier than 95% over any point.
 
-Each link of an emulated cluster is watched too: the bytes its switch end carried each way
-over the point (``ip -s link``, in the switch's namespace). A link that carried more than
-its shaped rate allows (by over :data:`LINK_SLACK`, past a burst) makes the point
-unfaithful: the shaping did not hold. The verdict lists each link's bytes.
+Each link of an emulated cluster is watched too: the bytes its host's end received and sent
+over the point (``/proc/PID/net/dev`` of a process in the host's namespace). A link that
+carried more one way than its shaped rate allows (by over :data:`LINK_SLACK`, past a burst)
+makes the point unfaithful: the shaping did not hold. The verdict lists each link's bytes.
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ def watched(info: dict | None = None) -> list[Group]:
 class Monitor:
     """Watch ``groups`` over a block: ``with Monitor(groups) as m: ...``, then ``m.verdict``.
 
-    With no groups, it reads nothing and its verdict is ``""`` (nothing was scaled).
+    With no groups and no links, it reads nothing and its verdict is ``""`` (nothing was
+    scaled or emulated).
     """
 
     def __init__(self, groups: list[Group], links: list[Link] | None = None) -> None:
