@@ -213,7 +213,8 @@ def _measure(engine: str, spec: str, todo: Sequence[Case], repeats: int) -> tupl
         # Dask's note on a large graph, once per map: shipping arguments is what is timed.
         warnings.filterwarnings("ignore", message="Sending large graph")
         # A scale model's CPU groups (none: nothing to watch) and the cluster's links.
-        held, links = watched(ex.info()), watched_links(ex.info())
+        info = ex.info()
+        held, links = watched(info), watched_links(info)
         for case in todo:
             n = case.per_worker * ex.workers
             with Monitor(held, links) as fidelity:
