@@ -41,6 +41,10 @@ THREAD_ENV = (
     "NUMEXPR_NUM_THREADS",
     "NUMBA_NUM_THREADS",
 )
+# glibc's allocator settings, read once as a process starts. Dask's nannies set the first for
+# their workers (freed blocks go back to the system at once): left set in the caller, every
+# process it started afterwards (a process pool's workers) ran that way too.
+ALLOCATOR_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 
 InnerThreads = int | str | None
 
@@ -101,12 +105,13 @@ def own_thread_env() -> Iterator[None]:
     longer be the plain loop it stands for, and uncapped worker pools started later would
     inherit the caps. Starts may overlap (nannies spawn their workers concurrently): the
     variables as they were before the first are given back when the last one ends, so no
-    start spawns its worker with another's restored environment.
+    start spawns its worker with another's restored environment. The allocator's variables
+    they set (``MALLOC_TRIM_THRESHOLD_``) are given back too.
     """
     global _held_depth, _held_env
     with _held_lock:
         if _held_depth == 0:
-            _held_env = caller_thread_env()
+            _held_env = {**caller_thread_env(), **{v: os.environ.get(v) for v in ALLOCATOR_ENV}}
         _held_depth += 1
     try:
         yield

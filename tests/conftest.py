@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from smallbig.backends.inner import caller_thread_env
+from smallbig.backends.inner import ALLOCATOR_ENV, caller_thread_env
 
 # Interpreter-wide helpers that multiprocessing starts once and keeps by design; they are not
 # a test's leak. Everything else a test starts must be gone when it ends.
@@ -66,11 +66,12 @@ def check_leaks() -> Iterator[None]:
     me = psutil.Process()
     children_before = {p.pid for p in me.children(recursive=True)}
     threads_before = set(threading.enumerate())
-    env_before = caller_thread_env()
+    env_before = {**caller_thread_env(), **{v: os.environ.get(v) for v in ALLOCATOR_ENV}}
     yield
     # An engine that sets thread caps in the driver's environment for good (Dask's nanny did,
     # on a restart) changes what every later uncapped pool and serial loop measures.
-    assert caller_thread_env() == env_before, "the test left the thread variables changed"
+    env_after = {**caller_thread_env(), **{v: os.environ.get(v) for v in ALLOCATOR_ENV}}
+    assert env_after == env_before, "the test left the thread or allocator variables changed"
     deadline = time.monotonic() + LEAK_GRACE_S
     while True:
         # New direct children only: processes a pre-existing engine forks later (Ray's worker

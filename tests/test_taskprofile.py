@@ -382,7 +382,7 @@ def test_a_fresh_workers_first_call_pays_the_imports_smallbig_itself_has_loaded(
     try:
         import framed
 
-        first = smallbig.model.coldstart.first_call_s(framed.task, [1, 2])
+        first = smallbig.model.coldstart.fresh_worker(framed.task, [1, 2]).first_call_s
     finally:
         sys.modules.pop("framed", None)
         shipping.refresh()
@@ -392,6 +392,62 @@ def test_a_fresh_workers_first_call_pays_the_imports_smallbig_itself_has_loaded(
         capture_output=True, text=True, cwd=tmp_path, check=True,
     )  # fmt: skip
     assert first >= 0.5 * float(fresh.stdout), (first, fresh.stdout)
+
+
+def _fresh_arrays(i: int) -> float:
+    """Arrays of 256 KB one after the other: glibc reuses one block for them in most
+    processes, maps each afresh in a Dask worker. (Three at once, trimmed from the heap's top
+    as they go, were faulted in again everywhere; one of 2 MB is one huge page where
+    transparent huge pages are on: a fault, not 512.)"""
+    total = 0.0
+    for k in range(8):
+        total += float(np.full(2**15, float(i + k)).sum())
+    return total
+
+
+def _cpu_per_item(n: int) -> float:
+    """Thread CPU seconds per item of ``_fresh_arrays`` where this runs, once warm."""
+    for i in range(3):
+        _fresh_arrays(i)
+    start = time.thread_time()
+    for i in range(n):
+        _fresh_arrays(i)
+    return (time.thread_time() - start) / n
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
+def test_memory_a_dask_worker_faults_in_again_every_item_is_profiled_and_predicted():
+    """Dask's nannies set MALLOC_TRIM_THRESHOLD_: each item's 2 MB blocks are new pages
+    there, kept and reused in a process pool's worker. The profile says what that costs an
+    item, the calibration which backends pay it, the model adds it to theirs alone."""
+    from smallbig.model.calibrate import measure_overheads
+    from smallbig.model.costmodel import predict
+
+    profile = profile_task(_fresh_arrays, list(range(8)))
+    # Small blocks come from the heap and pymalloc's arenas, which keep them: nothing.
+    assert profile_task(tasks.regex_text, tasks._texts(4)).fresh_memory_cpu_s < 5e-6
+    with get_backend("processes", workers=1) as pool, get_backend("dask", workers=1) as dask:
+        rows = {ex.name: measure_overheads(ex, ex.name, 200, 1) for ex in (pool, dask)}
+
+        def ratio() -> float:  # CPU time: a neighbour's turns do not count in it
+            measured = (dask.submit(_cpu_per_item, 200).result()
+                        - pool.submit(_cpu_per_item, 200).result())  # fmt: skip
+            return profile.fresh_memory_cpu_s / measured
+
+        # The profile's faults are counted, their cost timed on a probe's pages (the same
+        # kernel work), so half to twice what two processes' caches make of it.
+        ratio_on_some_try("fresh memory, profiled / measured", ratio, 0.5, 2.0, 3)
+    assert rows["dask"]["returns_freed_memory"] and not rows["processes"]["returns_freed_memory"]
+    # The same calibration but for that one term: the model adds it to Dask's items alone.
+    for row in rows.values():
+        row.update(startup_s=0.0, alpha_value_s=0.0, auto_overhead_s=0.0, task_overhead_s=0.0)
+    cal = {"backends": {name: {**rows["processes"], "backend": name,
+                               "returns_freed_memory": rows[name]["returns_freed_memory"]}
+                        for name in rows}, "cpu_count": 2}  # fmt: skip
+    seconds = {p.backend: p.seconds for p in predict(cal, 100, task=profile, cold=False)}
+    extra = 100 * profile.fresh_memory_cpu_s / profile.thread_cores
+    assert seconds["dask"] - seconds["processes"] == pytest.approx(extra, rel=1e-6), seconds
 
 
 def test_profile_measures_bytes_memory_and_errors():

@@ -225,6 +225,11 @@ def measure_overheads(
         # The cap on native pool threads per task (None: the libraries' own), which decides
         # whether a task runs at its uncapped or its one-thread cost (smallbig.model.costmodel).
         "inner_threads": info.get("inner_threads"),
+        # Workers that unmap an item's large blocks when it ends, where this process (which
+        # profiles tasks) keeps them: each item faults its memory in again there
+        # (TaskProfile.fresh_memory_cpu_s).
+        "returns_freed_memory": bool(ex.submit(probes.returns_freed_memory).result(timeout=60))
+        and not probes.returns_freed_memory(),
         # Memory at rest: this process (every backend shares it) and what the backend's own
         # processes hold (None: a remote engine that reports nothing); per worker, their share.
         "driver_rss_bytes": idle["driver"],

@@ -62,6 +62,7 @@ class BackendCalibration:
     put_copies: str = "machine"  # where a put object is copied: machine, node or worker
     put_holders: int = 1  # copies a put object has once every worker ran a task on it
     inner_threads: int | None = None  # the native pools' cap in each task (None: uncapped)
+    returns_freed_memory: bool = False  # its workers' allocator unmaps freed blocks at once
     driver_rss_bytes: float = 0.0  # this process's memory with the backend up
     idle_rss_bytes: float = 0.0  # its own processes' memory at rest
     worker_rss_bytes: float = 0.0  # one worker's memory at rest

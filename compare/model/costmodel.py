@@ -137,6 +137,7 @@ class _Cost:
     pool_threads: int | None = None
     put_bytes: int = 0  # one object every task shares, put once per map
     thread_cores: float = 1.0  # of a core, one thread where it was profiled (a quota's)
+    fresh_memory_cpu_s: float = 0.0  # per item, where freed memory goes back at once (Dask)
 
     @property
     def holds_gil(self) -> bool:
@@ -333,6 +334,11 @@ def _predict_one(
     transfer, the compute of the binding bound, and the ramp of a cluster's first round."""
     cap = cal.inner_threads
     wall, cpu = cost.at_cap(cap, cores or cal.cores or cal.workers)
+    if cal.returns_freed_memory:
+        # Its workers map an item's large blocks afresh every time (Dask's): the faults'
+        # CPU, at the speed of the thread the profile ran on.
+        cpu += cost.fresh_memory_cpu_s
+        wall += cost.fresh_memory_cpu_s / cost.thread_cores
     slots, cpus, note = _capacity(cal, cores, target.workers, cost, cap)
     grown = at_workers(cal, slots if target.workers and cal.distributed else None)
     run = _Run(cal, cost, items, target, cap, wall, cpu, slots, cpus, note, grown)
@@ -696,6 +702,7 @@ def _task(
                 pool_threads=t.get("pool_threads"),
                 put_bytes=int(t.get("put_bytes") or 0),
                 thread_cores=float(t.get("thread_cores") or 1.0),
+                fresh_memory_cpu_s=float(t.get("fresh_memory_cpu_s") or 0.0),
             )
         except KeyError as exc:
             missing = exc.args[0]
@@ -724,6 +731,7 @@ def _cost(task: TaskProfile) -> _Cost:
         task.pool_threads,
         task.put_bytes,
         task.thread_cores,
+        task.fresh_memory_cpu_s,
     )
 
 

@@ -29,7 +29,7 @@ import cloudpickle
 
 from smallbig.backends.emulation.cpugroups import effective_cores
 from smallbig.backends.inner import Capped
-from smallbig.model.coldstart import first_call_s
+from smallbig.model.coldstart import fresh_worker
 
 # Each timed pass over the sample is cut to about this long (at least two items), so that a
 # task of seconds per item is profiled in seconds, not minutes.
@@ -100,6 +100,11 @@ class TaskProfile:
         What the first item costs a fresh worker interpreter over the next one: the task's
         imports, JIT and caches (:mod:`smallbig.model.coldstart`), paid once by every worker
         process a cold run starts.
+    fresh_memory_cpu_s : float
+        CPU seconds each item spends faulting its memory in afresh in a worker whose
+        allocator returns freed memory to the system at once (Dask's nannies set
+        ``MALLOC_TRIM_THRESHOLD_``), over a process that keeps it, as this one does
+        (:mod:`smallbig.model.coldstart`). Paid on every item, not only the first.
     pool_s : float or None
         Wall seconds per item of ``pool_threads`` pool threads sharing the sample, native
         pools capped at one thread: what the threads backend itself does with the task on
@@ -135,6 +140,7 @@ class TaskProfile:
     pool_threads: int | None = None
     put_bytes: int = 0
     thread_cores: float = 1.0
+    fresh_memory_cpu_s: float = 0.0
 
     @property
     def releases_gil(self) -> bool:
@@ -162,6 +168,8 @@ class TaskProfile:
             ("peak memory per item", f"{self.memory_bytes / 1e6:.3g} MB"),
             ("coroutine function", "yes" if self.coroutine else "no"),
             ("first item in a fresh worker, over the next", seconds(self.first_call_s)),
+            ("CPU per item where freed memory is returned at once (Dask's workers)",
+             f"+{seconds(self.fresh_memory_cpu_s)}"),
             ("items that raised", str(self.errors)),
         ]
 
@@ -270,6 +278,7 @@ def profile_task(
     cpu_s_1 = min(cpu_1 / len(batch), item_s_1)
     many_s = min(wall for wall, _ in many) / len(even)
     coroutine = inspect.iscoroutinefunction(fn)
+    fresh = fresh_worker(fn, items, kwargs)
     return TaskProfile(
         name=getattr(fn, "__qualname__", repr(fn)),
         items=len(sample),
@@ -291,11 +300,12 @@ def profile_task(
         if coroutine
         else None,
         errors=failed,
-        first_call_s=first_call_s(fn, items, kwargs),
+        first_call_s=fresh.first_call_s,
         pool_s=many_s,
         pool_threads=THREADS,
         put_bytes=0 if put is None else _median_bytes([put]),
         thread_cores=min(1.0, effective_cores()),
+        fresh_memory_cpu_s=fresh.fresh_memory_cpu_s,
     )
 
 
