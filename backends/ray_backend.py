@@ -104,6 +104,9 @@ class RayBackend(ClusterBackend):
                     # one of its "hidden / experimental, may change without notice" options).
                     os.environ["RAY_TMPDIR"] = self._temp_dir
                     ray.init(
+                        # A cluster of its own even where `ray start` left one running, or
+                        # RAY_ADDRESS names one: without "local", ray.init joins that.
+                        address="local",
                         num_cpus=self.workers,
                         include_dashboard=False,
                         object_store_memory=object_store_mb * 2**20,

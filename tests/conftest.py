@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from helpers import dask_cluster, ray_cluster, spark_cluster
 
 from smallbig.backends.inner import ALLOCATOR_ENV, caller_thread_env
 
@@ -73,6 +74,7 @@ def check_leaks() -> Iterator[None]:
     env_after = {**caller_thread_env(), **{v: os.environ.get(v) for v in ALLOCATOR_ENV}}
     assert env_after == env_before, "the test left the thread or allocator variables changed"
     deadline = time.monotonic() + LEAK_GRACE_S
+    pause = 0.005  # most pools' threads are gone within milliseconds: look again soon
     while True:
         # New direct children only: processes a pre-existing engine forks later (Ray's worker
         # pool growing) belong to that engine, which its own fixture stops.
@@ -91,7 +93,8 @@ def check_leaks() -> Iterator[None]:
                 f"Test leaked subprocesses: {[_describe(p) for p in procs]} "
                 f"and threads: {[t.name for t in threads]}"
             )
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(0.2, 2 * pause)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -103,3 +106,28 @@ def one_name_per_module() -> Iterator[None]:
     folders = ("backends", "workloads", "compare")
     twice = sorted(m for m in sys.modules if m.split(".")[0] in folders)
     assert not twice, f"imported by a folder's name as well as smallbig's: {twice}"
+
+
+# One separately started cluster of each engine for the whole session, shared by the tests
+# that only connect to one (a Ray head or a Spark master costs 8-20 s to start): what a
+# backend given an address does to the cluster (nothing: it is left running) is what they
+# check, so a cluster another test connected to before is the case they are about.
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """``HOST:PORT`` of a ``dask scheduler`` with two ``dask worker`` processes."""
+    with dask_cluster() as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """``HOST:PORT`` of a ``ray start --head`` of two CPUs."""
+    with ray_cluster() as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def spark_address() -> Iterator[str]:
+    """``spark://HOST:PORT`` of a standalone master with one worker of two cores."""
+    with spark_cluster() as address:
+        yield address

@@ -215,6 +215,34 @@ def spark_cluster(cores: int = 2) -> Iterator[str]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# An interpreter with NumPy loaded holds ~30 MB; a run's own process (pandas, rich) more.
+INTERPRETER_RSS = 30e6
+
+
+def check_memory_recorded(out_dir, floor: float = INTERPRETER_RSS) -> set[str]:
+    """Assert that a run's records and calibration in ``out_dir`` carry memory for every
+    backend it measured: bytes shipped, a peak no lower than ``floor`` (what the run's own
+    process holds) plus the workers' memory at rest, a worker at least an interpreter.
+    Returns the backends checked."""
+    import json
+
+    import pandas as pd
+
+    records = pd.read_csv(f"{out_dir}/records.csv")
+    with open(f"{out_dir}/calibration.json") as f:
+        profile = json.load(f)["backends"]
+    for backend, rows in records.groupby("backend"):
+        cal = profile[backend]
+        assert (rows["bytes_out"] > 0).all(), (backend, rows["bytes_out"])
+        low = floor + (0.8 * cal["idle_rss_bytes"] if not cal["in_process"] else 0)
+        assert (rows["peak_rss_bytes"] > low).all(), (backend, rows["peak_rss_bytes"], low)
+        if cal["in_process"]:
+            assert cal["idle_rss_bytes"] == 0 and cal["worker_rss_bytes"] == 0
+        elif cal["worker_rss_bytes"] is not None:  # None: an engine that reports nothing
+            assert cal["worker_rss_bytes"] > 10e6, (backend, cal)
+    return set(records["backend"])
+
+
 def calibration_row(workers, startup, auto, in_process, distributed=False, alpha=0.0, beta=1e9):
     """One backend's calibration as the cost model reads it, with only the terms a test sets."""
     return {

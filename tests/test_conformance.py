@@ -13,7 +13,7 @@ import operator
 import time
 
 import pytest
-from helpers import SubmitCounter, dask_cluster, ray_cluster, spark_cluster
+from helpers import SubmitCounter
 
 from smallbig.backends import available, get_backend
 from smallbig.workloads import probes
@@ -32,18 +32,19 @@ def spec(request: pytest.FixtureRequest):
         # not having started it, leaves it running).
         with get_backend("ray", workers=2):
             yield "ray"
-    elif name == "dask@cluster":
-        with dask_cluster() as address:
-            yield f"dask@{address}"
+    elif name == "dask@cluster":  # the session's separately started clusters (conftest.py)
+        yield f"dask@{request.getfixturevalue('dask_address')}"
     elif name == "ray@cluster":
-        with ray_cluster() as address, get_backend(f"ray@{address}"):
+        address = request.getfixturevalue("ray_address")
+        with get_backend(f"ray@{address}"):
             yield f"ray@{address}"
     elif name == "spark":
         # One SparkContext per process: started once for the module, reused by each test's.
         with get_backend("spark", workers=2):
             yield "spark"
     elif name == "spark@cluster":
-        with spark_cluster() as address, get_backend(f"spark@{address}"):
+        address = request.getfixturevalue("spark_address")
+        with get_backend(f"spark@{address}"):
             yield f"spark@{address}"
     else:
         yield name

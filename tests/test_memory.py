@@ -9,9 +9,11 @@ import sys
 import time
 
 import pytest
+from helpers import check_memory_recorded
 
 from smallbig.backends import available, get_backend
 from smallbig.backends.memory import PeakMemory, ProcessTree
+from smallbig.backends.registry import capabilities
 from smallbig.model.calibrate import load_profile
 from smallbig.results.records import FIELDS
 from smallbig.running.runner import run
@@ -66,24 +68,17 @@ def test_sampling_costs_under_one_percent_of_a_core():
     assert per_read * 10 < 0.005, f"{per_read * 1e6:.0f} µs per reading"
 
 
-def test_records_and_calibration_carry_memory_on_every_backend(tmp_path):
-    backends = available()
+def test_records_and_calibration_carry_memory_on_the_in_process_backends(tmp_path):
+    """Every backend's memory columns are checked on the runs the signal tests resume
+    (tests/test_signals.py, one per engine group); here the in-process ones none of those
+    run, against this process's own memory."""
+    backends = [b for b in available() if capabilities(b)["in_process"]]
     result = run(["noop"], backends, sizes=[4], repeats=1, out_dir=tmp_path, progress=False)
-    records = result.records
     profile = result.calibration["backends"]  # what the run returns is what it wrote
     assert profile == load_profile(tmp_path / "calibration.json")["backends"]
     me = ProcessTree(set()).rss()
-    for backend in backends:
-        rows = records[records["backend"] == backend]
-        cal = profile[backend]
-        assert len(rows) == 2 and (rows["bytes_out"] > 0).all()
-        # Never below what this process alone holds; plus the workers for process backends.
-        floor = 0.5 * me + (0.8 * cal["idle_rss_bytes"] if not cal["in_process"] else 0)
-        assert (rows["peak_rss_bytes"] > floor).all(), (backend, rows["peak_rss_bytes"], floor)
-        if cal["in_process"]:
-            assert cal["idle_rss_bytes"] == 0 and cal["worker_rss_bytes"] == 0
-        else:  # a worker process is at least an interpreter
-            assert cal["worker_rss_bytes"] > 10e6, (backend, cal)
+    assert check_memory_recorded(tmp_path, floor=0.5 * me) == set(backends)
+    assert len(result.records) == 2 * len(backends)
     assert "bytes_out" in FIELDS and "peak_rss_bytes" in FIELDS
 
 

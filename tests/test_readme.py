@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import dask_cluster, ray_cluster, spark_cluster
 
 from smallbig.backends import available
 
@@ -147,17 +146,22 @@ def test_readme_serve_api_command(tmp_path):
         proc.stdout.close()
 
 
-@pytest.mark.parametrize("engine", [e for e in ("dask", "ray", "spark") if e in available()])
-def test_readme_cluster_commands(engine, tmp_path):
+@pytest.fixture(scope="module", params=[e for e in ("dask", "ray", "spark") if e in available()])
+def cluster(request) -> tuple[str, str]:
+    """An engine and the address of the session's cluster of it (conftest.py), started before
+    any test's leak check looks."""
+    return request.param, request.getfixturevalue(f"{request.param}_address")
+
+
+def test_readme_cluster_commands(cluster, tmp_path):
+    engine, address = cluster
     [command] = [c for c in readme_commands() if f"{engine}@" in c]
-    start = {"dask": dask_cluster, "ray": ray_cluster, "spark": spark_cluster}[engine]
-    with start() as address:
-        argv = shlex.split(re.sub(rf"{engine}@\S+", f"{engine}@{address}", command))
-        run = [
-            sys.executable, "-m", "smallbig", *argv[1:], "--workloads", "noop", *SMALL["run"],
-            "--out", "results",
-        ]  # fmt: skip
-        out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    argv = shlex.split(re.sub(rf"{engine}@\S+", f"{engine}@{address}", command))
+    run = [
+        sys.executable, "-m", "smallbig", *argv[1:], "--workloads", "noop", *SMALL["run"],
+        "--out", "results",
+    ]  # fmt: skip
+    out = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     records = (tmp_path / "results" / "records.csv").read_text()
     assert f"{engine}@" in records and ",serial," in records  # serial: the baseline

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import dask_cluster
 
 from smallbig.backends import available, shipping
 
@@ -165,22 +164,22 @@ if __name__ == "__main__":
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_a_package_only_on_the_drivers_path_runs_on_every_backend():
+def test_a_package_only_on_the_drivers_path_runs_on_every_backend(dask_address):
     root = Path(tempfile.mkdtemp(prefix="smallbig-extpkg-"))
     try:
         src = _write_package(root)
         workdir = root / "work"  # the driver's current directory: not where the package is
         workdir.mkdir()
-        with dask_cluster() as address:
-            specs = [*available(), *([f"dask@{address}"] if "dask" in available() else [])]
-            (workdir / "driver.py").write_text(DRIVER.format(src=str(src), specs=specs))
-            out = subprocess.run(
-                [sys.executable, "driver.py"],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
+        address = dask_address  # the session's separately started cluster (conftest.py)
+        specs = [*available(), *([f"dask@{address}"] if "dask" in available() else [])]
+        (workdir / "driver.py").write_text(DRIVER.format(src=str(src), specs=specs))
+        out = subprocess.run(
+            [sys.executable, "driver.py"],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
         got = json.loads(line.removeprefix("RESULT "))
