@@ -242,6 +242,19 @@ def test_the_fidelity_monitor_tells_a_kept_quota_from_a_short_one_and_a_busy_mac
             for proc in [busy, *rivals]:
                 proc.kill()
                 proc.wait()
+    # One thread in a group of more than a core: it can use one, and got it (serial on a
+    # laptop of 1.6 cores read "got 63%" before the threads' own bound).
+    with CpuGroup("wide", 1.2) as group:
+        alone = _spinner(group.wrap([]))
+        try:
+            time.sleep(0.3)
+            with Monitor([Group("laptop", group.path, 1.2)]) as one_thread:
+                time.sleep(1.5)
+        finally:
+            alone.kill()
+            alone.wait()
+    [reading] = one_thread.verdict.groups
+    assert 0.8 <= reading.cores <= 1.05 and one_thread.verdict.faithful, one_thread.verdict
     with Monitor([]) as nothing:
         pass
     assert str(nothing.verdict) == ""

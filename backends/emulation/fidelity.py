@@ -10,7 +10,9 @@ waiting for one, throttled time included), and the machine's busy share (``/proc
 A group's **entitlement** is its quota times the share of the interval in which it had work:
 that of its busiest thread (running or waiting for a CPU), a lower bound, since threads that
 take turns would sum to more than the group was busy (two pool workers on a laptop of 0.6
-core summed to all of a 30 ms map and read "got 77%"). A group that got less than 90% of its
+core summed to all of a 30 ms map and read "got 77%"), and never more than its threads could
+use, one core each while they had work (serial on a laptop of 1.6 cores read "got 63%", with
+its one thread on a core of its own all along). A group that got less than 90% of its
 entitlement over a point of at least :data:`MIN_WALL_S` makes the point unfaithful; so does a
 machine busier than 95% over any point.
 
@@ -63,11 +65,14 @@ class GroupReading:
     cores: float  # used, on average
     runnable: float  # share of the wall time its busiest thread had work, at most 1
     wall_s: float = 0.0
+    wanted: float | None = None  # cores its threads had work for, one each at most
 
     @property
     def share(self) -> float:
         """What it got of what it was entitled to (1: all of it)."""
         entitled = self.cpus * self.runnable
+        if self.wanted is not None:
+            entitled = min(entitled, self.wanted)
         if entitled <= 0 or self.wall_s < MIN_WALL_S:
             return 1.0
         return self.cores / entitled
@@ -286,12 +291,11 @@ class Monitor:
         for first, last, group in zip(self._first, self._last, self.groups, strict=True):
             base = {k: first.get(k, (0, 0)) for k in last}
             run = sum(last[k][0] - base[k][0] for k in last) / 1e9
-            busiest = max(
-                (last[k][0] + last[k][1] - base[k][0] - base[k][1] for k in last), default=0
-            )
+            had_work = [last[k][0] + last[k][1] - base[k][0] - base[k][1] for k in last]
+            busiest = max(had_work, default=0)
             readings.append(
                 GroupReading(group.label, group.cpus, run / wall, min(1.0, busiest / 1e9 / wall),
-                             wall)
+                             wall, sum(had_work) / 1e9 / wall)
             )  # fmt: skip
         machine = (busy - self._machine[0]) / max(1, total - self._machine[1])
         self.verdict = Verdict(tuple(readings), machine, self._link_readings(wall))
