@@ -57,14 +57,22 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
     ax_t, ax_s, *ax_m = fig.subplots(1, panels)
     base = fits.get((workload, BASELINE))
     marks = []
+    speedups = 0
     for backend, group in table.groupby("backend"):
         c = color(backend)
         ax_t.plot(group["size"], group["wall_s"], "o-", color=c, label=backend)
         known = group[group["speedup"] > 0]  # no serial baseline: no speedup to draw
         ax_s.plot(known["size"], known["speedup"], "o-", color=c)
+        speedups += len(known)
         mine = memory[memory["backend"] == backend]
         if ax_m and len(mine):
             ax_m[0].plot(mine["size"], mine["peak_rss_bytes"] / 1e6, "o-", color=c)
+        # Each backend's break-even with serial (once only the last backend's, and only
+        # when memory was drawn: the loop's variable read after it).
+        if base is not None and backend != BASELINE and (workload, backend) in fits:
+            n = break_even(fits[(workload, backend)], base)
+            if n is not None and n > 1:
+                marks.append((n, backend))
     if ax_m:
         ax_m[0].set(xscale="log", yscale="log", xlabel="items", ylabel="peak resident MB")
         ax_m[0].set_title("memory: this process + the backend's", fontsize=9)
@@ -72,14 +80,20 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax_m[0].yaxis.set_major_formatter(plain)
         ax_m[0].yaxis.set_minor_formatter(plain)
-        if base is not None and backend != BASELINE:
-            n = break_even(fits[(workload, backend)], base)
-            if n is not None and n > 1:
-                marks.append((n, backend))
     ax_s.axhline(1, color="grey", lw=1)
-    for ax, label in ((ax_t, "median warm seconds"), (ax_s, "speedup vs serial")):
-        ax.set(xscale="log", yscale="log", xlabel="items", ylabel=label)
-        ax.grid(True, which="both", alpha=0.3)
+    ax_t.set(xscale="log", yscale="log", xlabel="items", ylabel="median warm seconds")
+    ax_t.grid(True, which="both", alpha=0.3)
+    if not speedups:
+        # No serial point to divide by (none measured, or none kept: a scale model's
+        # unfaithful rows are left out): say so, where a log axis of nothing would fail.
+        ax_s.text(0.5, 0.5, "no serial time to compare with", ha="center",
+                  transform=ax_s.transAxes)  # fmt: skip
+        ax_s.set(xlabel="items", ylabel="speedup vs serial")
+        fig.legend(*ax_t.get_legend_handles_labels(), loc="outside right center", fontsize=8)
+        fig.suptitle(f"{workload}: no speedup without serial's time")
+        return _save(fig, path, layout=False)
+    ax_s.set(xscale="log", yscale="log", xlabel="items", ylabel="speedup vs serial")
+    ax_s.grid(True, which="both", alpha=0.3)
     # Speedups read plainly (0.5×, 2×), not as powers of ten; minor ticks are labelled only
     # within a decade, where there are few of them (over more they print on top of each other).
     times = FuncFormatter(lambda v, _: f"{v:g}×")
