@@ -111,7 +111,7 @@ def own_thread_env() -> Iterator[None]:
     global _held_depth, _held_env
     with _held_lock:
         if _held_depth == 0:
-            _held_env = {**caller_thread_env(), **{v: os.environ.get(v) for v in ALLOCATOR_ENV}}
+            _held_env = spawn_env()
         _held_depth += 1
     try:
         yield
@@ -120,6 +120,25 @@ def own_thread_env() -> Iterator[None]:
             _held_depth -= 1
             if _held_depth == 0:
                 set_env(_held_env)
+
+
+def spawn_env() -> dict[str, str | None]:
+    """This process's thread and allocator variables as they are now (``None``: unset): what
+    every process it starts next inherits of them."""
+    return {**caller_thread_env(), **{var: os.environ.get(var) for var in ALLOCATOR_ENV}}
+
+
+def returns_freed_memory(_item: Any = None) -> bool:
+    """Whether this process's allocator gives freed blocks back to the system at once, so that
+    every item's arrays are new pages: glibc started with one of :data:`ALLOCATOR_ENV` set
+    (Dask's nannies set the first for their workers). Read from the environment the process
+    started with, which is what glibc read; run on a worker, it says that worker's."""
+    names = tuple(f"{var}=".encode() for var in ALLOCATOR_ENV)
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return any(v.startswith(names) for v in f.read().split(b"\0"))
+    except OSError:
+        return any(os.environ.get(var) for var in ALLOCATOR_ENV)
 
 
 def caller_thread_env() -> dict[str, str | None]:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from helpers import dask_cluster, ray_cluster, spark_cluster
 
-from smallbig.backends.inner import ALLOCATOR_ENV, caller_thread_env
+from smallbig.backends.inner import spawn_env
 
 # Interpreter-wide helpers that multiprocessing starts once and keeps by design; they are not
 # a test's leak. Everything else a test starts must be gone when it ends.
@@ -67,12 +67,11 @@ def check_leaks() -> Iterator[None]:
     me = psutil.Process()
     children_before = {p.pid for p in me.children(recursive=True)}
     threads_before = set(threading.enumerate())
-    env_before = {**caller_thread_env(), **{v: os.environ.get(v) for v in ALLOCATOR_ENV}}
+    env_before = spawn_env()
     yield
     # An engine that sets thread caps in the driver's environment for good (Dask's nanny did,
     # on a restart) changes what every later uncapped pool and serial loop measures.
-    env_after = {**caller_thread_env(), **{v: os.environ.get(v) for v in ALLOCATOR_ENV}}
-    assert env_after == env_before, "the test left the thread or allocator variables changed"
+    assert spawn_env() == env_before, "the test left the thread or allocator variables changed"
     deadline = time.monotonic() + LEAK_GRACE_S
     pause = 0.005  # most pools' threads are gone within milliseconds: look again soon
     while True:

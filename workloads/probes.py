@@ -97,19 +97,6 @@ def native_threads(_item: Any = None) -> dict[str, int]:
     }
 
 
-def returns_freed_memory(_item: Any = None) -> bool:
-    """Whether this process's allocator gives freed blocks back to the system at once, so that
-    every item's arrays are new pages: glibc started with ``MALLOC_TRIM_THRESHOLD_`` or
-    ``MALLOC_MMAP_THRESHOLD_`` set (Dask's nannies set the first for their workers). Read
-    from the environment the process started with, which is what glibc read."""
-    names = (b"MALLOC_TRIM_THRESHOLD_=", b"MALLOC_MMAP_THRESHOLD_=")
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            return any(v.startswith(names) for v in f.read().split(b"\0"))
-    except OSError:
-        return any(os.environ.get(v.decode()[:-1]) for v in names)
-
-
 def echo(*args: Any, **kwargs: Any) -> tuple[tuple, dict]:
     """Return the arguments as received."""
     return args, kwargs

@@ -21,6 +21,7 @@ import numpy as np
 
 from smallbig.backends import default_backends, get_backend, parse_spec
 from smallbig.backends.emulation.cpugroups import current, effective_cores
+from smallbig.backends.inner import returns_freed_memory
 from smallbig.model.calibration import SCHEMA, read_calibration
 from smallbig.model.fits import fit_line
 from smallbig.results.records import read_json, write_json
@@ -228,8 +229,8 @@ def measure_overheads(
         # Workers that unmap an item's large blocks when it ends, where this process (which
         # profiles tasks) keeps them: each item faults its memory in again there
         # (TaskProfile.fresh_memory_cpu_s).
-        "returns_freed_memory": bool(ex.submit(probes.returns_freed_memory).result(timeout=60))
-        and not probes.returns_freed_memory(),
+        "returns_freed_memory": bool(ex.submit(returns_freed_memory).result(timeout=60))
+        and not returns_freed_memory(),
         # Memory at rest: this process (every backend shares it) and what the backend's own
         # processes hold (None: a remote engine that reports nothing); per worker, their share.
         "driver_rss_bytes": idle["driver"],

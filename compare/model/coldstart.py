@@ -32,11 +32,6 @@ from typing import Any
 TIMEOUT_S = 120.0
 
 
-# The allocator's start-up settings: the fresh interpreter starts without them, as the
-# workers of every backend but Dask's do, and sets Dask's itself when it measures that.
-ALLOCATOR_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
-
-
 @dataclass(frozen=True)
 class FreshWorker:
     """What a task costs a fresh worker process.
@@ -61,13 +56,16 @@ def fresh_worker(fn: Callable[..., Any], items: Sequence[Any], kwargs: bool = Fa
     if the items cannot be shipped or the interpreter fails (nothing to learn then)."""
     import cloudpickle
 
+    from smallbig.backends.inner import ALLOCATOR_ENV
     from smallbig.backends.shipping import portable
 
     try:
         blob = cloudpickle.dumps((portable(fn), list(items[:2]), kwargs))
     except Exception:  # an item that does not pickle fails in every worker anyway
         return FreshWorker()
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
+    # Without the allocator's start-up settings, as the workers of every backend but Dask's
+    # start; the interpreter sets Dask's itself when it measures that.
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
     with tempfile.TemporaryDirectory(prefix="smallbig-first-") as empty:
         try:
             out = subprocess.run(

@@ -83,16 +83,24 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
     ax_s.axhline(1, color="grey", lw=1)
     ax_t.set(xscale="log", yscale="log", xlabel="items", ylabel="median warm seconds")
     ax_t.grid(True, which="both", alpha=0.3)
-    if not speedups:
+    ax_s.set(xlabel="items", ylabel="speedup vs serial")
+    if speedups:
+        _speedup_axis(ax_s, marks)
+        title = "dotted lines mark where a backend breaks even with serial"
+    else:
         # No serial point to divide by (none measured, or none kept: a scale model's
         # unfaithful rows are left out): say so, where a log axis of nothing would fail.
         ax_s.text(0.5, 0.5, "no serial time to compare with", ha="center",
                   transform=ax_s.transAxes)  # fmt: skip
-        ax_s.set(xlabel="items", ylabel="speedup vs serial")
-        fig.legend(*ax_t.get_legend_handles_labels(), loc="outside right center", fontsize=8)
-        fig.suptitle(f"{workload}: no speedup without serial's time")
-        return _save(fig, path, layout=False)
-    ax_s.set(xscale="log", yscale="log", xlabel="items", ylabel="speedup vs serial")
+        title = "no speedup without serial's time"
+    fig.legend(*ax_t.get_legend_handles_labels(), loc="outside right center", fontsize=8)
+    fig.suptitle(f"{workload}: {title}")
+    return _save(fig, path, layout=False)
+
+
+def _speedup_axis(ax_s: Any, marks: list[tuple[int, str]]) -> None:
+    """The speedup panel's log axes, plain labels and each backend's break-even line."""
+    ax_s.set(xscale="log", yscale="log")
     ax_s.grid(True, which="both", alpha=0.3)
     # Speedups read plainly (0.5×, 2×), not as powers of ten; minor ticks are labelled only
     # within a decade, where there are few of them (over more they print on top of each other).
@@ -112,9 +120,6 @@ def scaling(records: pd.DataFrame, workload: str, path: str | Path) -> Path:
             color=color(backend),
             fontsize=8,
         )
-    fig.legend(*ax_t.get_legend_handles_labels(), loc="outside right center", fontsize=8)
-    fig.suptitle(f"{workload}: dotted lines mark where a backend breaks even with serial")
-    return _save(fig, path, layout=False)
 
 
 def overhead_breakdown(profile: dict[str, Any], path: str | Path) -> Path:
