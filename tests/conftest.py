@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -42,6 +45,17 @@ LEAK_GRACE_S = 20.0
 # first. Token auth on everywhere (the secure choice): every head and driver here, our CLI
 # subprocesses included, share ~/.ray/auth_token.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Make Ray's token once, before any parallel worker starts: two of them starting a Ray
+    cluster at once would each write a token of their own, and one's driver would then read
+    the other's."""
+    if hasattr(config, "workerinput") or Path.home().joinpath(".ray", "auth_token").exists():
+        return
+    if importlib.util.find_spec("ray") is not None:
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token",
+                        "--generate"], capture_output=True, check=True, timeout=120)  # fmt: skip
 
 
 def _allowed_process(proc: psutil.Process) -> bool:

@@ -17,6 +17,12 @@ from collections.abc import Iterator
 
 import psutil
 
+# README's two commands, as CI runs them. The suite runs two tests at a time, then the tests
+# marked ``alone`` (their figures are times, CPU shares or link rates) with the machine to
+# themselves.
+RUN_COMMAND = 'pip install -e ".[all]" && smallbig run'
+TEST_COMMAND = 'pip install -e ".[all,test]" && pytest -n 2 -m "not alone" && pytest -m alone'
+
 
 class SubmitCounter:
     """Counts the tasks a backend submits: installs itself as ``ex._submit``."""

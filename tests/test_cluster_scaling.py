@@ -17,6 +17,9 @@ from smallbig.model.costmodel import GROWTH_NOISE, at_workers, predict
 from smallbig.results.records import write_json
 from smallbig.workloads import probes
 
+# Its figures are measured times, CPU shares or rates: run with the machine to itself.
+pytestmark = pytest.mark.alone
+
 DASK = pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 
 

@@ -231,6 +231,7 @@ def test_spark_without_java_names_what_to_install(monkeypatch, tmp_path):
     assert re.search(r"spark +│ no ", out.stdout) and "needs a Java" in out.stdout, out.stdout
 
 
+@pytest.mark.alone
 @needs_ray
 def test_connecting_to_a_ray_cluster_counts_its_workers_coming_up_as_start_up(ray_address):
     """Ray starts a job's workers as its first tasks arrive: connected but not waited for,

@@ -18,6 +18,9 @@ from smallbig.model.calibrate import load_profile, measure_overheads, overhead
 from smallbig.model.costmodel import predict
 from smallbig.present import plots
 
+# Its figures are measured times, CPU shares or rates: run with the machine to itself.
+pytestmark = pytest.mark.alone
+
 PROFILE = {
     "backends": {
         "serial": calibration_row(1, 0.0, 1e-7, True),

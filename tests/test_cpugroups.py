@@ -24,6 +24,9 @@ from smallbig.backends.emulation.cpugroups import (
 )
 from smallbig.workloads.tasks import python_long
 
+# Its figures are measured times, CPU shares or rates: run with the machine to itself.
+pytestmark = pytest.mark.alone
+
 
 def _refused() -> str | None:
     try:

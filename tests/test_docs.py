@@ -6,6 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
+from helpers import RUN_COMMAND, TEST_COMMAND
+
 from smallbig.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,10 +18,7 @@ def test_the_readme_is_short_and_opens_with_the_two_commands():
     text = README.read_text()
     assert len(text.splitlines()) <= 300
     blocks = re.findall(r"```bash\n(.+?)\n```", text, re.S)
-    assert blocks[:2] == [
-        'pip install -e ".[all]" && smallbig run',
-        'pip install -e ".[all,test]" && pytest',
-    ]
+    assert blocks[:2] == [RUN_COMMAND, TEST_COMMAND]
 
 
 def _anchor(heading: str) -> str:

@@ -28,7 +28,7 @@ from smallbig.backends.emulation.netns import NetworkError, check_privileges
 from smallbig.model.calibrate import pipelined_rates
 from smallbig.workloads import probes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 MIB10 = 10 * 2**20
 IDEAL_100 = MIB10 * 8 / 100e6  # 0.84 s for 10 MiB over one 100 Mbit/s link
 SLOW_MBPS = 25  # a link slow enough that a calibration's maps must be kept short

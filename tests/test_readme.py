@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import RUN_COMMAND, TEST_COMMAND
 
 from smallbig.backends import available
 
@@ -103,10 +104,7 @@ def _small(argv: list[str]) -> list[str]:
 def test_readme_commands_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SMALLBIG_CACHE", str(tmp_path / "cache"))
     commands = readme_commands()
-    assert commands[:2] == [
-        'pip install -e ".[all]" && smallbig run',
-        'pip install -e ".[all,test]" && pytest',
-    ]
+    assert commands[:2] == [RUN_COMMAND, TEST_COMMAND]
     ran = 0
     for command in [*commands[2:], "smallbig run"]:  # the first command's job, small
         argv = shlex.split(command)

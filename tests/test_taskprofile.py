@@ -120,6 +120,7 @@ def test_bad_inner_threads_is_refused(bad):
         get_backend("threads", inner_threads=bad)
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(CORES < 2, reason="oversubscription needs two cores to show")
 def test_capped_threads_run_blas_no_slower_than_serial():
     items = list(range(60))
@@ -152,12 +153,14 @@ def _allocate(seed: int) -> int:
     return int(np.ones(2_000_000).sum()) + seed  # 16 MB
 
 
+@pytest.mark.alone
 def test_profile_of_a_gil_holding_python_loop():
     p = profile_task(tasks.python_cpu, range(5))
     assert not p.releases_gil and p.gil_s > 0.5 * p.item_s_1
     assert 0.7 < p.cores_used < 1.3 and not p.coroutine and p.errors == 0
 
 
+@pytest.mark.alone
 def test_a_gil_holding_loop_is_never_advised_to_threads(tmp_path):
     # Measured here: a pure-Python loop's profile, and a calibration of the local pools.
     task = profile_task(tasks.python_cpu, range(17))
@@ -180,6 +183,7 @@ def _wait_then_count(seed: int) -> int:
     return sum(i * i % 5 for i in range(seed % 3, 9_000))
 
 
+@pytest.mark.alone
 def test_threads_are_predicted_no_faster_than_the_profiled_pool_ran(tmp_path):
     # A task that waits, then computes holding the GIL: taken apart, its bounds (CPU per item;
     # a thread's wait hidden behind another's CPU) promise more than six threads do.
@@ -219,6 +223,7 @@ print((task.item_s if name == "serial" else task.pool_s) / (best / len(items)))
 """
 
 
+@pytest.mark.alone
 def test_results_a_map_keeps_are_profiled_in_fresh_memory():
     # A map holds every result until it returns, so each is written to pages never touched
     # before; passes whose results were freed reused the last pass's pages, and threads were
@@ -248,6 +253,7 @@ def _wait_then_multiply(seed: int) -> float:
     return float((a @ a).trace())
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(CORES < 2, reason="a multi-threaded BLAS needs two cores to show")
 def test_a_task_that_waits_then_uses_several_blas_threads_releases_the_gil():
     # Uncapped, its CPU exceeded its wall (two BLAS threads): that once passed for "computes
@@ -257,12 +263,14 @@ def test_a_task_that_waits_then_uses_several_blas_threads_releases_the_gil():
     assert p.releases_gil and p.gil_s < 0.6 * p.item_s_1, p
 
 
+@pytest.mark.alone
 def test_profile_of_a_gil_releasing_wait():
     p = profile_task(tasks.io_wait, range(7))
     assert p.releases_gil and p.gil_s < 0.5 * p.item_s_1
     assert p.item_s >= 0.01 and p.cores_used < 0.5
 
 
+@pytest.mark.alone
 def test_the_profiles_pool_is_timed_per_item_when_the_items_do_not_divide_among_its_threads():
     # 8 waits of 7 ms (after a warm-up one), repeated to 32: on 6 threads, shares of 6 and 5.
     # Timed as one pass over the longest share, they read 12% over a wait per thread.
@@ -275,6 +283,7 @@ def test_the_profiles_pool_is_timed_per_item_when_the_items_do_not_divide_among_
     ratio_on_some_try("pool per item ÷ one wait per thread", ratio, 0.9, 1.06, tries=3)
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(CORES < 2, reason="a multi-threaded BLAS needs two cores to show")
 def test_profile_of_a_multithreaded_blas_task():
     p = profile_task(_matmul, range(5))
@@ -283,6 +292,7 @@ def test_profile_of_a_multithreaded_blas_task():
     assert p.releases_gil
 
 
+@pytest.mark.alone
 def test_profile_of_a_coroutine_function():
     p = profile_task(_wait_async, range(5))
     assert p.coroutine and p.coroutine_cpu_s is not None and p.releases_gil
@@ -334,6 +344,7 @@ def test_bench_tasks_measures_every_backend_once_a_round():
     assert all(len(set(on_main[i : i + 8])) == 1 for i in range(0, len(on_main), 8)), on_main
 
 
+@pytest.mark.alone
 def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
     # A module that takes 0.4 s to import (a heavy library, a table built at import): every
     # fresh worker pays it on its first item; the driver, which imported it, never does again.
@@ -368,6 +379,7 @@ def test_profile_measures_what_a_fresh_worker_pays_first(tmp_path, monkeypatch):
     assert cold - warm == pytest.approx(0.2 + slow.first_call_s, rel=0.01)
 
 
+@pytest.mark.alone
 def test_a_fresh_workers_first_call_pays_the_imports_smallbig_itself_has_loaded(
     tmp_path, monkeypatch
 ):
@@ -415,6 +427,7 @@ def _cpu_per_item(n: int) -> float:
     return (time.thread_time() - start) / n
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 @pytest.mark.skipif("dask" not in available(), reason="pip install 'smallbig[dask]'")
 def test_memory_a_dask_worker_faults_in_again_every_item_is_profiled_and_predicted():
