@@ -78,7 +78,8 @@ class SparkBackend(Backend):
         Seconds from the start (the driver's JVM included) for a cluster by address to give
         this application an executor; then it fails, naming the address. A master answers
         nothing until asked in Spark's own protocol, so a port where something else listens
-        is found out only this way.
+        is found out only this way. 30 s, as Dask's own connect timeout: a driver's JVM took
+        9 s to start on a busy 2-core machine, where 10 s left one second for an executor.
     worker_memory_mb : int
         Memory of each worker JVM of a local cluster.
     inner_threads : int, "auto" or None
@@ -103,7 +104,7 @@ class SparkBackend(Backend):
         workers: int | None = None,
         *,
         address: str | None = None,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 30.0,
         worker_memory_mb: int = WORKER_MEMORY_MB,
         inner_threads: InnerThreads = "auto",
     ) -> None:

@@ -297,3 +297,15 @@ def test_a_measured_cold_crossover_counts_the_fresh_workers_first_calls():
     assert measured_crossover(cluster, extra, {"serial": (serial, 0.0)}, cold=False) == 2
     # A first map quicker than the line (noise) never takes back the measured start-up.
     assert cold_extra_s(1.0, cluster.predict(64) - 0.1, cluster, 64) == 1.0
+
+
+def test_a_crossover_the_lines_only_extrapolate_to_is_timed_again_between_sizes_around_it():
+    from smallbig.bench.cluster import bracket
+
+    # Timed at 32 and 128 items, lines that cross at 22: timed again at 11 and 44.
+    assert bracket(22, 128) == [11, 44]
+    assert bracket(1, 32) == [1, 2]  # from the first item: one item, and two
+    assert bracket(135, 64) == [67, 270]  # above the sizes, within 4x of them
+    # Inside the timed sizes, never, or so far above them that local maps take minutes.
+    assert bracket(40, 128) is None and bracket(128, 128) is None
+    assert bracket(None, 128) is None and bracket(3982, 64) is None

@@ -130,9 +130,9 @@ def test_an_open_port_that_is_not_a_cluster_fails_within_15_s(engine, kind):
         if engine == "spark":
             address = f"spark://{address}"
             # Spark's client speaks first and a port that is not a master is found out only
-            # when no answer comes: the whole default wait (10 s) on the silent port, a
-            # shorter one on the others (the same wait, 24 s of the suite's time less).
-            options = {} if kind == "silent" else {"connect_timeout": 3.0}
+            # when no answer comes: a whole wait of 10 s on the silent port, a shorter one on
+            # the others (the same wait, 24 s of the suite's time less).
+            options = {"connect_timeout": 10.0 if kind == "silent" else 3.0}
         start = time.monotonic()
         with pytest.raises(ConnectionError, match=re.escape(address)):
             get_backend(f"{engine}@{address}", **options)

@@ -51,6 +51,10 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert commands[:2] == [RUN_COMMAND, TEST_COMMAND]
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[1] in ci
+    # Under `set -e`, `a && b && c` ends the script only when c fails: the part run in
+    # parallel failing must fail CI too, so the line after the command checks its status.
+    after = [line for line in ci[ci.index(commands[1]) + 1 :] if not line.startswith("#")]
+    assert after[0] == "status=$?" and after[1].startswith('if [ "$status" -ne 0 ]'), after
 
 
 def test_the_extras_install_a_notebook_front_end():

@@ -38,6 +38,7 @@ from smallbig.backends import get_backend
 from smallbig.bench.cluster import (
     SAMPLE,
     Case,
+    bracket,
     cold_extra_s,
     local_lines,
     measured_crossover,
@@ -184,15 +185,43 @@ def _one_cluster(
             rows += _model_rows(where, m, task, calibration, own, shaped)
             if m["case"] == PUT_ONCE:
                 continue  # locally, a put object is this process's own: no crossover to find
-            sizes = [m["items"] // 4, m["items"]]
-            lines = local_lines(_case(todo, m["case"]), sizes, calibration, locals_, task)
+            case, sizes = _case(todo, m["case"]), [m["items"] // 4, m["items"]]
+            lines = local_lines(case, sizes, calibration, locals_, task)
             for cold in (True, False):
-                crossings.append({
-                    **where, "case": m["case"], "phase": "cold" if cold else "warm",
-                    "predicted": predicted_crossover(own, engine, locals_, task, None, cold),
-                    "measured": measured_crossover(m["line"], m["cold_extra_s"], lines, cold),
-                })  # fmt: skip
+                found = measured_crossover(m["line"], m["cold_extra_s"], lines, cold)
+                row = {**where, "case": m["case"], "phase": "cold" if cold else "warm",
+                       "predicted": predicted_crossover(own, engine, locals_, task, None, cold),
+                       "measured": found, "timed at": f"{sizes[0]}, {sizes[1]}"}  # fmt: skip
+                again = bracket(found, m["items"])
+                if again:
+                    row["measured"] = _bracketed(
+                        cluster.spec, case, again, m["cold_extra_s"], calibration, locals_, task,
+                        repeats, cold,
+                    )  # fmt: skip
+                    row["timed at"] += f"; {again[0]}, {again[1]}"
+                crossings.append(row)
     return rows, crossings
+
+
+def _bracketed(
+    spec: str,
+    case: Case,
+    sizes: list[int],
+    extra_s: float,
+    calibration: dict[str, Any],
+    locals_: list[str],
+    task: Any,
+    repeats: int,
+    cold: bool,
+) -> int | None:
+    """The crossover of the cluster at ``spec`` and the local backends, timed warm at
+    ``sizes`` (:func:`~smallbig.bench.cluster.bracket`); cold, the cluster's ``extra_s``
+    measured on its first map is added, as before."""
+    with get_backend(spec) as ex:  # a connection of its own: its start-up is not timed
+        timed_map(ex, case, case.make(sizes[0]))  # warm: the first map of this connection
+        line = warm_line(ex, case, sizes, repeats)[0]
+    lines = local_lines(case, sizes, calibration, locals_, task)
+    return measured_crossover(line, extra_s, lines, cold)
 
 
 def _profile(case: Case) -> Any:
