@@ -302,10 +302,12 @@ def test_a_measured_cold_crossover_counts_the_fresh_workers_first_calls():
 def test_a_crossover_the_lines_only_extrapolate_to_is_timed_again_between_sizes_around_it():
     from smallbig.bench.cluster import bracket
 
-    # Timed at 32 and 128 items, lines that cross at 22: timed again at 11 and 44.
-    assert bracket(22, 128) == [11, 44]
-    assert bracket(1, 32) == [1, 2]  # from the first item: one item, and two
-    assert bracket(135, 64) == [67, 270]  # above the sizes, within 4x of them
+    # 4 workers timed at 32 and 128 items, lines that cross at 22: timed again at 11 and 44.
+    assert bracket(22, 128, 4) == [11, 44]
+    # Never under a round of the workers (one item and two take one round alike), and the
+    # larger size four rounds: a line through them measures a cost per item.
+    assert bracket(1, 32, 4) == [4, 16] and bracket(4, 128, 4) == [4, 16]
+    assert bracket(135, 64, 2) == [67, 270]  # above the sizes, within 4x of them
     # Inside the timed sizes, never, or so far above them that local maps take minutes.
-    assert bracket(40, 128) is None and bracket(128, 128) is None
-    assert bracket(None, 128) is None and bracket(3982, 64) is None
+    assert bracket(40, 128, 4) is None and bracket(128, 128, 4) is None
+    assert bracket(None, 128, 4) is None and bracket(3982, 64, 2) is None

@@ -237,16 +237,19 @@ def measured_crossover(
     return None if None in crossings else int(max(crossings))
 
 
-def bracket(found: int | None, items: int) -> list[int] | None:
+def bracket(found: int | None, items: int, workers: int) -> list[int] | None:
     """Sizes to time again when ``found``, the crossover of lines through a quarter of
-    ``items`` and all of them, lies outside those sizes: half and twice it, so that lines
-    through sizes that bracket it say where it is (fixed costs and per-round steps bend a
-    map's time at a few items, and a line from 32 items on missed them by 0.3 s on a scale
-    model). ``None`` when it lies inside, the cluster never wins, or it lies over 4×
-    ``items`` away (maps of minutes locally)."""
+    ``items`` and all of them, lies outside those sizes: about half and twice it, so that
+    lines through sizes that bracket it say where it is (fixed costs bend a map's time at a
+    few items: a line from 32 items on missed them by 0.3 s on a scale model). Never under
+    one item a worker nor under four rounds of them at the larger size: below a round, a
+    cluster's map takes the same time for one item as for ``workers``, and a line through
+    such sizes measures a round's fixed cost, not a cost per item. ``None`` when ``found``
+    lies inside, the cluster never wins, or it lies over 4× ``items`` away (local maps of
+    minutes)."""
     if found is None or items // 4 <= found <= items or found > 4 * items:
         return None
-    return [max(1, found // 2), max(2, 2 * found)]
+    return [max(1, found // 2, workers), max(2 * found, 4 * workers)]
 
 
 @contextmanager

@@ -192,7 +192,7 @@ def _one_cluster(
                 row = {**where, "case": m["case"], "phase": "cold" if cold else "warm",
                        "predicted": predicted_crossover(own, engine, locals_, task, None, cold),
                        "measured": found, "timed at": f"{sizes[0]}, {sizes[1]}"}  # fmt: skip
-                again = bracket(found, m["items"])
+                again = bracket(found, m["items"], m["items"] // case.per_worker)
                 if again:
                     row["measured"] = _bracketed(
                         cluster.spec, case, again, m["cold_extra_s"], calibration, locals_, task,
