@@ -160,10 +160,16 @@ def measure_cluster(
 
 
 def local_lines(
-    case: Case, sizes: Sequence[int], cal: dict[str, Any], locals_: Sequence[str], task: Any
+    case: Case,
+    sizes: Sequence[int],
+    cal: dict[str, Any],
+    locals_: Sequence[str],
+    task: Any,
+    repeats: int = 1,
 ) -> dict[str, tuple[Any, float]]:
-    """Per local backend, its warm line through ``sizes`` and what a cold map pays over it:
-    its start-up and its fresh workers' first calls (:func:`cold_extra_s`).
+    """Per local backend, its warm line through ``sizes`` (the median of ``repeats`` maps at
+    each) and what a cold map pays over it: its start-up and its fresh workers' first calls
+    (:func:`cold_extra_s`).
 
     A backend predicted over 3× the best local one (or over :data:`CROSSOVER_CAP_S`) at the
     larger size is not timed: serial on thousands of waits would take minutes to lose.
@@ -176,7 +182,7 @@ def local_lines(
             continue
         with get_backend(spec) as ex:
             first = timed_map(ex, case, case.make(SAMPLE))  # warm, as the cluster is
-            line = warm_line(ex, case, sizes, 1)[0]
+            line = warm_line(ex, case, sizes, repeats)[0]
             out[spec] = (line, cold_extra_s(ex.startup_s, first, line, SAMPLE))
     return out
 

@@ -60,6 +60,7 @@ NODES = (2, 4)
 CPU_CASES = ("pure-Python CPU", "numba kernel")
 PER_WORKER = 8  # items per worker in each timed map
 PUT_ONCE = "1 MB put once"
+BRACKET_REPEATS = 7  # maps at each size that brackets a crossover (short ones: noisy)
 
 
 def link_cases(api_url: str) -> list[Case]:
@@ -216,11 +217,16 @@ def _bracketed(
 ) -> int | None:
     """The crossover of the cluster at ``spec`` and the local backends, timed warm at
     ``sizes`` (:func:`~smallbig.bench.cluster.bracket`); cold, the cluster's ``extra_s``
-    measured on its first map is added, as before."""
+    measured on its first map is added, as before.
+
+    Each size is the median of at least :data:`BRACKET_REPEATS` maps, on both sides: these
+    maps take a tenth of a second or so, where two repeats (and one locally) moved the numba
+    kernel's warm crossover between 1 item and never from run to run."""
+    repeats = max(repeats, BRACKET_REPEATS)
     with get_backend(spec) as ex:  # a connection of its own: its start-up is not timed
         timed_map(ex, case, case.make(sizes[0]))  # warm: the first map of this connection
         line = warm_line(ex, case, sizes, repeats)[0]
-    lines = local_lines(case, sizes, calibration, locals_, task)
+    lines = local_lines(case, sizes, calibration, locals_, task, repeats)
     return measured_crossover(line, extra_s, lines, cold)
 
 
