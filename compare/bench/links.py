@@ -197,7 +197,7 @@ def _one_cluster(
                 if again:
                     row["measured"] = _bracketed(
                         cluster.spec, case, again, m["cold_extra_s"], calibration, locals_, task,
-                        repeats, cold,
+                        repeats, cold, m["items"],
                     )  # fmt: skip
                     row["timed at"] += f"; {again[0]}, {again[1]}"
                 crossings.append(row)
@@ -214,15 +214,18 @@ def _bracketed(
     task: Any,
     repeats: int,
     cold: bool,
+    items: int,
 ) -> int | None:
     """The crossover of the cluster at ``spec`` and the local backends, timed warm at
     ``sizes`` (:func:`~smallbig.bench.cluster.bracket`); cold, the cluster's ``extra_s``
     measured on its first map is added, as before.
 
-    Each size is the median of at least :data:`BRACKET_REPEATS` maps, on both sides: these
-    maps take a tenth of a second or so, where two repeats (and one locally) moved the numba
-    kernel's warm crossover between 1 item and never from run to run."""
-    repeats = max(repeats, BRACKET_REPEATS)
+    Below the sizes timed first, each size is the median of at least :data:`BRACKET_REPEATS`
+    maps, on both sides: these maps take a tenth of a second or so, where two repeats (and
+    one locally) moved the numba kernel's warm crossover between 1 item and never from run to
+    run. Above them, maps of seconds are timed ``repeats`` times, as the first sizes were."""
+    if sizes[-1] < items:
+        repeats = max(repeats, BRACKET_REPEATS)
     with get_backend(spec) as ex:  # a connection of its own: its start-up is not timed
         timed_map(ex, case, case.make(sizes[0]))  # warm: the first map of this connection
         line = warm_line(ex, case, sizes, repeats)[0]
