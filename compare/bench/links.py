@@ -11,7 +11,9 @@ first map) and warm, and predicted (a) by extrapolation from this machine's ordi
 calibration to the cluster's workers and link rate (``advise --workers N --bandwidth-mbps
 B``), warm only (its start-up is a LocalCluster's, not a connection's), and (b) from a
 calibration of the emulated cluster itself (``smallbig overhead --backends dask@…``). Then
-the crossover with the best local backend, where the measured straight lines cross.
+the crossover with the best local backend, where the measured straight lines cross; where
+they cross outside the sizes timed, it is timed again at sizes that bracket it
+(:func:`~smallbig.bench.cluster.bracket`).
 
 With ``cpus`` (``--scale-model``, under ``--cpus C``): a scale model. This process is the
 laptop, held to C cores; every node of every cluster is held to the same C
