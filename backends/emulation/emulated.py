@@ -111,6 +111,13 @@ def _note(host: str, port: int) -> dict[str, Any] | None:
     return facts if alive(int(facts.get("owner", 0))) else None
 
 
+def make_ray_token() -> None:
+    """Make the user's Ray token (``~/.ray/auth_token``) unless it exists, as ``ray
+    get-auth-token --generate`` does."""
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token",
+                    "--generate"], capture_output=True, check=True, timeout=60)  # fmt: skip
+
+
 class EmulatedCluster:
     """Start it with ``with EmulatedCluster(...) as cluster:``; ``cluster.spec`` is the
     ``NAME@ADDRESS`` to give ``--backends`` (or :func:`backends.get_backend`).
@@ -340,11 +347,9 @@ class EmulatedCluster:
         # file in it once this process is gone, the driver's node included.
         self._folder = folder = owned_temp_dir("smallbig-emu-")
         self._reaper = start_reaper(folder)
-        # Ray 2.5x+ starts a head with token authentication, from the user's own token
-        # (~/.ray/auth_token, made as `ray get-auth-token --generate` makes it): the token a
-        # local runtime of this process uses too, so one driver can reach both.
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token",
-                        "--generate"], capture_output=True, check=True, timeout=60)  # fmt: skip
+        # Ray 2.5x+ starts a head with token authentication, from the user's own token: the
+        # token a local runtime of this process uses too, so one driver can reach both.
+        make_ray_token()
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
         # The GCS declares a silent node dead after worker_ttl_s, as Dask's worker-ttl does
         # (then its tasks are retried elsewhere): a health check a second, each given a second.
