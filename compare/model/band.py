@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from smallbig.model.calibration import read_calibration
 from smallbig.model.cluster import Cluster
 from smallbig.model.costmodel import predict
 from smallbig.model.footprint import machine_memory
@@ -97,10 +98,11 @@ def small_big_band(
     memory = machine_memory(profile)
     boundary = memory / data_bytes_per_item if data_bytes_per_item > 0 else None
     clusters = {b for b, row in profile["backends"].items() if row.get("distributed")}
+    calibration = read_calibration(profile)  # once for every size tried
 
     def cluster_wins(n: int) -> bool:
         ranked = predict(
-            profile,
+            calibration,
             n,
             item_s,
             releases_gil=releases_gil,

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from smallbig.model.calibration import read_calibration
 from smallbig.model.cluster import Cluster
 from smallbig.model.costmodel import predict
 from smallbig.model.fits import BASELINE, break_even, fit_all
@@ -280,10 +281,11 @@ def _best_grid(
     extra: dict[str, Any],
 ) -> np.ndarray:
     best = np.empty((len(_COMPUTE), len(_ITEMS)), int)
+    calibration = read_calibration(profile)  # once, not in each of 3,600 predictions
     for i, c in enumerate(_COMPUTE):
         for j, n in enumerate(_ITEMS):
             ranked = predict(
-                profile, int(n), float(c), item_bytes, releases_gil=releases_gil, **extra
+                calibration, int(n), float(c), item_bytes, releases_gil=releases_gil, **extra
             )
             best[i, j] = names.index(ranked[0].backend)
     return best
