@@ -17,11 +17,11 @@ from collections.abc import Iterator
 
 import psutil
 
-# README's two commands, as CI runs them. The suite runs two tests at a time, then the tests
+# README's two commands, as CI runs them. The suite runs three tests at a time, then the tests
 # marked ``alone`` (their figures are times, CPU shares or link rates) with the machine to
 # themselves.
 RUN_COMMAND = 'pip install -e ".[all]" && smallbig run'
-TEST_COMMAND = 'pip install -e ".[all,test]" && pytest -n 2 -m "not alone" && pytest -m alone'
+TEST_COMMAND = 'pip install -e ".[all,test]" && pytest -n 3 -m "not alone" && pytest -m alone'
 
 
 class SubmitCounter:

@@ -169,6 +169,12 @@ def test_ray_over_shaped_links_moves_an_argument_at_the_links_rate():
     assert 0.7 * measured <= predicted <= 1.4 * measured, put_term
 
 
+# The CPU quotas of every smallbig group on the machine count against one limit (80% of its
+# cores): tests that make groups run in one xdist worker, one at a time (pyproject.toml's
+# `--dist loadgroup`).
+QUOTA = pytest.mark.xdist_group("cpu-quota")
+
+
 def _cluster(*args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "smallbig", "cluster", "--nodes", "2", *args]
     return subprocess.Popen(
@@ -191,9 +197,9 @@ def _spec(proc: subprocess.Popen) -> str:
 @pytest.mark.parametrize(
     "engine, sig, run_first",
     [
-        pytest.param("dask", signal.SIGINT, None, marks=needs_dask, id="dask-SIGINT"),
-        pytest.param("dask", signal.SIGTERM, "run", marks=needs_dask, id="dask-SIGTERM"),
-        pytest.param("dask", signal.SIGKILL, None, marks=needs_dask, id="dask-SIGKILL"),
+        pytest.param("dask", signal.SIGINT, None, marks=[needs_dask, QUOTA], id="dask-SIGINT"),
+        pytest.param("dask", signal.SIGTERM, "run", marks=[needs_dask, QUOTA], id="dask-SIGTERM"),
+        pytest.param("dask", signal.SIGKILL, None, marks=[needs_dask, QUOTA], id="dask-SIGKILL"),
         # Ray's driver node runs outside the namespaces: its processes must go too, and only
         # the reaper is left to stop them. (A SIGTERM or a normal end runs the same close()
         # as on Dask; the shaping test ends a Ray cluster normally.) A Ray start costs ~40 s.
@@ -208,7 +214,8 @@ def _spec(proc: subprocess.Popen) -> str:
 def test_nothing_of_it_outlives_its_owner(engine, sig, run_first, tmp_path):
     # Dask's nodes as a scale model's, each in a CPU group of its own: those go too. (Ray's
     # nodes held to 0.35 core each took 85 s to start here, against ~20 s: left out.) Three
-    # groups of a quarter core: two of these tests at once stay under the 80% limit.
+    # groups of a quarter core, and one of these tests at a time (QUOTA): a second at once
+    # would still fit under the 80% limit, a third would not.
     quota = ["--cpus-per-node", "0.25"] if engine == "dask" else []
     proc = _cluster("--engine", engine, "--bandwidth-mbps", "1000", *quota)
     try:
