@@ -12,19 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import dask_cluster, ray_cluster, spark_cluster
+from helpers import allowed_process, dask_cluster, ray_cluster, spark_cluster
 
 from smallbig.backends.inner import spawn_env
 
-# Interpreter-wide helpers that multiprocessing starts once and keeps by design; they are not
-# a test's leak. Everything else a test starts must be gone when it ends.
-ALLOWED_PROCESSES = (
-    "multiprocessing.forkserver",
-    "multiprocessing.resource_tracker",
-    # loky's twin of multiprocessing's tracker (joblib's memory-mapped files among what it
-    # tracks): one per interpreter, ending with it.
-    "loky.backend.resource_tracker",
-)
 # Threads that libraries keep for the life of the process on purpose (thread pools of Dask's
 # offload and future-callback executors, Ray's/gRPC's global workers, asyncio's default
 # executor, and smallbig's one helper that sets and restores the process's BLAS caps).
@@ -58,16 +49,6 @@ def pytest_configure(config: pytest.Config) -> None:
         make_ray_token()
 
 
-def _allowed_process(proc: psutil.Process) -> bool:
-    try:
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return True
-        cmdline = " ".join(proc.cmdline())
-    except psutil.Error:
-        return True  # gone meanwhile
-    return any(marker in cmdline for marker in ALLOWED_PROCESSES)
-
-
 def _describe(proc: psutil.Process) -> str:
     try:
         return f"{proc.pid} {' '.join(proc.cmdline())[:120]}"
@@ -92,7 +73,7 @@ def check_leaks() -> Iterator[None]:
         # New direct children only: processes a pre-existing engine forks later (Ray's worker
         # pool growing) belong to that engine, which its own fixture stops.
         procs = [
-            p for p in me.children() if p.pid not in children_before and not _allowed_process(p)
+            p for p in me.children() if p.pid not in children_before and not allowed_process(p)
         ]
         threads = [
             t

@@ -24,6 +24,29 @@ RUN_COMMAND = 'pip install -e ".[all]" && smallbig run'
 TEST_COMMAND = 'pip install -e ".[all,test]" && pytest -n 3 -m "not alone" && pytest -m alone'
 
 
+# Interpreter-wide helpers that multiprocessing starts once and keeps by design; they are not
+# a test's leak. Everything else a test starts must be gone when it ends.
+ALLOWED_PROCESSES = (
+    "multiprocessing.forkserver",
+    "multiprocessing.resource_tracker",
+    # loky's twin of multiprocessing's tracker (joblib's memory-mapped files among what it
+    # tracks): one per interpreter, ending with it.
+    "loky.backend.resource_tracker",
+)
+
+
+def allowed_process(proc: psutil.Process) -> bool:
+    """Whether ``proc`` may outlive the test that started it: one of
+    :data:`ALLOWED_PROCESSES`, a zombie, or gone."""
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return True
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return True  # gone meanwhile
+    return any(marker in cmdline for marker in ALLOWED_PROCESSES)
+
+
 class SubmitCounter:
     """Counts the tasks a backend submits: installs itself as ``ex._submit``."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import functools
 import operator
+import os
 import time
 
 import pytest
@@ -244,6 +245,15 @@ def mul(x, y):
     return x * y
 
 
+def held(gate: str, most_s: float = 60.0) -> str:
+    """Run until the file ``gate`` exists (at most ``most_s``): a task that is still running
+    when the test says so, however long a loaded machine takes to run the other one."""
+    deadline = time.monotonic() + most_s
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return gate
+
+
 class Holder:
     """An object whose bound method is submitted; it carries ``nbytes`` of memory of its own."""
 
@@ -338,25 +348,36 @@ def test_map_makes_its_calls_even_if_nobody_iterates(ex, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "2", "3"]
 
 
-def test_wait_first_completed(ex):
+# The slow task runs until the test has its answer: a 1 s sleep lost the race on a loaded
+# machine, where Ray took over a second to start the worker process for the quick one.
+def test_wait_first_completed(ex, tmp_path):
     if _runs_in_caller(ex):
         pytest.skip("serial: submit() returns a finished future, so the first is both")
-    slow = ex.submit(probes.sleep, 1.0)
+    gate = tmp_path / "go"
+    slow = ex.submit(held, str(gate))
     fast = ex.submit(mul, 21, 2)
-    done, not_done = cf.wait([slow, fast], timeout=60, return_when=cf.FIRST_COMPLETED)
+    try:
+        done, not_done = cf.wait([slow, fast], timeout=60, return_when=cf.FIRST_COMPLETED)
+    finally:
+        gate.touch()
     assert done == {fast} and not_done == {slow}
-    assert fast.result() == 42
+    assert fast.result() == 42 and slow.result(timeout=60) == str(gate)
 
 
-def test_wait_first_exception(ex):
+def test_wait_first_exception(ex, tmp_path):
     if _runs_in_caller(ex):
         pytest.skip("serial: submit() returns a finished future")
-    slow = ex.submit(probes.sleep, 1.0)
+    gate = tmp_path / "go"
+    slow = ex.submit(held, str(gate))
     failing = ex.submit(probes.fail, "first")
-    done, not_done = cf.wait([slow, failing], timeout=60, return_when=cf.FIRST_EXCEPTION)
+    try:
+        done, not_done = cf.wait([slow, failing], timeout=60, return_when=cf.FIRST_EXCEPTION)
+    finally:
+        gate.touch()
     assert done == {failing} and not_done == {slow}
     with pytest.raises(ValueError, match="first"):
         failing.result()
+    assert slow.result(timeout=60) == str(gate)
 
 
 def test_wait_all_completed_and_first_exception_without_one(ex):

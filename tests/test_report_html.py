@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +67,22 @@ def test_the_report_is_one_offline_file_with_tables_and_figures(report):
     answer, first_table = page.index('<section id="answer">'), page.index("<table class='data'>")
     assert answer < first_table < page.index("Machine, versions and settings")
     assert page.count("<figcaption>") == 3 and "break-even" in page
+
+
+def test_a_copied_folders_report_shows_each_figure_once(report, tmp_path):
+    # A user copies a run's folder to share it and draws its report there: run.json still
+    # lists the old folder's figures, under the same names as the new ones (it drew each
+    # figure twice).
+    copy = tmp_path / "shared"
+    shutil.copytree(report.parent, copy)
+    out = subprocess.run([sys.executable, "-m", "smallbig", "report", str(copy)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    page = (copy / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3, page.count("<figcaption>")
+    owned = json.loads((copy / "run.json").read_text())["outputs"]
+    assert sorted(Path(p).name for p in owned) == sorted({Path(p).name for p in owned})
+    assert all(Path(p).parent == copy.resolve() for p in owned), owned
 
 
 def test_chromium_renders_it_with_its_figures(chromium, report, tmp_path):

@@ -65,10 +65,9 @@ def write_report(out_dir: str | Path) -> Path:
     records = load_records(out)
     meta = read_metadata(out)
     profile = load_profile(out / RUN_PROFILE)
-    figures = [
-        out / Path(p).name for p in meta.get("outputs", []) if Path(p).suffix.lower() == ".png"
-    ]
-    figures = [p for p in figures if p.exists()]
+    # By name inside out_dir, once each: the folder may have been moved or copied since.
+    names = dict.fromkeys(Path(p).name for p in meta.get("outputs", []))
+    figures = [out / n for n in names if Path(n).suffix.lower() == ".png" and (out / n).exists()]
     infos = meta.get("backends", {})
     startup = {b: float(i.get("startup_s") or 0.0) for b, i in infos.items()}
     th = thresholds(records, startup, infos=infos)

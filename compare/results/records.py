@@ -232,10 +232,13 @@ def clear_run(out_dir: str | Path) -> None:
 
 
 def add_outputs(out_dir: str | Path, paths: list[Path]) -> None:
-    """List ``paths`` (absolute) in run.json as files this run owns."""
+    """List ``paths`` (absolute) in run.json as files this run owns, one entry per name: a
+    folder moved or copied since keeps its figures' old paths, which the new ones replace (a
+    copied folder's report showed every figure twice)."""
     meta = read_metadata(out_dir)
-    owned = set(meta.get("outputs", [])) | {str(Path(p).resolve()) for p in paths}
-    meta["outputs"] = sorted(owned)
+    owned = {Path(p).name: p for p in meta.get("outputs", [])}
+    owned.update({Path(p).name: str(Path(p).resolve()) for p in paths})
+    meta["outputs"] = sorted(owned.values())
     write_metadata(Path(out_dir), meta)
 
 
