@@ -153,7 +153,7 @@ def test_error_in_with_block_tears_the_cluster_down(name):
     before = {p.pid for p in me.children(recursive=True)}
     with pytest.raises(ZeroDivisionError), get_backend(name, workers=2) as ex:
         # Not multiprocessing's resource tracker, which the first spawned worker of this
-        # interpreter starts and which lives as long as it does (by design, as in conftest).
+        # interpreter starts and which lives as long as it does (helpers.ALLOWED_PROCESSES).
         started = [
             p for p in me.children(recursive=True) if p.pid not in before and not allowed_process(p)
         ]

@@ -214,8 +214,8 @@ def test_a_map_of_large_arguments_or_results_is_predicted_from_what_it_costs(tmp
             task = profile_task(fn, items[:8])
             predicted = predict(profile, len(items), task=task, cold=False)
             seconds = next(p.seconds for p in predicted if p.backend == "processes")
-            rates = {k: f"{v / 1e6:.0f} MB/s" for k, v in profile["backends"]["processes"].items()
-                     if k in ("beta_map_Bps", "beta_result_Bps")}  # fmt: skip
+            row = profile["backends"]["processes"]
+            rates = {k: f"{row[k] / 1e6:.0f} MB/s" for k in ("beta_map_Bps", "beta_result_Bps")}
             seen.append(f"predicted {seconds:.2f} s, measured {measured:.2f} s, {rates}")
             return seconds / measured
 
